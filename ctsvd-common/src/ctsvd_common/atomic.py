@@ -1,0 +1,155 @@
+"""Atomic file output.
+
+Every file a stage writes goes to a hidden temporary name in the destination
+folder and is renamed onto its final name only once it is complete, so a crash
+or a kill never leaves a half file that looks whole. ``os.replace`` within one
+folder is atomic on POSIX file systems, including the NFS and CephFS volumes
+that ChRIS compute resources mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+PART_SUFFIX = ".part"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=PART_SUFFIX, dir=dest.parent)
+    # mkstemp makes 0600 files; outputs are read by other users (CUBE, pfcon, viewers).
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
+
+    If the ``with`` block raises, the temporary file is removed and ``dest`` is
+    left as it was.
+    """
+    dest = Path(dest)
+    tmp = _temp_beside(dest)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON. NaN and infinity are refused: they are not JSON."""
+    write_text(dest, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def save_npy(dest: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` to ``dest`` atomically (no ``.npy`` is appended to the name)."""
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+class NpyWriter:
+    """A ``.npy`` file filled in place, published under its final name on ``commit``.
+
+    Large outputs (eigen-images, volumes) are written piecewise, possibly by
+    several processes at once: the file and its header are created here at
+    ``temp_path``; writers fill their own parts through a memory map (this
+    process through :attr:`array`, others with ``np.load(temp_path,
+    mmap_mode="r+")``), and :meth:`commit` renames the finished file.
+    """
+
+    def __init__(self, dest: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32):
+        self.dest = Path(dest)
+        self.temp_path = _temp_beside(self.dest)
+        self._array: np.memmap | None = None
+        try:
+            created = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
+            del created  # other processes may write first; map again only when asked
+        except BaseException:
+            self.temp_path.unlink(missing_ok=True)
+            raise
+
+    @property
+    def array(self) -> np.memmap:
+        if self._array is None:
+            self._array = np.load(self.temp_path, mmap_mode="r+")
+        return self._array
+
+    def commit(self) -> Path:
+        if self._array is not None:
+            self._array.flush()
+            self._array = None
+        os.replace(self.temp_path, self.dest)
+        return self.dest
+
+    def discard(self) -> None:
+        self._array = None
+        self.temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def copy_file(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy ``src`` to ``dest`` atomically (a real copy: ChRIS moves outputs between hosts)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+@contextlib.contextmanager
+def staged_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``dest``; it becomes ``dest`` on success.
+
+    A series folder thus appears whole or not at all. A previous ``dest`` is
+    replaced only once the new one is complete.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=PART_SUFFIX, dir=dest.parent))
+    tmp.chmod(0o777 & ~_umask())
+    try:
+        yield tmp
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
