@@ -1,0 +1,168 @@
+"""pl-ssvd-denoise: the distributed stochastic SVD of each CT series, on Apache Spark."""
+
+from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
+from pathlib import Path
+
+import numpy as np
+from chris_plugin import chris_plugin
+
+from ctsvd_common import atomic, contract
+from ctsvd_common.stage import Stage, StageError, run_stage
+from ssvd_denoise import __version__, session
+from ssvd_denoise.blocks import SparkBlocks, auto_partitions
+from ssvd_denoise.halko import stochastic_svd
+
+SVD_FORMAT = "ctsvd-svd"
+SVD_VERSION = 1
+DATA_ACCESS = ("auto", "shared", "stream")
+
+parser = ArgumentParser(
+    description="Factor each CT series (slices × pixels) as U·diag(s)·Vt with a randomized "
+    "(Halko) SVD distributed over pixels on Apache Spark, the knobs of Mahout's dssvd(k, p, q). "
+    "Input: the series folders of pl-dicom2matrix. Output: the same folders with U.npy, s.npy, "
+    "Vt.npy (the eigen-images) and svd.json added.",
+    formatter_class=ArgumentDefaultsHelpFormatter,
+)
+parser.add_argument("--k", type=int, default=50, help="number of singular components (eigen-images) to compute; at most the number of slices")
+parser.add_argument("--oversample", type=int, default=15, help="extra random sample vectors p (the sample has k + p columns)")
+parser.add_argument("--power-iters", dest="power_iters", type=int, default=2, help="power (subspace) iterations q; each is one pass over the data")
+parser.add_argument("--seed", type=int, default=0, help="seed of the random test matrix; equal seeds give equal results")
+parser.add_argument("--master", type=str, default="local[*]", help="Spark master: local[*], spark://HOST:7077 or k8s://https://HOST:PORT")
+parser.add_argument("--partitions", type=int, default=0, help="pixel blocks per series; 0 picks one per core (more for very large series)")
+parser.add_argument("--data-access", dest="data_access", type=str, default="auto", choices=DATA_ACCESS,
+                    help="how executors reach the volume: shared (they read the file), stream (the driver sends "
+                    "blocks, Spark caches them), auto (shared when every executor sees the file)")
+parser.add_argument("--spark-conf", dest="spark_conf", type=str, default="",
+                    help="extra Spark settings, comma-separated key=value pairs, e.g. spark.executor.memory=4g")
+
+
+@chris_plugin(
+    parser=parser,
+    title="Distributed stochastic SVD of CT series (Spark)",
+    category="Imaging",
+    min_memory_limit="2Gi",
+    min_cpu_limit="2000m",
+)
+def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
+    return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
+                     lambda stage: decompose_all(stage, options))
+
+
+def decompose_all(stage: Stage, options: Namespace) -> None:
+    if options.k < 1:
+        raise StageError(f"--k must be at least 1, got {options.k}")
+    for flag, value in (("--oversample", options.oversample), ("--power-iters", options.power_iters),
+                        ("--partitions", options.partitions)):
+        if value < 0:
+            raise StageError(f"{flag} must be 0 or more, got {value}")
+    try:
+        extra_conf = session.parse_conf(options.spark_conf)
+    except ValueError as e:
+        raise StageError(str(e)) from None
+
+    series = contract.find_series(stage.inputdir)
+    if not series:
+        raise StageError(f"no series found in {stage.inputdir}: expected folders with "
+                         f"{contract.MANIFEST} written by pl-dicom2matrix")
+    stage.log.info("%d series to decompose", len(series))
+
+    with stage.timed(f"starting Spark ({options.master})"):
+        try:
+            spark = session.start(options.master, extra_conf)
+        except Exception as e:
+            raise StageError(f"cannot start Spark with master {options.master}: {_first_line(e)} "
+                             "(is Java 17 or newer installed?)") from None
+    try:
+        cluster = session.describe(spark.sparkContext)
+        stage.summary["spark"] = cluster
+        stage.log.info("Spark %s, master %s, %d cores", cluster["spark_version"], cluster["master"],
+                       cluster["default_parallelism"])
+        for i, series_dir in enumerate(series, 1):
+            label = stage.rel(series_dir)
+            stage.log.info("series %d/%d: %s", i, len(series), label)
+            try:
+                decompose_series(stage, spark.sparkContext, series_dir,
+                                 stage.outputdir / series_dir.relative_to(stage.inputdir), options, cluster)
+            except contract.ContractError as e:
+                stage.fail(series_dir, str(e))
+    finally:
+        spark.stop()
+    stage.summary["series"] = len(series)
+
+
+def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options: Namespace, cluster: dict) -> None:
+    manifest = contract.read_manifest(series_dir)
+    volume = contract.open_volume(series_dir, manifest)
+    m, rows, cols = volume.shape
+    n = rows * cols
+    label = stage.rel(series_dir)
+    partitions = options.partitions or auto_partitions(m, n, sc.defaultParallelism)
+
+    with atomic.staged_dir(out_dir) as staging:
+        contract.pass_forward(series_dir, staging)
+        volume_path = series_dir / contract.VOLUME
+        shared = {"shared": True, "stream": False}.get(options.data_access)
+        if shared is None:
+            shared = session.executors_see(sc, [volume_path, staging])
+        blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
+        stage.log.info("%s: %d slices of %d×%d (%.0f MB), k=%d p=%d q=%d, %d blocks, %s data access",
+                       label, m, rows, cols, volume.nbytes / 1e6, options.k, options.oversample,
+                       options.power_iters, blocks.partitions, "shared" if shared else "streamed")
+        writer: list = []  # the Vt file, created once the SVD knows k
+
+        def vt_out(k: int):
+            writer.append(atomic.NpyWriter(staging / contract.SVD_VT, (k, n)))
+            return writer[0].temp_path if shared else writer[0].array
+
+        try:
+            with stage.timed(f"{label}: stochastic SVD"):
+                result = stochastic_svd(blocks, options.k, vt_out=vt_out, oversample=options.oversample,
+                                        power_iters=options.power_iters, seed=options.seed,
+                                        log=lambda msg: stage.log.info("%s: %s", label, msg))
+        finally:
+            blocks.release()
+        writer[0].commit()
+        atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
+        atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
+        atomic.write_json(staging / contract.SVD_JSON, svd_record(result, volume.shape, blocks, shared, cluster))
+
+    stage.output(out_dir, k=result.k, relative_error=round(result.relative_error, 6),
+                 seconds=round(sum(p["seconds"] for p in result.passes), 3))
+    stage.log.info("%s: k=%d, s[0]=%.4g, s[k-1]=%.4g, relative error %.4g",
+                   label, result.k, result.s[0], result.s[-1], result.relative_error)
+
+
+def svd_record(result, shape, blocks: SparkBlocks, shared: bool, cluster: dict) -> dict:
+    """The machine-readable account of one decomposition (svd.json)."""
+    energy = result.s.astype(float) ** 2 / result.frobenius_norm ** 2 if result.frobenius_norm else result.s * 0
+    return {
+        "format": SVD_FORMAT,
+        "version": SVD_VERSION,
+        "plugin": f"pl-ssvd-denoise {__version__}",
+        "algorithm": "randomized subspace iteration with Rayleigh-Ritz (Halko, Martinsson & Tropp 2011), "
+                     "float64 passes over float32 data, distributed over pixel blocks",
+        "matrix": {"rows": int(shape[0]), "cols": int(np.prod(shape[1:])), "rows_are": "slices",
+                   "cols_are": "pixels (row-major within a slice)", "volume_shape": [int(x) for x in shape]},
+        "k": result.k,
+        "requested_k": result.requested_k,
+        "oversample": result.oversample,
+        "power_iters": result.power_iters,
+        "seed": result.seed,
+        "sample_rank": result.sample_rank,
+        "singular_values": [float(x) for x in result.s],
+        "energy_fraction": [float(x) for x in energy],
+        "frobenius_norm": result.frobenius_norm,
+        "residual_norm": result.residual_norm,
+        "relative_error": result.relative_error,
+        "spark": {**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
+        "timings": {"passes": result.passes, "total_seconds": round(sum(p["seconds"] for p in result.passes), 3)},
+    }
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+if __name__ == "__main__":
+    main()

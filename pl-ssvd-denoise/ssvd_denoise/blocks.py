@@ -1,0 +1,145 @@
+"""Where the column blocks of A live, and how one pass visits them.
+
+:class:`SparkBlocks` spreads the pixel blocks of a series over a Spark
+cluster in one of two ways:
+
+* ``shared``: the executors see the volume file (local mode, a standalone
+  cluster on one host, Kubernetes pods that mount the plugin's volume). Each
+  task memory-maps the ``.npy`` and reads its own columns, row by row, on
+  every pass; the operating system's page cache is the cache, and nothing
+  large crosses the JVM. Tasks also write their columns of Vt straight into
+  the output file.
+* ``stream``: the executors cannot see the file. The driver streams each
+  block out once, Spark caches it (memory, spilling to disk), and every pass
+  reads it from that cache. Vt comes back to the driver block by block.
+
+:class:`NumpyBlocks` does the same in-process; the tests use it to check the
+numerics without a JVM.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# Block edges fall on multiples of 1024 float32 pixels (4 KiB), so no two
+# tasks ever write into the same page of the output file.
+ALIGN = 1024
+MAX_BLOCK_BYTES = 256 << 20
+
+
+def column_ranges(n: int, parts: int, align: int = ALIGN) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``parts`` runs whose edges are multiples of ``align``."""
+    units = math.ceil(n / align)
+    parts = max(1, min(parts, units))
+    edges = [min(n, round(i * units / parts) * align) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def auto_partitions(m: int, n: int, parallelism: int) -> int:
+    """One block per core at least, more when a block would pass ``MAX_BLOCK_BYTES``."""
+    needed = math.ceil(m * n * 4 / MAX_BLOCK_BYTES)
+    return parallelism * max(1, math.ceil(needed / parallelism))
+
+
+def _add(a: tuple, b: tuple) -> tuple:
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def _mapped_block(path: str, m: int, n: int, columns: tuple[int, int]) -> np.ndarray:
+    c0, c1 = columns
+    return np.load(path, mmap_mode="r").reshape(m, n)[:, c0:c1]
+
+
+def _carried_block(item: tuple[int, int, np.ndarray]) -> np.ndarray:
+    return item[2]
+
+
+def _columns_of(item) -> tuple[int, int]:
+    return item[0], item[1]
+
+
+def _write_into(path: str, columns: tuple[int, int], values: np.ndarray) -> None:
+    out = np.load(path, mmap_mode="r+")
+    out[:, columns[0]:columns[1]] = values
+    out.flush()
+
+
+class NumpyBlocks:
+    """A in this process, split into column blocks."""
+
+    def __init__(self, A: np.ndarray, parts: int = 4):
+        self.A = A
+        self.shape = A.shape
+        self.ranges = column_ranges(A.shape[1], parts)
+
+    def sum_over_blocks(self, kernel: Callable) -> tuple:
+        results = [kernel(self.A[:, c0:c1]) for c0, c1 in self.ranges]
+        total = results[0]
+        for r in results[1:]:
+            total = _add(total, r)
+        return total
+
+    def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
+        target = np.load(out, mmap_mode="r+") if isinstance(out, Path) else out
+        stats = 0
+        for c0, c1 in self.ranges:
+            values, s = kernel(self.A[:, c0:c1])
+            target[:, c0:c1] = values
+            stats = stats + s
+        return stats
+
+
+class SparkBlocks:
+    """A (m × n) as an RDD of column blocks of a float32 ``.npy`` volume."""
+
+    def __init__(self, sc, volume: Path, m: int, n: int, partitions: int, shared: bool):
+        self.shape = (m, n)
+        self.shared = shared
+        self.ranges = column_ranges(n, partitions)
+        if shared:
+            self._rdd = sc.parallelize(self.ranges, len(self.ranges))
+            self._load = partial(_mapped_block, str(volume), m, n)
+        else:
+            from pyspark import StorageLevel
+
+            A = np.load(volume, mmap_mode="r").reshape(m, n)
+            # Views: each block is copied only when it is pickled on its way out.
+            items = [(c0, c1, np.asarray(A[:, c0:c1])) for c0, c1 in self.ranges]
+            self._rdd = sc.parallelize(items, len(items)).persist(StorageLevel.MEMORY_AND_DISK)
+            self._load = _carried_block
+
+    @property
+    def partitions(self) -> int:
+        return len(self.ranges)
+
+    def sum_over_blocks(self, kernel: Callable) -> tuple:
+        load = self._load
+        return self._rdd.map(lambda item: kernel(load(item))).treeReduce(_add, depth=2)
+
+    def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
+        load = self._load
+        if self.shared and isinstance(out, Path):
+            path = str(out)
+
+            def write_block(item):
+                values, stats = kernel(load(item))
+                _write_into(path, _columns_of(item), values)
+                return (stats,)
+
+            return self._rdd.map(write_block).treeReduce(_add, depth=2)[0]
+
+        target = np.load(out, mmap_mode="r+") if isinstance(out, Path) else out
+        stats = 0
+        for (c0, c1), (values, s) in self._rdd.map(lambda item: (_columns_of(item), kernel(load(item)))).toLocalIterator():
+            target[:, c0:c1] = values
+            stats = stats + s
+        return stats
+
+    def release(self) -> None:
+        if not self.shared:
+            self._rdd.unpersist()

@@ -1,0 +1,85 @@
+"""Starting Spark for the plugin, and learning what its executors can see."""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def parse_conf(text: str) -> dict[str, str]:
+    """``"a=1, b=2"`` → ``{"a": "1", "b": "2"}``; a malformed item raises ValueError."""
+    conf = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--spark-conf: expected key=value, got {item!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def is_local(master: str) -> bool:
+    return master == "local" or master.startswith("local[")
+
+
+def start(master: str, extra_conf: dict[str, str]):
+    """A SparkSession for ``master``, tuned for a few large NumPy tasks.
+
+    * Python workers run this interpreter, so executors on this host import
+      the same packages (on a cluster, set ``spark.pyspark.python`` or use
+      this plugin's image for the executors).
+    * Each task computes with one BLAS thread: Spark already runs one task
+      per core, and nested threads would oversubscribe them.
+    * The console progress bar is shown when stderr is a terminal.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    task_cpus = extra_conf.get("spark.task.cpus", "1")
+    conf = {
+        "spark.app.name": "ssvd_denoise",
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
+        "spark.python.worker.reuse": "true",
+    }
+    conf.update({f"spark.executorEnv.{v}": task_cpus for v in THREAD_VARIABLES})
+    if is_local(master):
+        # No web UI to serve, and no need to resolve this host's name in a container.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        conf.update({"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1",
+                     "spark.driver.bindAddress": "127.0.0.1"})
+    conf.update(extra_conf)
+
+    builder = SparkSession.builder.master(master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def describe(sc) -> dict:
+    """The facts about the cluster that the SVD's JSON records."""
+    # The JVM lists the driver among the block managers; in local mode it is the executor.
+    managers = sc._jsc.sc().getExecutorMemoryStatus().size()
+    return {
+        "master": sc.master,
+        "spark_version": sc.version,
+        "default_parallelism": sc.defaultParallelism,
+        "executors": managers if is_local(sc.master) else max(managers - 1, 0),
+    }
+
+
+def _all_exist(paths: list[str], _item) -> bool:
+    return all(os.path.exists(p) for p in paths)
+
+
+def executors_see(sc, paths: list[Path]) -> bool:
+    """Whether every executor sees ``paths``; probed with one small task per core."""
+    if is_local(sc.master):
+        return True
+    names = [str(p) for p in paths]
+    tasks = max(sc.defaultParallelism, 1)
+    return all(sc.parallelize(range(tasks), tasks).map(partial(_all_exist, names)).collect())
