@@ -1,5 +1,6 @@
 """pl-dicom2matrix: turn DICOM CT series into float32 HU volumes, manifests and headers."""
 
+import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
 
@@ -32,4 +33,4 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,6 +26,10 @@ PROGRESS_EVERY = 200
 def convert_tree(stage: Stage, padding_hu: float) -> None:
     dicomfiles.quiet_pydicom()
     files = dicomfiles.input_files(stage.inputdir)
+    artifacts = {f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))}
+    if artifacts:
+        stage.log.info("passing over %d report file(s) of earlier stages", len(artifacts))
+        files = [f for f in files if f not in artifacts]
     if not files:
         raise StageError(f"no files found in {stage.inputdir}")
     with stage.timed(f"reading {len(files)} file headers"):

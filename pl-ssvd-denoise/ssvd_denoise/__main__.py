@@ -1,5 +1,6 @@
 """pl-ssvd-denoise: the distributed stochastic SVD of each CT series, on Apache Spark."""
 
+import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
 
@@ -73,24 +74,24 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
             raise StageError(f"cannot start Spark with master {options.master}: {_first_line(e)} "
                              "(is Java 17 or newer installed?)") from None
     try:
-        cluster = session.describe(spark.sparkContext)
-        stage.summary["spark"] = cluster
-        stage.log.info("Spark %s, master %s, %d cores", cluster["spark_version"], cluster["master"],
-                       cluster["default_parallelism"])
+        sc = spark.sparkContext
+        stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
         for i, series_dir in enumerate(series, 1):
             label = stage.rel(series_dir)
             stage.log.info("series %d/%d: %s", i, len(series), label)
             try:
-                decompose_series(stage, spark.sparkContext, series_dir,
-                                 stage.outputdir / series_dir.relative_to(stage.inputdir), options, cluster)
+                decompose_series(stage, sc, series_dir,
+                                 stage.outputdir / series_dir.relative_to(stage.inputdir), options)
             except contract.ContractError as e:
                 stage.fail(series_dir, str(e))
+        # Executors register as they come; after the jobs, all that worked are known.
+        stage.summary["spark"] = session.describe(sc)
     finally:
         spark.stop()
     stage.summary["series"] = len(series)
 
 
-def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options: Namespace, cluster: dict) -> None:
+def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options: Namespace) -> None:
     manifest = contract.read_manifest(series_dir)
     volume = contract.open_volume(series_dir, manifest)
     m, rows, cols = volume.shape
@@ -124,7 +125,8 @@ def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options:
         writer[0].commit()
         atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
         atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
-        atomic.write_json(staging / contract.SVD_JSON, svd_record(result, volume.shape, blocks, shared, cluster))
+        atomic.write_json(staging / contract.SVD_JSON, svd_record(result, volume.shape, blocks, shared,
+                                                                          session.describe(sc)))
 
     stage.output(out_dir, k=result.k, relative_error=round(result.relative_error, 6),
                  seconds=round(sum(p["seconds"] for p in result.passes), 3))
@@ -165,4 +167,4 @@ def _first_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -44,6 +44,15 @@ SVD_JSON = "svd.json"
 
 PASSED_FORWARD = (VOLUME, MANIFEST, HEADERS)
 
+# What stages write beside their data: run reports (see ``stage``) and
+# pl-dcm-anon's tag report. Later stages pass over them without a word.
+REPORT_SUFFIX = ".report.json"
+TAG_REPORT = "tag-report"
+
+
+def is_stage_artifact(relative: Path) -> bool:
+    return relative.name.endswith(REPORT_SUFFIX) or relative.parts[0] == TAG_REPORT
+
 
 class ContractError(Exception):
     """A series folder does not hold what the contract promises."""

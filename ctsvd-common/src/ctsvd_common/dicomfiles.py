@@ -21,6 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset
 
 _PREAMBLE = 128
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 class NotDicom(Exception):
@@ -38,6 +39,7 @@ def quiet_pydicom() -> None:
     PN: 'DOE^JANE'"), which would put PHI into logs.
     """
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.WARN
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"pydicom\..*")
 
@@ -80,11 +82,18 @@ def read(path: Path, *, pixels: bool = True) -> FileDataset:
             raise NotDicom("not a DICOM file (no DICM prefix)") from None
         if not _looks_like_raw_dataset(ds):
             raise NotDicom("not a DICOM file (no DICM prefix)")
+        if "TransferSyntaxUID" not in ds.file_meta:
+            # A bare dataset: its encoding is what pydicom detected while reading it.
+            ds.file_meta.TransferSyntaxUID = (
+                pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR else
+                pydicom.uid.ExplicitVRLittleEndian if ds.is_little_endian else pydicom.uid.ExplicitVRBigEndian)
     else:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
         except Exception as e:  # pydicom raises many types for a cut or corrupt file
             raise BadDicom(f"unreadable DICOM, truncated or corrupt ({type(e).__name__})") from None
+    if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
+        raise NotDicom("DICOMDIR: a media directory, not an image")
     if "TransferSyntaxUID" not in ds.file_meta:
         raise BadDicom("unreadable DICOM, truncated or corrupt (no transfer syntax)")
     if "SOPInstanceUID" not in ds:

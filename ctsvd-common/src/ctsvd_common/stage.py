@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ctsvd_common import atomic
+from ctsvd_common.contract import REPORT_SUFFIX
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -107,7 +108,7 @@ class Stage:
 
     @property
     def report_path(self) -> Path:
-        return self.outputdir / f"{self.name}.report.json"
+        return self.outputdir / f"{self.name}{REPORT_SUFFIX}"
 
     def finish(self) -> int:
         code = EXIT_FAILED if self.errors else EXIT_OK

@@ -1,0 +1,89 @@
+"""The plugin end to end on a real Spark in local mode."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ctsvd_common import contract
+from ssvd_denoise.__main__ import main, parser
+
+
+def run_plugin(args, inputdir, outputdir):
+    return main(parser.parse_args(args), inputdir, outputdir)
+
+
+def load(series_dir):
+    return (np.load(series_dir / contract.SVD_U), np.load(series_dir / contract.SVD_S),
+            np.load(series_dir / contract.SVD_VT), json.loads((series_dir / contract.SVD_JSON).read_text()))
+
+
+def test_local_mode_matches_lapack_and_passes_the_series_forward(series_input, tmp_path):
+    inputdir, volume = series_input
+    out = tmp_path / "out"
+    assert run_plugin(["--k", "12", "--master", "local[2]"], inputdir, out) == 0
+    series = out / "series-001"
+    U, s, Vt, record = load(series)
+    A = volume.reshape(volume.shape[0], -1).astype(np.float64)
+    reference = np.linalg.svd(A, compute_uv=False)
+    assert U.shape == (48, 12) and s.shape == (12,) and Vt.shape == (12, A.shape[1])
+    assert U.dtype == s.dtype == Vt.dtype == np.float32
+    assert np.max(np.abs(s[:10] - reference[:10]) / reference[:10]) < 1e-3
+    assert np.allclose(Vt @ Vt.T, np.eye(12), atol=1e-4)
+    rebuilt = (U.astype(np.float64) * s) @ Vt
+    assert record["relative_error"] == pytest.approx(np.linalg.norm(A - rebuilt) / np.linalg.norm(A), rel=1e-3)
+    assert record["k"] == 12 and record["oversample"] == 15 and record["power_iters"] == 2
+    assert record["spark"]["master"] == "local[2]" and record["spark"]["data_access"] == "shared"
+    assert len(record["timings"]["passes"]) == 4
+    # What later stages need came along, byte for byte.
+    for name in (contract.VOLUME, contract.MANIFEST):
+        assert (series / name).read_bytes() == (inputdir / "series-001" / name).read_bytes()
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+    report = json.loads((out / "ssvd_denoise.report.json").read_text())
+    assert report["status"] == "ok" and report["outputs"][0]["k"] == 12
+
+
+def test_streamed_blocks_give_the_same_factors(series_input, tmp_path):
+    inputdir, _ = series_input
+    assert run_plugin(["--k", "6", "--master", "local[2]", "--partitions", "3"], inputdir, tmp_path / "a") == 0
+    assert run_plugin(["--k", "6", "--master", "local[2]", "--partitions", "3", "--data-access", "stream"],
+                      inputdir, tmp_path / "b") == 0
+    Ua, sa, Va, ra = load(tmp_path / "a" / "series-001")
+    Ub, sb, Vb, rb = load(tmp_path / "b" / "series-001")
+    assert rb["spark"]["data_access"] == "stream" and rb["spark"]["partitions"] == 3
+    assert np.allclose(sa, sb, rtol=1e-6) and np.allclose(Va, Vb, atol=1e-5) and np.allclose(Ua, Ub, atol=1e-5)
+
+
+def test_full_rank_keeps_every_slice(series_input, tmp_path):
+    inputdir, volume = series_input
+    assert run_plugin(["--k", "500", "--power-iters", "0"], inputdir, tmp_path / "out") == 0
+    U, s, Vt, record = load(tmp_path / "out" / "series-001")
+    assert record["k"] == 48 and record["requested_k"] == 500
+    rebuilt = ((U * s) @ Vt).reshape(volume.shape)
+    assert np.abs(rebuilt - volume).max() < 1e-3 * np.abs(volume).max()
+
+
+def test_no_series_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", str(tmp_path / "empty"), str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and "no series found" in errors[0] and "manifest.json" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
+
+
+def test_a_broken_series_fails_alone(series_input, tmp_path):
+    inputdir, volume = series_input
+    broken = inputdir / "series-002"
+    broken.mkdir()
+    (broken / contract.MANIFEST).write_text((inputdir / "series-001" / contract.MANIFEST).read_text())
+    (broken / contract.VOLUME).write_bytes((inputdir / "series-001" / contract.VOLUME).read_bytes()[:1000])
+    assert run_plugin(["--k", "4"], inputdir, tmp_path / "out") == 1
+    report = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())
+    assert [e["file"] for e in report["errors"]] == ["series-002"]
+    assert "cannot read the volume" in report["errors"][0]["reason"]
+    assert (tmp_path / "out" / "series-001" / contract.SVD_VT).exists()
+    assert not (tmp_path / "out" / "series-002").exists()

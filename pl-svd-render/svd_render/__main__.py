@@ -1,0 +1,45 @@
+"""pl-svd-render: rebuild denoised CT slices from an SVD, with pictures, a report and DICOM."""
+
+import sys
+from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
+from pathlib import Path
+
+from chris_plugin import chris_plugin
+
+from ctsvd_common.stage import run_stage
+from svd_render import __version__
+from svd_render.render import render_all
+
+parser = ArgumentParser(
+    description="Rebuild each series from its leading SVD components (slice i = (U[i,:r]·s[:r]) @ Vt[:r]) "
+    "and write the denoised volume, windowed PNGs of every slice (original and denoised), montages, "
+    "a scree plot, an index.html and a derived DICOM series. Input: the output of pl-ssvd-denoise.",
+    formatter_class=ArgumentDefaultsHelpFormatter,
+)
+parser.add_argument("--rank", type=str, default="auto",
+                    help="components to keep: a number from 1 to k, or 'auto' (Gavish-Donoho optimal hard threshold)")
+parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0,
+                    help="instead of --rank: remove the last x %% of the k components (0 = not used)")
+parser.add_argument("--windows", type=str, default="mediastinum,lung",
+                    help="display windows for the PNGs: presets lung, mediastinum, bone, header (the scanner's), "
+                    "or NAME:CENTER:WIDTH in HU, comma-separated")
+parser.add_argument("--montage-slices", dest="montage_slices", type=int, default=4,
+                    help="slices shown in each original-versus-denoised montage")
+parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",
+                    help="do not write the derived DICOM series")
+
+
+@chris_plugin(
+    parser=parser,
+    title="Denoised CT from SVD components",
+    category="Imaging",
+    min_memory_limit="2Gi",
+    min_cpu_limit="1000m",
+)
+def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
+    return run_stage("svd_render", __version__, options, inputdir, outputdir,
+                     lambda stage: render_all(stage, options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

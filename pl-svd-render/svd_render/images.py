@@ -1,0 +1,116 @@
+"""Windowed 8-bit pictures of HU slices: PNGs, montages and the scree plot."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ctsvd_common import atomic
+
+DIFFERENCE_WINDOW_HU = 200.0  # original − denoised shown over ±100 HU
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    center: float
+    width: float
+
+    def to_uint8(self, hu: np.ndarray) -> np.ndarray:
+        """The DICOM linear VOI LUT (PS3.3 C.11.2.1.2), simplified to 8 bits."""
+        low = self.center - self.width / 2
+        scaled = (np.asarray(hu, dtype=np.float32) - low) * (255.0 / self.width)
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (C {self.center:g} / W {self.width:g})"
+
+
+def parse_windows(text: str, presets: dict[str, dict]) -> list[Window]:
+    """``"lung,mediastinum"`` or ``"soft:50:350"`` → windows; ValueError names a bad item."""
+    windows = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if ":" in item:
+            name, center, width = (item.split(":") + ["", ""])[:3]
+            try:
+                window = Window(name or "custom", float(center), float(width))
+            except ValueError:
+                raise ValueError(f"--windows: {item!r} is not NAME:CENTER:WIDTH") from None
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", window.name):  # it names a folder
+                raise ValueError(f"--windows: name {window.name!r} may hold only letters, digits, _ and -")
+            if window.width <= 0:
+                raise ValueError(f"--windows: width must be positive in {item!r}")
+        elif item in presets:
+            window = Window(item, float(presets[item]["center"]), float(presets[item]["width"]))
+        else:
+            raise ValueError(f"--windows: unknown window {item!r} (presets: {', '.join(presets)}; "
+                             "or NAME:CENTER:WIDTH)")
+        windows.append(window)
+    if not windows:
+        raise ValueError("--windows: give at least one window")
+    return windows
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    with atomic.atomic_path(path) as tmp:
+        # Level 3 is ~3× faster than the default for a few % more bytes on CT slices.
+        Image.fromarray(pixels).save(tmp, format="PNG", compress_level=3)
+
+
+def montage(rows: list[tuple[str, np.ndarray, np.ndarray]], window: Window, max_side: int = 256) -> Image.Image:
+    """A grid: one row per slice, columns original | denoised | difference, with labels."""
+    diff_window = Window("difference", 0.0, DIFFERENCE_WINDOW_HU)
+    first = rows[0][1]
+    scale = min(1.0, max_side / max(first.shape))
+    tile_h, tile_w = max(1, round(first.shape[0] * scale)), max(1, round(first.shape[1] * scale))
+    header, label_w, pad = 18, 70, 4
+    canvas = Image.new("L", (label_w + 3 * (tile_w + pad), header + len(rows) * (tile_h + pad)), 0)
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(("original", "denoised", "original - denoised")):
+        draw.text((label_w + c * (tile_w + pad) + 2, 3), title, fill=255)
+    for r, (label, original, denoised) in enumerate(rows):
+        y = header + r * (tile_h + pad)
+        draw.text((2, y + tile_h // 2 - 5), label, fill=255)
+        tiles = (window.to_uint8(original), window.to_uint8(denoised), diff_window.to_uint8(original - denoised))
+        for c, tile in enumerate(tiles):
+            img = Image.fromarray(tile).resize((tile_w, tile_h), Image.Resampling.LANCZOS)
+            canvas.paste(img, (label_w + c * (tile_w + pad), y))
+    return canvas
+
+
+def scree_svg(s: np.ndarray, rank: int, threshold: float | None, width: int = 640, height: int = 320) -> str:
+    """Singular values on a log axis, the kept ones marked, as a standalone SVG."""
+    s = np.asarray(s, dtype=float)
+    left, right, top, bottom = 70, 20, 20, 45
+    x = lambda i: left + (width - left - right) * (i / max(len(s) - 1, 1))
+    positive = s[s > 0]
+    lo = math.floor(math.log10(min(positive.min(), threshold or math.inf)))
+    hi = math.ceil(math.log10(positive.max()))
+    hi = hi if hi > lo else lo + 1
+    y = lambda v: top + (height - top - bottom) * (hi - math.log10(max(v, 10 ** lo))) / (hi - lo)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+             f'<rect width="{width}" height="{height}" fill="white"/>']
+    for e in range(lo, hi + 1):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(10 ** e):.1f}" y2="{y(10 ** e):.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{y(10 ** e) + 4:.1f}" text-anchor="end">1e{e}</text>')
+    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(s))
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#888"/>')
+    for i, v in enumerate(s):
+        color = "#c0392b" if i < rank else "#7f8c8d"
+        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>')
+    if threshold:
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
+                     f'stroke="#2980b9" stroke-dasharray="4 3"/>'
+                     f'<text x="{width - right}" y="{y(threshold) - 4:.1f}" text-anchor="end" fill="#2980b9">threshold</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 10}" text-anchor="middle">'
+                 f'component (first {rank} of {len(s)} kept, in red)</text>'
+                 f'<text x="14" y="{(top + height - bottom) / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {(top + height - bottom) / 2})">singular value</text></svg>')
+    return "\n".join(parts)

@@ -1,0 +1,128 @@
+"""Running a ChRIS pipeline on this machine, the way ChRIS would.
+
+Each node runs its plugin's command as ``CMD [flags] inputdir outputdir``:
+the root reads the user's folder, every other node reads its parent's output
+folder, and every node writes a folder of its own, named after its title.
+Flags come from the node's ``plugin_parameter_defaults``, translated with the
+plugin's own ChRIS descriptor (the JSON ``chris_plugin_info`` prints, which is
+what CUBE registers). A node that fails stops its descendants; its siblings
+go on, as in ChRIS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from ctsvd_common import atomic
+from ctsvd_local.pipeline import Node, Pipeline
+
+BIN = Path(sys.executable).parent
+# The plugins' commands live beside this interpreter; chris_plugin_info looks them up on PATH.
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+class RunError(Exception):
+    """The pipeline cannot run here; the message says why, in one line."""
+
+
+@dataclass
+class Plugin:
+    name: str
+    version: str
+    command: Path
+    parameters: dict[str, dict]
+
+    def argv(self, node: Node) -> list[str]:
+        args: list[str] = []
+        for pname, value in node.defaults.items():
+            spec = self.parameters.get(pname)
+            if spec is None:
+                raise RunError(f"node {node.title!r}: {self.name} has no parameter {pname!r} "
+                               f"(it has: {', '.join(sorted(self.parameters))})")
+            if spec["action"] in ("store_true", "store_false"):
+                if not isinstance(value, bool):
+                    raise RunError(f"node {node.title!r}: {pname} is a flag and takes true or false, got {value!r}")
+                if value == (spec["action"] == "store_true"):
+                    args.append(spec["flag"])
+            else:
+                args += [spec["flag"], str(value).lower() if isinstance(value, bool) else str(value)]
+        return [str(self.command), *args]
+
+
+def describe(name: str, version: str) -> Plugin:
+    """The installed plugin ``name``, checked against ``version``, with its descriptor."""
+    try:
+        installed = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        raise RunError(f"plugin {name} is not installed in {sys.prefix}") from None
+    if installed != version:
+        raise RunError(f"the pipeline asks for {name} v{version}, but v{installed} is installed")
+    info = subprocess.run([str(BIN / "chris_plugin_info"), "-d", f"localhost/fnndsc/{name}:{version}", name],
+                          capture_output=True, text=True, env=ENV)
+    if info.returncode != 0:
+        raise RunError(f"chris_plugin_info failed for {name}: {info.stderr.strip().splitlines()[-1:]}")
+    descriptor = json.loads(info.stdout)
+    return Plugin(name, version, BIN / descriptor["selfexec"], {p["name"]: p for p in descriptor["parameters"]})
+
+
+def node_dir(outputdir: Path, node: Node) -> Path:
+    return outputdir / re.sub(r"[^A-Za-z0-9._-]+", "_", node.title)
+
+
+@dataclass
+class NodeRun:
+    title: str
+    plugin: str
+    command: list[str] = field(default_factory=list)
+    status: str = "pending"  # ok | failed | skipped
+    exit_code: int | None = None
+    seconds: float | None = None
+    output: str = ""
+
+
+def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str], Any] = print) -> list[NodeRun]:
+    """Run every node; return what happened to each. Nothing is raised for a failing node."""
+    plugins = {(n.plugin_name, n.plugin_version): None for n in pipeline.nodes}
+    for key in plugins:
+        plugins[key] = describe(*key)
+    inputs = {pipeline.root.title: inputdir}
+    runs: dict[str, NodeRun] = {}
+    for i, node in enumerate(pipeline.nodes, 1):
+        plugin = plugins[(node.plugin_name, node.plugin_version)]
+        record = runs[node.title] = NodeRun(node.title, f"{node.plugin_name} v{node.plugin_version}")
+        if node.title not in inputs:
+            record.status = "skipped"
+            say(f"[{i}/{len(pipeline.nodes)}] {node.title}: skipped, an ancestor failed")
+            continue
+        out = node_dir(outputdir, node)
+        record.output = str(out)
+        record.command = [*plugin.argv(node), str(inputs[node.title]), str(out)]
+        say(f"[{i}/{len(pipeline.nodes)}] {node.title} ({record.plugin}): {' '.join(record.command)}")
+        t0 = time.perf_counter()
+        code = subprocess.run(record.command, env=ENV).returncode
+        record.seconds = round(time.perf_counter() - t0, 2)
+        record.exit_code = code
+        if code == 0:
+            record.status = "ok"
+            for child in node.children:
+                inputs[child.title] = out
+            say(f"[{i}/{len(pipeline.nodes)}] {node.title}: done in {record.seconds:.1f} s")
+        else:
+            record.status = "failed"
+            skipped = pipeline.descendants(node)
+            say(f"[{i}/{len(pipeline.nodes)}] {node.title}: FAILED (exit {code}) after {record.seconds:.1f} s"
+                + (f"; skipping {', '.join(n.title for n in skipped)}" if skipped else ""))
+    results = [runs[n.title] for n in pipeline.nodes]
+    atomic.write_json(outputdir / "pipeline-run.json",
+                      {"pipeline": pipeline.name, "input": str(inputdir),
+                       "nodes": [vars(r) for r in results]})
+    return results
