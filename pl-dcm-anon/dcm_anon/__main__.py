@@ -1,0 +1,59 @@
+"""dcm_anon: the ChRIS plugin entry point."""
+
+# No "from __future__ import annotations": chris_plugin inspects the real
+# annotation types of main().
+from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
+from pathlib import Path
+
+from chris_plugin import chris_plugin
+from ctsvd_common.stage import run_stage
+
+from dcm_anon import __version__
+from dcm_anon.profile import RETAIN_OPTIONS
+from dcm_anon.tree import anonymize_tree
+
+DISPLAY_TITLE = "DICOM de-identification (PS3.15 Basic Profile)"
+
+parser = ArgumentParser(
+    description="De-identify the DICOM files of the input tree by the DICOM PS3.15 Annex E "
+                "Basic Application Level Confidentiality Profile and write them to the output "
+                "tree at the same relative paths. Non-DICOM files are not copied. UIDs are "
+                "replaced consistently across all files; PatientID and PatientName become one "
+                "pseudonym per patient. Writes dcm_anon.report.json and a tag listing of the "
+                "de-identified files in tag-report/.",
+    formatter_class=ArgumentDefaultsHelpFormatter,
+)
+for _option in RETAIN_OPTIONS:
+    parser.add_argument(_option.flag, dest=_option.dest, action="store_true", default=False,
+                        help=_option.help)
+parser.add_argument("--pseudonym-key", dest="pseudonym_key", type=str, default="",
+                    help="secret key for the UID and patient pseudonym mapping; the same key "
+                         "gives the same mapping in every run. Empty: a random key for this run "
+                         "(the mapping cannot be reproduced)")
+parser.add_argument("--no-tag-report", dest="no_tag_report", action="store_true", default=False,
+                    help="do not make the tag listing of the output in tag-report/")
+parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def _reportable(options: Namespace) -> Namespace:
+    """The options as the run report shows them: the key itself never appears."""
+    shown = Namespace(**vars(options))
+    if getattr(shown, "pseudonym_key", ""):
+        shown.pseudonym_key = "(given, not shown)"
+    return shown
+
+
+@chris_plugin(
+    parser=parser,
+    title=DISPLAY_TITLE,
+    category="DICOM",
+    min_memory_limit="500Mi",
+    min_cpu_limit="1000m",
+)
+def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
+    return run_stage("dcm_anon", __version__, _reportable(options), inputdir, outputdir,
+                     lambda stage: anonymize_tree(stage, options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

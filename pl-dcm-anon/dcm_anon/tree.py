@@ -1,0 +1,134 @@
+"""Walk the input tree, de-identify every DICOM file, write it at the same relative path."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from pathlib import Path
+
+from ctsvd_common.atomic import atomic_path
+from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
+from ctsvd_common.stage import Stage, StageError
+
+from dcm_anon import tag_report
+from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
+from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
+from dcm_anon.uids import Pseudonyms
+
+PROGRESS_EVERY = 50
+
+
+class _Tally:
+    """Counts for the progress lines and the summary; never the values themselves."""
+
+    def __init__(self) -> None:
+        self.written: list[Path] = []     # relative paths
+        self.failed = 0
+        self.skipped = 0
+        self.studies: set[str] = set()    # mapped UIDs and pseudonyms, held only to count them
+        self.series: set[str] = set()
+        self.patients: set[str] = set()
+
+    def line(self, done: int, total: int) -> str:
+        return (f"de-identified {done}/{total} file(s): {len(self.written)} written, "
+                f"{self.skipped} skipped, {self.failed} failed")
+
+
+def anonymize_tree(stage: Stage, options: Namespace) -> None:
+    """The body of one dcm_anon run."""
+    quiet_pydicom()   # before anything is read: pydicom's warnings quote header values
+    retain = chosen_options(options)
+    deidentifier = Deidentifier(load_profile(o.column for o in retain),
+                                Pseudonyms.for_run(options.pseudonym_key), retain)
+    stage.summary["profile"] = PROFILE_NAME
+    stage.summary["options"] = {
+        **{o.dest: bool(getattr(options, o.dest)) for o in RETAIN_OPTIONS},
+        "pseudonym_key": "given (reproducible mapping)" if options.pseudonym_key else "random for this run",
+        "tag_report": not options.no_tag_report,
+    }
+
+    files = input_files(stage.inputdir)
+    tally = _Tally()
+    if not files:
+        _summarize(stage, tally, found=0)
+        raise StageError(f"no DICOM files found in {stage.inputdir}: the folder is empty")
+
+    with stage.timed(f"de-identifying {len(files)} file(s)"):
+        for i, path in enumerate(files, 1):
+            _one_file(stage, deidentifier, path, tally)
+            if i % PROGRESS_EVERY == 0 or i == len(files):
+                stage.log.info("%s", tally.line(i, len(files)))
+    _summarize(stage, tally, found=len(files))
+
+    if not tally.written and not tally.failed:
+        raise StageError(f"no DICOM files found in {stage.inputdir} "
+                         f"({tally.skipped} other file(s) skipped)")
+
+    if options.no_tag_report:
+        stage.summary["tag_report"] = "not made (--no-tag-report)"
+    elif tally.written:
+        with stage.timed("tag report"):
+            made = tag_report.write_tag_report(stage, tally.written)
+        stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
+
+
+def _one_file(stage: Stage, deidentifier: Deidentifier, path: Path, tally: _Tally) -> None:
+    if path.name.upper() == "DICOMDIR":
+        # A media index: it repeats patient names and IDs in its records and
+        # would point at the original UIDs. It is not an image to de-identify.
+        tally.skipped += 1
+        stage.skip(path, "DICOMDIR media index: not copied (it lists patient data)")
+        return
+    try:
+        ds = read(path, pixels=True)   # also checks the pixel data is complete
+    except NotDicom as e:
+        tally.skipped += 1
+        stage.skip(path, str(e))       # not copied: it could hold PHI
+        return
+    except BadDicom as e:
+        tally.failed += 1
+        stage.fail(path, str(e))
+        return
+    except OSError as e:
+        tally.failed += 1
+        stage.fail(path, f"cannot read the file ({type(e).__name__})")
+        return
+
+    if burned_in_annotation(ds):
+        tally.failed += 1
+        stage.fail(path, "burned-in annotation: pixel data may hold PHI")
+        return
+
+    rel = path.relative_to(stage.inputdir)
+    dest = stage.outputdir / rel
+    # Exception texts are never logged: they may quote header values.
+    try:
+        deidentifier.apply(ds)
+    except Exception as e:
+        tally.failed += 1
+        stage.fail(path, f"cannot de-identify this file ({type(e).__name__})")
+        return
+    try:
+        with atomic_path(dest) as tmp:
+            ds.save_as(tmp, write_like_original=False)
+    except Exception as e:
+        tally.failed += 1
+        stage.fail(path, f"cannot write the de-identified file ({type(e).__name__})")
+        return
+
+    tally.written.append(rel)
+    tally.studies.add(str(ds.get("StudyInstanceUID", "")))
+    tally.series.add(str(ds.get("SeriesInstanceUID", "")))
+    tally.patients.add(str(ds.get("PatientID", "")))
+    stage.output(dest)
+
+
+def _summarize(stage: Stage, tally: _Tally, found: int) -> None:
+    stage.summary.update({
+        "files_found": found,
+        "files_written": len(tally.written),
+        "files_skipped": tally.skipped,
+        "files_failed": tally.failed,
+        "studies": len(tally.studies - {""}),
+        "series": len(tally.series - {""}),
+        "patients": len(tally.patients - {""}),
+    })

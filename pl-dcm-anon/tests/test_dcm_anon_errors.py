@@ -1,0 +1,117 @@
+"""Bad input: empty folders, no DICOM, truncated and burned-in files; the console command's exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+
+from dcm_anon_testdata import LAYOUT, PHI_STRINGS, output_dicoms
+
+BIN = Path(sys.executable).parent
+DCM_ANON = BIN / "dcm_anon"
+TRUNCATED = "case01/ct/slice-002.dcm"
+
+
+def _report(outdir: Path) -> dict:
+    return json.loads((outdir / "dcm_anon.report.json").read_text())
+
+
+def _truncate(path: Path) -> None:
+    """Cut a good file in the middle of its pixel data (2048 bytes at the end)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 1024])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(DCM_ANON), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR: " in line]
+
+
+def test_empty_folder(tmp_path, outdir, run):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(empty, outdir) == 1
+    report = _report(outdir)
+    assert len(report["errors"]) == 1
+    assert report["errors"][0]["reason"].startswith("no DICOM files found in ")
+    assert "empty" in report["errors"][0]["reason"]
+    assert [p.name for p in outdir.iterdir()] == ["dcm_anon.report.json"]
+
+
+def test_only_non_dicom_files(tmp_path, outdir, run):
+    src = tmp_path / "docs"
+    (src / "sub").mkdir(parents=True)
+    (src / "README.txt").write_text("hello\n")
+    (src / "sub" / "data.json").write_text("{}\n")
+    assert run(src, outdir) == 1
+    report = _report(outdir)
+    assert [e["reason"] for e in report["errors"]] == [
+        f"no DICOM files found in {src} (2 other file(s) skipped)"]
+    assert len(report["skipped"]) == 2
+    assert [p.name for p in outdir.rglob("*")] == ["dcm_anon.report.json"]
+
+
+def test_truncated_file_among_good_ones(series, outdir, run, caplog):
+    _truncate(series.root / TRUNCATED)
+    assert run(series.root, outdir, "--no-tag-report") == 1
+    report = _report(outdir)
+    assert len(report["errors"]) == 1
+    assert report["errors"][0]["file"] == TRUNCATED
+    assert "truncated" in report["errors"][0]["reason"]
+    written = sorted(str(p.relative_to(outdir)) for p in output_dicoms(outdir))
+    assert written == sorted(rel for rel in LAYOUT if rel != TRUNCATED)
+    assert not [p for p in outdir.rglob("*") if p.name.startswith(".")]
+    assert not (outdir / TRUNCATED).exists()
+    error_records = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(error_records) == 1 and TRUNCATED in error_records[0].getMessage()
+
+
+def test_burned_in_annotation_is_refused(series, outdir, run):
+    path = series.root / LAYOUT[0]
+    ds = pydicom.dcmread(path)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(path, write_like_original=False)
+    assert run(series.root, outdir, "--no-tag-report") == 1
+    assert _report(outdir)["errors"] == [
+        {"file": LAYOUT[0], "reason": "burned-in annotation: pixel data may hold PHI"}]
+    assert not (outdir / LAYOUT[0]).exists()
+    assert len(output_dicoms(outdir)) == 3
+
+
+def test_console_command_exit_codes_and_stderr(series, tmp_path):
+    _truncate(series.root / TRUNCATED)
+    out = tmp_path / "cli-out"
+    proc = _cli(series.root.as_posix(), out.as_posix())
+    assert proc.returncode == 1
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and errors[0].endswith(f"{TRUNCATED}: truncated pixel data (1024 of 2048 bytes)")
+    assert "FAILED" in proc.stderr and "Traceback" not in proc.stderr
+    for text in PHI_STRINGS:
+        assert text not in proc.stderr and text not in proc.stdout
+    assert len(output_dicoms(out)) == 3 and (out / "tag-report" / "dicom-tags.json").is_file()
+
+    (series.root / TRUNCATED).unlink()
+    ok = _cli(series.root.as_posix(), (tmp_path / "ok").as_posix(), "--no-tag-report", "--keep-dates")
+    assert ok.returncode == 0 and not _error_lines(ok.stderr)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _cli(empty.as_posix(), (tmp_path / "out-empty").as_posix())
+    assert proc.returncode == 1
+    assert _error_lines(proc.stderr) and _error_lines(proc.stderr)[0].endswith(
+        f"no DICOM files found in {empty}: the folder is empty")
+
+    usage = _cli("--no-such-flag", series.root.as_posix(), (tmp_path / "x").as_posix())
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+
+    version = _cli("--version")
+    assert version.returncode == 0 and "0.1.0" in version.stdout

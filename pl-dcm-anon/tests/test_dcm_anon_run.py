@@ -1,0 +1,223 @@
+"""End-to-end runs of dcm_anon over the made-up CT series, called the ChRIS template way."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
+
+from dcm_anon import tag_report
+from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, PATIENT_ID, PATIENT_NAME, PHI_STRINGS,
+                               STATION, STUDY_DATE, UID_ROOT, output_dicoms)
+
+TAG_FILES = ["dicom-tags.json", "dicom-tags.html", "dicom-tags-body.html"]
+
+
+def _all_output_files(outdir: Path) -> list[Path]:
+    return sorted(p for p in outdir.rglob("*") if p.is_file())
+
+
+def _by_rel(outdir: Path) -> dict[str, pydicom.FileDataset]:
+    return {str(p.relative_to(outdir)): pydicom.dcmread(p) for p in output_dicoms(outdir)}
+
+
+def _report(outdir: Path) -> dict:
+    return json.loads((outdir / "dcm_anon.report.json").read_text())
+
+
+def test_no_phi_and_no_original_uid_in_any_output_byte_or_log(series, outdir, run, caplog):
+    assert run(series.root, outdir) == 0
+    files = _all_output_files(outdir)
+    tag_files = [p for p in files if p.relative_to(outdir).parts[0] == "tag-report"]
+    assert len(output_dicoms(outdir)) == 4 and tag_files and (outdir / "dcm_anon.report.json") in files
+    forbidden = [*PHI_STRINGS, STUDY_DATE, "99999.58310", *series.original_uids]
+    for path in files:
+        data = path.read_bytes()
+        for text in forbidden:
+            assert text.encode() not in data, f"{text!r} found in {path.relative_to(outdir)}"
+    logs = caplog.text
+    assert "finished" in logs
+    for text in forbidden:
+        assert text not in logs
+
+
+def test_layout_meta_preamble_and_record(series, outdir, run):
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    assert sorted(str(p.relative_to(outdir)) for p in _all_output_files(outdir)) == \
+        sorted([*LAYOUT, "dcm_anon.report.json"])
+    for rel, ds in _by_rel(outdir).items():
+        assert (outdir / rel).read_bytes()[:128] == b"\x00" * 128
+        meta = ds.file_meta
+        for gone in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                     "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID",
+                     "PrivateInformation"):
+            assert gone not in meta
+        assert meta.ImplementationClassUID == pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+        assert ds.PatientIdentityRemoved == "YES"
+        assert "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile" in ds.DeidentificationMethod
+        assert "dcm_anon 0.1.0" in ds.DeidentificationMethod
+        codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in ds.DeidentificationMethodCodeSequence]
+        assert codes == [("113100", "DCM")]
+        assert ds.LongitudinalTemporalInformationModified == "REMOVED"
+        assert all(not elem.tag.is_private for elem in ds.iterall())
+        assert ds.PatientName == ds.PatientID and str(ds.PatientID).startswith("ANON-")
+        assert "ImageComments" not in ds and "StudyDescription" not in ds
+        assert not ds.StudyDate and not ds.PatientBirthDate and not ds.AccessionNumber
+        assert ds.InstitutionName == "ANONYMIZED"
+
+
+def test_uids_are_mapped_consistently(series, outdir, run):
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    out = _by_rel(outdir)
+    datasets = [out[rel] for rel in LAYOUT]
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert len({ds.FrameOfReferenceUID for ds in datasets}) == 1
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 4
+    for i, ds in enumerate(datasets):
+        for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID):
+            assert uid.startswith("2.25.") and len(uid) <= 64 and not uid.startswith(UID_ROOT)
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        referenced = datasets[(i + 1) % 4]
+        assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == referenced.SOPInstanceUID
+        assert ds.SOPClassUID == CTImageStorage
+        assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == CTImageStorage
+        original = pydicom.dcmread(series.files[i])
+        assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert ds.file_meta.MediaStorageSOPClassUID == CTImageStorage
+
+
+def test_pixels_and_geometry_are_kept_exactly(series, outdir, run):
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    out = _by_rel(outdir)
+    for i, rel in enumerate(LAYOUT):
+        ds, original = out[rel], pydicom.dcmread(series.files[i])
+        assert ds.PixelData == series.pixels[i] == original.PixelData
+        for keyword in GEOMETRY:
+            assert ds[keyword].value == original[keyword].value, keyword
+
+
+def test_pseudonym_key_makes_the_mapping_reproducible(series, tmp_path, run):
+    key = "correct horse battery staple"
+    outs = [tmp_path / name for name in ("k1", "k2", "r1", "r2")]
+    for out, flags in zip(outs, (["--pseudonym-key", key], ["--pseudonym-key", key], [], [])):
+        assert run(series.root, out, "--no-tag-report", *flags) == 0
+    k1, k2, r1, r2 = (_by_rel(out)[LAYOUT[0]] for out in outs)
+    assert (k1.SOPInstanceUID, k1.StudyInstanceUID, k1.PatientID) == \
+        (k2.SOPInstanceUID, k2.StudyInstanceUID, k2.PatientID)
+    assert r1.SOPInstanceUID != r2.SOPInstanceUID and r1.PatientID != r2.PatientID
+    assert r1.SOPInstanceUID != k1.SOPInstanceUID
+    # The key is a secret: it is not written into the run report.
+    report = (outs[0] / "dcm_anon.report.json").read_text()
+    assert key not in report
+    assert _report(outs[0])["summary"]["options"]["pseudonym_key"].startswith("given")
+
+
+def test_keep_dates(series, tmp_path, run):
+    with_dates, without = tmp_path / "dates", tmp_path / "nodates"
+    assert run(series.root, with_dates, "--no-tag-report", "--keep-dates") == 0
+    assert run(series.root, without, "--no-tag-report") == 0
+    kept, removed = _by_rel(with_dates)[LAYOUT[0]], _by_rel(without)[LAYOUT[0]]
+    assert kept.StudyDate == STUDY_DATE and kept.SeriesDate == STUDY_DATE
+    assert not removed.get("StudyDate") and removed.SeriesDate == "19000101"
+    assert kept.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    assert [c.CodeValue for c in kept.DeidentificationMethodCodeSequence] == ["113100", "113106"]
+    assert "Retain Longitudinal Temporal Information Full Dates Option" in kept.DeidentificationMethod
+
+
+@pytest.mark.parametrize("flag, keyword, value, code", [
+    ("--keep-patient-chars", "PatientSex", "F", "113108"),
+    ("--keep-device-id", "StationName", STATION, "113109"),
+    ("--keep-institution-id", "InstitutionName", INSTITUTION, "113112"),
+    ("--keep-uids", "StudyInstanceUID", UID_ROOT + "1", "113110"),
+])
+def test_retain_options(series, outdir, run, flag, keyword, value, code):
+    assert run(series.root, outdir, "--no-tag-report", flag) == 0
+    ds = _by_rel(outdir)[LAYOUT[0]]
+    assert ds[keyword].value == value
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", code]
+    assert ds.PatientID != PATIENT_ID   # no option keeps the patient's identity
+    if flag == "--keep-uids":
+        assert ds.SOPInstanceUID == series.sop_uids[0] == ds.file_meta.MediaStorageSOPInstanceUID
+
+
+def test_tag_report_lists_every_folder_of_the_output(series, outdir, run):
+    assert run(series.root, outdir) == 0
+    report_dir = outdir / "tag-report"
+    for folder in (report_dir, report_dir / "case01/ct", report_dir / "case01/ct/part2"):
+        assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(TAG_FILES)
+        tags = json.loads((folder / "dicom-tags.json").read_text())
+        assert tags["PatientIdentityRemoved"] == "YES"
+        assert tags["PatientID"].startswith("ANON-")
+        assert "<html>" in (folder / "dicom-tags.html").read_text()
+    # Nothing outside tag-report/ besides the DICOM tree and the run report.
+    assert {p.relative_to(outdir).parts[0] for p in outdir.iterdir()} == \
+        {"case01", "slice-004.dcm", "tag-report", "dcm_anon.report.json"}
+    summary = _report(outdir)["summary"]
+    assert summary["tag_report"] == {"folder": "tag-report", "files": 9}
+    counts = [summary[k] for k in ("files_written", "studies", "series", "patients")]
+    assert counts == [4, 1, 1, 1]
+    assert not list(Path(tempfile.gettempdir()).glob("dcm_anon-tag-report-*"))
+
+
+def _no_symlinks(self, target):
+    raise OSError("symbolic links not supported")
+
+
+@pytest.mark.parametrize("patch, reason", [
+    (("timeout_for", lambda folders: 0.001), "pfdicom_tagExtract did not finish within 0 s"),
+    (("Path.symlink_to", _no_symlinks), "cannot make the tag report (OSError)"),
+])
+def test_tag_report_failure_keeps_the_files(series, outdir, run, monkeypatch, patch, reason):
+    name, replacement = patch
+    if name == "Path.symlink_to":
+        monkeypatch.setattr(Path, "symlink_to", replacement)
+    else:
+        monkeypatch.setattr(tag_report, name, replacement)
+    assert run(series.root, outdir) == 1
+    report = _report(outdir)
+    assert report["errors"] == [{"file": "tag-report", "reason": reason}]
+    assert report["status"] == "failed"
+    assert len(output_dicoms(outdir)) == 4
+    assert not (outdir / "tag-report").exists()
+
+
+def test_no_tag_report_flag(series, outdir, run):
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    assert not (outdir / "tag-report").exists()
+    assert _report(outdir)["summary"]["tag_report"] == "not made (--no-tag-report)"
+
+
+def _dicomdir(path: Path) -> None:
+    """A small media index with a patient record, as found on CDs."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    meta.MediaStorageSOPInstanceUID = UID_ROOT + "77"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("DICOMDIR", {}, file_meta=meta, preamble=b"\x00" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    record = Dataset()
+    record.DirectoryRecordType = "PATIENT"
+    record.PatientName = PATIENT_NAME
+    record.PatientID = PATIENT_ID
+    ds.DirectoryRecordSequence = Sequence([record])
+    ds.save_as(path, write_like_original=False)
+
+
+def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run):
+    (series.root / "case01" / "notes.txt").write_text(f"patient {PATIENT_ID}\n")
+    (series.root / "case01" / "ct" / "scout.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 200)
+    _dicomdir(series.root / "DICOMDIR")
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    assert sorted(str(p.relative_to(outdir)) for p in outdir.rglob("*") if p.is_file()) == \
+        sorted([*LAYOUT, "dcm_anon.report.json"])
+    report = _report(outdir)
+    assert sorted(s["file"] for s in report["skipped"]) == \
+        ["DICOMDIR", "case01/ct/scout.png", "case01/notes.txt"]
+    assert report["summary"]["files_skipped"] == 3 and report["summary"]["files_written"] == 4
