@@ -1,0 +1,137 @@
+"""pl-svd-render: rebuilt volumes, pictures, report and derived DICOM, read back."""
+
+import json
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from ctsvd_common import contract
+from svd_render.__main__ import main, parser
+from svd_render.rank import choose, gavish_donoho
+
+from conftest import decomposed_series
+
+
+def render(inputdir, outputdir, *flags):
+    return main(parser.parse_args(list(flags)), inputdir, outputdir)
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [v for k, v in attrs if k in ("src", "href")]
+
+
+def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
+    demo, inputdir, s = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "16", "--no-dicom") == 0
+    denoised = np.load(tmp_path / "out" / "series-001" / "denoised.npy")
+    assert denoised.dtype == np.float32 and denoised.shape == demo.hu.shape
+    assert np.abs(denoised - demo.hu).max() < 1e-5 * np.abs(demo.hu).max()
+    record = json.loads((tmp_path / "out" / "series-001" / "render.json").read_text())
+    assert record["rank"] == 16 and record["relative_change"] < 1e-6
+
+
+def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
+    demo, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "3", "--no-dicom") == 0
+    A = demo.hu.reshape(16, -1).astype(np.float64)
+    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    expected = ((U[:, :3] * s[:3]) @ Vt[:3]).reshape(demo.hu.shape)
+    denoised = np.load(tmp_path / "out" / "series-001" / "denoised.npy")
+    assert np.abs(denoised - expected).max() < 1e-3
+
+
+def test_pictures_and_report_are_complete(full_rank, tmp_path):
+    demo, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--percent-removed", "50", "--windows", "lung,soft:50:350") == 0
+    series = tmp_path / "out" / "series-001"
+    for window in ("lung", "soft"):
+        pngs = sorted((series / "png" / window).glob("*.png"))
+        assert len(pngs) == 32
+        with Image.open(pngs[0]) as img:
+            assert img.size == (48, 48) and img.mode == "L"
+        with Image.open(series / f"montage-{window}.png") as img:
+            assert img.width > 3 * 48
+    lung = json.loads((series / "render.json").read_text())
+    assert lung["rank"] == 8 and lung["method"].startswith("last 50 %")
+    # A lung-window pixel is the HU value mapped through C −600 / W 1500.
+    with Image.open(series / "png" / "lung" / "original-0000.png") as img:
+        pixels = np.asarray(img).astype(float)
+    expected = np.clip(np.rint((demo.hu[0] + 1350) * 255 / 1500), 0, 255)
+    assert np.abs(pixels - expected).max() <= 1
+    ET.fromstring((series / "scree.svg").read_text())  # well-formed
+    links = Links()
+    links.feed((series / "index.html").read_text())
+    assert links.targets and all((series / t).exists() for t in links.targets if not t.startswith("http"))
+    top = Links()
+    top.feed((tmp_path / "out" / "index.html").read_text())
+    assert top.targets == ["series-001/index.html"]
+
+
+def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(full_rank, tmp_path):
+    demo, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "5") == 0
+    series = tmp_path / "out" / "series-001"
+    denoised = np.load(series / "denoised.npy")
+    files = sorted((series / "dicom").glob("*.dcm"))
+    assert len(files) == 16
+    sops = set()
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        original = pydicom.dcmread(demo.files[i])
+        assert ds.SeriesInstanceUID != original.SeriesInstanceUID
+        assert ds.SOPInstanceUID != original.SOPInstanceUID == ds.SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+        assert ds.ImagePositionPatient == original.ImagePositionPatient
+        assert ds.StudyInstanceUID == original.StudyInstanceUID
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        assert np.abs(hu - denoised[i]).max() <= 0.5 * float(ds.RescaleSlope) + 1e-3
+        sops.add(ds.SOPInstanceUID)
+    assert len(sops) == 16
+
+
+def test_rank_choices():
+    s = np.array([100.0, 50, 10, 5, 1])
+    assert choose("auto", 20, s, 5, 1000, 120).rank == 4
+    assert choose("3", 0, s, 5, 1000, 120).rank == 3
+    clipped = choose("9", 0, s, 5, 1000, 120)
+    assert clipped.rank == 5 and "clipped" in clipped.method
+    for bad in [("3", 20.0), ("x", 0.0), ("0", 0.0), ("auto", 100.0)]:
+        with pytest.raises(ValueError):
+            choose(*bad, s, 5, 1000, 120)
+
+
+def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
+    rng = np.random.default_rng(0)
+    m, n, true_rank = 60, 20000, 6
+    signal = (rng.standard_normal((m, true_rank)) * [400, 300, 200, 150, 120, 100]) @ rng.standard_normal((true_rank, n)) / 10
+    A = signal + rng.standard_normal((m, n))
+    s = np.linalg.svd(A, compute_uv=False)
+    truncated = gavish_donoho(s[:20], m, n, float(np.linalg.norm(A)))
+    full = gavish_donoho(s, m, n, float(np.linalg.norm(A)))
+    assert truncated.rank == full.rank == true_rank
+    assert truncated.noise_singular_value == pytest.approx(np.sqrt(n), rel=0.05)
+
+
+def test_bad_rank_is_a_one_line_error_and_writes_no_series(full_rank, tmp_path, caplog):
+    _, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "many") == 1
+    errors = [r.message for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["series-001: --rank must be 'auto' or a whole number, got 'many'"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["svd_render.report.json"]
+
+
+def test_missing_svd_is_reported(tmp_path):
+    (tmp_path / "in").mkdir()
+    assert render(tmp_path / "in", tmp_path / "out") == 1
+    r = json.loads((tmp_path / "out" / "svd_render.report.json").read_text())
+    assert "no decomposed series found" in r["errors"][0]["reason"]

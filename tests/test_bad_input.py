@@ -1,0 +1,87 @@
+"""Bad input, through the commands as ChRIS runs them: a clear one-line error naming
+the file, a truthful exit code, and nothing half-written."""
+
+import json
+import subprocess
+
+import pytest
+
+from ctsvd_local.phantom import write_demo_series
+
+from conftest import ENV, ROOT, all_files, error_lines, run_command
+
+READERS = ["dcm_anon", "dicom2matrix"]
+
+
+def hidden(folder):
+    return [p for p in folder.rglob(".*")]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_empty_folder(command, tmp_path):
+    (tmp_path / "in").mkdir()
+    proc = run_command(command, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert str(tmp_path / "in") in line and "no" in line.lower()
+    assert [f.name for f in all_files(tmp_path / "out")] == [f"{command}.report.json"]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_only_non_dicom_files(command, tmp_path):
+    (tmp_path / "in" / "docs").mkdir(parents=True)
+    (tmp_path / "in" / "docs" / "README.txt").write_text("referral letter")
+    (tmp_path / "in" / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    proc = run_command(command, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert "no DICOM" in line
+    for name in ("docs/README.txt", "scan.png"):
+        assert f"skipped {name}: not a DICOM file" in proc.stderr
+    report = json.loads((tmp_path / "out" / f"{command}.report.json").read_text())
+    assert {s["file"] for s in report["skipped"]} == {"docs/README.txt", "scan.png"}
+    assert [f.name for f in all_files(tmp_path / "out")] == [f"{command}.report.json"]
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_truncated_dicom_among_good_ones(command, tmp_path):
+    demo = write_demo_series(tmp_path / "in", slices=6, size=32, seed=9)
+    bad = demo.files[2]
+    bad.write_bytes(bad.read_bytes()[:-700])
+    rel = str(bad.relative_to(tmp_path / "in"))
+    proc = run_command(command, tmp_path / "in", tmp_path / "out", "--no-tag-report") if command == "dcm_anon" \
+        else run_command(command, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert line.endswith(f"{rel}: truncated pixel data (1348 of 2048 bytes)")
+    assert hidden(tmp_path / "out") == []
+    report = json.loads((tmp_path / "out" / f"{command}.report.json").read_text())
+    assert report["status"] == "failed" and [e["file"] for e in report["errors"]] == [rel]
+    if command == "dcm_anon":
+        written = {str(f.relative_to(tmp_path / "out")) for f in all_files(tmp_path / "out") if f.suffix == ".dcm"}
+        assert written == {str(f.relative_to(tmp_path / "in")) for f in demo.files} - {rel}
+    else:
+        manifest = json.loads((tmp_path / "out" / "series-001" / "manifest.json").read_text())
+        assert manifest["volume"]["shape"] == [5, 32, 32]
+        assert manifest["skipped"][0]["file"] == rel
+
+
+def test_a_failing_node_stops_its_descendants_only(tmp_path):
+    (tmp_path / "in").mkdir()
+    proc = subprocess.run([str(ROOT / "workflows" / "run-local"), str(tmp_path / "in"), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 1
+    record = json.loads((tmp_path / "out" / "pipeline-run.json").read_text())
+    assert [n["status"] for n in record["nodes"]] == ["failed"] + ["skipped"] * 5
+    assert "anonymize: FAILED (exit 1)" in proc.stdout
+
+
+def test_a_broken_pipeline_file_is_one_line(tmp_path):
+    pipeline = tmp_path / "p.yml"
+    pipeline.write_text("plugin_tree:\n- {title: a, plugin: pl-dcm-anon v0.1.0, previous: null}\n"
+                        "- {title: b, plugin: pl-dicom2matrix v0.1.0, previous: nowhere}\n")
+    proc = subprocess.run([str(ROOT / "workflows" / "run-local"), "--pipeline", str(pipeline), str(tmp_path),
+                           str(tmp_path / "out")], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {pipeline}: node 'b' follows 'nowhere', which is not a title here")

@@ -1,0 +1,112 @@
+"""The README's main command, end to end: demo series → de-identified → volume → SVD → reports.
+
+Runs ``workflows/run-local`` itself on the default pipeline file, extended by one
+full-rank render node, exactly as a user would run it.
+"""
+
+import json
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+from PIL import Image
+
+from ctsvd_common import contract
+from ctsvd_local.phantom import write_demo_series
+
+from conftest import ENV, ROOT, all_files
+
+SLICES, SIZE, SEED = 48, 128, 3
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    doc = yaml.safe_load((ROOT / "workflows" / "ct-denoise.yml").read_text())
+    doc["plugin_tree"].append({"title": "render-full", "plugin": "pl-svd-render v0.1.0", "previous": "ssvd",
+                               "plugin_parameter_defaults": {"rank": str(SLICES), "windows": "lung"}})
+    pipeline = work / "pipeline.yml"
+    pipeline.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = work / "out"
+    proc = subprocess.run([str(ROOT / "workflows" / "run-local"), "--pipeline", str(pipeline),
+                           "--demo-slices", str(SLICES), "--demo-size", str(SIZE), "--demo-seed", str(SEED), str(out)],
+                          capture_output=True, text=True, env=ENV, timeout=900)
+    truth = write_demo_series(work / "truth", slices=SLICES, size=SIZE, seed=SEED)
+    return proc, out, truth
+
+
+def test_every_node_ran_and_the_reports_are_named(pipeline_run):
+    proc, out, _ = pipeline_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((out / "pipeline-run.json").read_text())
+    assert [n["status"] for n in record["nodes"]] == ["ok"] * 7
+    assert [n["title"] for n in record["nodes"]][:3] == ["anonymize", "volume", "ssvd"]
+    for title in ("render-auto", "render-rank-10", "render-remove-50pct", "render-full"):
+        assert f"report ({title}): {out / title / 'index.html'}" in proc.stdout
+        assert (out / title / "series-001" / "index.html").exists()
+    # Each node read its parent's output, as ChRIS would give it.
+    commands = {n["title"]: n["command"] for n in record["nodes"]}
+    assert commands["volume"][-2:] == [str(out / "anonymize"), str(out / "volume")]
+    assert commands["render-full"][-2:] == [str(out / "ssvd"), str(out / "render-full")]
+    assert "--k" in commands["ssvd"] and "--power-iters" in commands["ssvd"]
+
+
+def test_no_made_up_identity_survives_anywhere(pipeline_run):
+    proc, out, truth = pipeline_run
+    phi = [p.encode() for p in truth.phi_strings()]
+    assert len(phi) > 20
+    outputs = [f for f in all_files(out) if "demo-input" not in f.parts]
+    assert len(outputs) > 500
+    # The scan can fail: the demo input holds every one of them.
+    assert any(p in f.read_bytes() for f in all_files(out / "demo-input") for p in phi)
+    leaks = [(str(f.relative_to(out)), p.decode()) for f in outputs for p in phi if p in f.read_bytes()]
+    assert leaks == []
+    assert [p for p in truth.phi_strings() if p in proc.stdout + proc.stderr] == []
+
+
+def test_volume_holds_the_phantom_hu(pipeline_run):
+    _, out, truth = pipeline_run
+    volume = np.load(out / "volume" / "series-001" / contract.VOLUME)
+    assert np.array_equal(volume, truth.hu)
+    manifest = contract.read_manifest(out / "volume" / "series-001")
+    assert manifest["series"]["patient_identity_removed"] is True
+
+
+def test_singular_values_match_lapack(pipeline_run):
+    _, out, truth = pipeline_run
+    s = np.load(out / "ssvd" / "series-001" / contract.SVD_S)
+    reference = np.linalg.svd(truth.hu.reshape(SLICES, -1).astype(np.float64), compute_uv=False)
+    assert reference[10] / reference[0] < 0.05  # a decaying spectrum
+    assert np.max(np.abs(s[:10] - reference[:10]) / reference[:10]) < 1e-3
+    record = json.loads((out / "ssvd" / "series-001" / contract.SVD_JSON).read_text())
+    assert record["k"] == SLICES and record["spark"]["master"] == "local[*]"
+
+
+def test_full_rank_rebuild_equals_the_input(pipeline_run):
+    _, out, truth = pipeline_run
+    denoised = np.load(out / "render-full" / "series-001" / "denoised.npy")
+    # Float32 precision: a few units in the last place of the largest value, 1e-6 overall.
+    eps = np.finfo(np.float32).eps
+    assert np.abs(denoised - truth.hu).max() < 16 * eps * np.abs(truth.hu).max()
+    assert np.linalg.norm(denoised - truth.hu) / np.linalg.norm(truth.hu) < 1e-6
+
+
+def test_pngs_open_at_the_series_size(pipeline_run):
+    _, out, _ = pipeline_run
+    pngs = sorted((out / "render-auto" / "series-001" / "png").rglob("*.png"))
+    assert len(pngs) == 2 * 2 * SLICES  # two windows, original and denoised
+    for png in pngs[:: SLICES // 2]:
+        with Image.open(png) as img:
+            img.load()
+            assert img.size == (SIZE, SIZE)
+
+
+def test_derived_dicom_is_de_identified_and_opens(pipeline_run):
+    _, out, truth = pipeline_run
+    files = sorted((out / "render-auto" / "series-001" / "dicom").glob("*.dcm"))
+    assert len(files) == SLICES
+    ds = pydicom.dcmread(files[0])
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientName != truth.identity.patient_name
+    assert ds.pixel_array.shape == (SIZE, SIZE)
