@@ -28,6 +28,8 @@ def test_descriptor_names_the_command_and_is_ds(descriptor):
     assert info["name"] == dist and info["version"] == version
     assert info["dock_image"] == f"docker.io/fnndsc/{dist}:{version}"
     assert info["min_memory_limit"] and info["min_cpu_limit"]
+    assert info["authors"] == "CT SVD-denoise team <dev@ctsvd.invalid>"
+    assert info["documentation"].endswith(f"/{dist}#readme") and info["license"] == "MIT"
     for p in info["parameters"]:
         assert p["flag"].startswith("--") and p["help"], p
         assert p["type"] in ("str", "int", "float", "bool"), p
