@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 from chris_plugin import chris_plugin
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import Stage, StageError, run_stage
@@ -67,12 +69,13 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
                          f"{contract.MANIFEST} written by pl-dicom2matrix")
     stage.log.info("%d series to decompose", len(series))
 
+    if (why := session.unreachable_master(options.master)) is not None:
+        raise StageError(f"cannot reach the Spark master {options.master}: {why}")
     with stage.timed(f"starting Spark ({options.master})"):
         try:
             spark = session.start(options.master, extra_conf)
-        except Exception as e:
-            raise StageError(f"cannot start Spark with master {options.master}: {_first_line(e)} "
-                             "(is Java 17 or newer installed?)") from None
+        except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
+            raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
     try:
         sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
@@ -84,6 +87,9 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
                                  stage.outputdir / series_dir.relative_to(stage.inputdir), options)
             except contract.ContractError as e:
                 stage.fail(series_dir, str(e))
+            except (Py4JError, PySparkException) as e:
+                stage.log.debug("Spark failure in full", exc_info=True)
+                stage.fail(series_dir, f"Spark job failed: {session.failure_reason(e)}")
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
@@ -159,11 +165,6 @@ def svd_record(result, shape, blocks: SparkBlocks, shared: bool, cluster: dict) 
         "spark": {**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
         "timings": {"passes": result.passes, "total_seconds": round(sum(p["seconds"] for p in result.passes), 3)},
     }
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,35 @@ def parse_conf(text: str) -> dict[str, str]:
             raise ValueError(f"--spark-conf: expected key=value, got {item!r}")
         conf[key.strip()] = value.strip()
     return conf
+
+
+def unreachable_master(master: str, timeout: float = 5.0) -> str | None:
+    """Why no master of a ``spark://`` URL answers, or None; other masters are not probed.
+
+    Without this, Spark retries for about a minute and then fails with a
+    message that names neither the master nor the cause.
+    """
+    if not master.startswith("spark://"):
+        return None
+    reasons = []
+    for address in master[len("spark://"):].split(","):  # standby masters are comma-separated
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return None
+        except (OSError, ValueError) as e:
+            reasons.append(f"{address}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
+    return "; ".join(reasons)
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line from a Spark or Py4J error: the innermost Java cause when there is one."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    if causes:
+        return causes[-1][len("Caused by:"):].strip()
+    java = [line.lstrip(": ") for line in lines if line.startswith(": ")]
+    return java[0] if java else (lines[0] if lines else type(e).__name__)
 
 
 def is_local(master: str) -> bool:

@@ -1,8 +1,10 @@
 """The plugin end to end on a real Spark in local mode."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +89,25 @@ def test_a_broken_series_fails_alone(series_input, tmp_path):
     assert "cannot read the volume" in report["errors"][0]["reason"]
     assert (tmp_path / "out" / "series-001" / contract.SVD_VT).exists()
     assert not (tmp_path / "out" / "series-002").exists()
+
+
+def _one_error(proc):
+    errors = [line for line in proc.stderr.splitlines() if " ERROR: " in line]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def test_an_unreachable_master_is_named_at_once(series_input, tmp_path):
+    inputdir, _ = series_input
+    proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", "--master", "spark://127.0.0.1:1",
+                           str(inputdir), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert _one_error(proc).endswith("cannot reach the Spark master spark://127.0.0.1:1: 127.0.0.1:1: Connection refused")
+
+
+def test_missing_java_is_one_line(series_input, tmp_path):
+    inputdir, _ = series_input
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "PATH": str(Path(sys.executable).parent)}
+    proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", str(inputdir), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert "JAVA_GATEWAY_EXITED" in _one_error(proc)
+    assert not (tmp_path / "out" / "series-001").exists()
