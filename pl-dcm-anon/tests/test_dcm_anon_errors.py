@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 
-from dcm_anon_testdata import LAYOUT, PHI_STRINGS, output_dicoms
+from dcm_anon_testdata import LAYOUT, output_dicoms
 
 BIN = Path(sys.executable).parent
 DCM_ANON = BIN / "dcm_anon"
@@ -95,7 +95,7 @@ def test_console_command_exit_codes_and_stderr(series, tmp_path):
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].endswith(f"{TRUNCATED}: truncated pixel data (1024 of 2048 bytes)")
     assert "FAILED" in proc.stderr and "Traceback" not in proc.stderr
-    for text in PHI_STRINGS:
+    for text in series.phi_strings:
         assert text not in proc.stderr and text not in proc.stdout
     assert len(output_dicoms(out)) == 3 and (out / "tag-report" / "dicom-tags.json").is_file()
 

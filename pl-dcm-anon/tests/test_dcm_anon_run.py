@@ -13,8 +13,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from dcm_anon import tag_report
-from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, PATIENT_ID, PATIENT_NAME, PHI_STRINGS,
-                               STATION, STUDY_DATE, UID_ROOT, output_dicoms)
+from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, PATIENT_ID, PATIENT_NAME, STATION, STUDY_DATE,
+                               UID_ROOT, output_dicoms)
 
 TAG_FILES = ["dicom-tags.json", "dicom-tags.html", "dicom-tags-body.html"]
 
@@ -36,7 +36,10 @@ def test_no_phi_and_no_original_uid_in_any_output_byte_or_log(series, outdir, ru
     files = _all_output_files(outdir)
     tag_files = [p for p in files if p.relative_to(outdir).parts[0] == "tag-report"]
     assert len(output_dicoms(outdir)) == 4 and tag_files and (outdir / "dcm_anon.report.json") in files
-    forbidden = [*PHI_STRINGS, STUDY_DATE, "99999.58310", *series.original_uids]
+    forbidden = [*series.phi_strings, STUDY_DATE, "99999.58310", *series.original_uids]
+    inputs = [p.read_bytes() for p in series.files]
+    for text in forbidden:   # each check below can only fail if the input holds the string
+        assert any(text.encode() in data for data in inputs), f"{text!r} not in the input"
     for path in files:
         data = path.read_bytes()
         for text in forbidden:
@@ -84,11 +87,13 @@ def test_uids_are_mapped_consistently(series, outdir, run):
         for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID):
             assert uid.startswith("2.25.") and len(uid) <= 64 and not uid.startswith(UID_ROOT)
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        referenced = datasets[(i + 1) % 4]
+        original = pydicom.dcmread(series.files[i])
+        ref = original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+        referenced = datasets[series.sop_uids.index(ref)]   # the neighbour the phantom refers to
+        assert referenced is not ds
         assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == referenced.SOPInstanceUID
         assert ds.SOPClassUID == CTImageStorage
         assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == CTImageStorage
-        original = pydicom.dcmread(series.files[i])
         assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert ds.file_meta.MediaStorageSOPClassUID == CTImageStorage
 
@@ -135,12 +140,12 @@ def test_keep_dates(series, tmp_path, run):
     ("--keep-patient-chars", "PatientSex", "F", "113108"),
     ("--keep-device-id", "StationName", STATION, "113109"),
     ("--keep-institution-id", "InstitutionName", INSTITUTION, "113112"),
-    ("--keep-uids", "StudyInstanceUID", UID_ROOT + "1", "113110"),
+    ("--keep-uids", "StudyInstanceUID", None, "113110"),   # None: the input's own study UID
 ])
 def test_retain_options(series, outdir, run, flag, keyword, value, code):
     assert run(series.root, outdir, "--no-tag-report", flag) == 0
     ds = _by_rel(outdir)[LAYOUT[0]]
-    assert ds[keyword].value == value
+    assert ds[keyword].value == (series.study_uid if value is None else value)
     assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", code]
     assert ds.PatientID != PATIENT_ID   # no option keeps the patient's identity
     if flag == "--keep-uids":
