@@ -1,4 +1,4 @@
-"""The data contract between the stages of the suite.
+"""The data contract between the stages of the suite, and its one owner.
 
 A ChRIS plugin sees only its parent's output folder, so each stage hands the
 next one folder per series that holds everything later stages need::
@@ -6,7 +6,7 @@ next one folder per series that holds everything later stages need::
     <series>/volume.npy      float32 (slices, rows, cols), Hounsfield units,
                              slices sorted along the slice normal
     <series>/manifest.json   identity, geometry, window presets, per-slice
-                             sources and everything that was skipped, and why
+                             sources, and every input skipped or failed, and why
     <series>/headers/        one pixel-less DICOM header per slice, in volume
                              order, for writing a derived series later
 
@@ -16,22 +16,26 @@ pl-ssvd-denoise adds the factorisation A ≈ U·diag(s)·Vt of the matrix A
     <series>/U.npy  (slices, k)   <series>/s.npy  (k,)   <series>/Vt.npy  (k, pixels)
     <series>/svd.json             parameters, Spark set-up, timings, error
 
-Series folders may sit at any depth; a stage keeps its parent's relative
-layout. Everything is versioned by ``MANIFEST_VERSION``.
+pl-svd-render writes ``render.json`` beside its denoised volume.
+
+The three JSON documents are written and read only through the typed records
+below (:class:`Manifest`, :class:`SvdRecord`, :class:`RenderRecord`): each
+carries a ``format`` name and a ``version``, and a reader refuses a format
+or version it does not know, with a one-line reason. Series folders may sit
+at any depth; a stage keeps its parent's relative layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ctsvd_common import atomic
-
-MANIFEST_FORMAT = "ctsvd-series-manifest"
-MANIFEST_VERSION = 1
 
 VOLUME = "volume.npy"
 MANIFEST = "manifest.json"
@@ -41,6 +45,7 @@ SVD_U = "U.npy"
 SVD_S = "s.npy"
 SVD_VT = "Vt.npy"
 SVD_JSON = "svd.json"
+RENDER_JSON = "render.json"
 
 PASSED_FORWARD = (VOLUME, MANIFEST, HEADERS)
 
@@ -58,44 +63,257 @@ class ContractError(Exception):
     """A series folder does not hold what the contract promises."""
 
 
+# --------------------------------------------------------------------------- records
+
+R = TypeVar("R", bound="_Record")
+
+
+@dataclass
+class _Record:
+    """A versioned JSON document: ``to_json`` and ``from_json`` with checks."""
+
+    FORMAT: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 0
+    # Fields holding nested records, by name.
+    NESTED: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body = dataclasses.asdict(self)
+        return {"format": self.FORMAT, "version": self.VERSION, **body} if self.FORMAT else body
+
+    @classmethod
+    def from_dict(cls: type[R], data: Any, where: str) -> R:
+        if not isinstance(data, dict):
+            raise ContractError(f"{where}: expected a JSON object")
+        if cls.FORMAT:
+            if data.get("format") != cls.FORMAT:
+                raise ContractError(f"{where}: not a {cls.FORMAT} document (format is {data.get('format')!r})")
+            if data.get("version") != cls.VERSION:
+                raise ContractError(f"{where}: {cls.FORMAT} version {data.get('version')} is not supported "
+                                    f"(this stage reads version {cls.VERSION}); re-run the stage that wrote it")
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for name, nested in cls.NESTED.items():
+            if name in values:
+                values[name] = nested.from_dict(values[name], f"{where}: {name}")
+        try:
+            return cls(**values)
+        except TypeError:
+            missing = sorted(f.name for f in dataclasses.fields(cls)
+                             if f.name not in values and f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING)
+            raise ContractError(f"{where}: missing {', '.join(missing) or 'fields'}") from None
+
+    def write(self, path: Path) -> None:
+        atomic.write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls: type[R], path: Path) -> R:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ContractError(f"{path}: cannot read {Path(path).name} ({type(e).__name__})") from None
+        return cls.from_dict(data, str(path))
+
+
+@dataclass
+class SeriesIdentity(_Record):
+    """Who the series is, de-identified: UIDs and descriptions as the headers give them."""
+
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    frame_of_reference_uid: str = ""
+    modality: str = ""
+    series_number: str = ""
+    description: str = ""
+    sop_class_uid: str = ""
+    image_type: list[str] = field(default_factory=list)
+    patient_identity_removed: bool = False
+    # "single-frame" files, or "multi-frame" (Enhanced or legacy-converted) frames
+    source: str = "single-frame"
+    # What told this stack apart from others of the same series, if anything.
+    split_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VolumeInfo(_Record):
+    shape: list[int]
+    units: str                       # "HU", or what the rescale says for other modalities
+    min: float
+    max: float
+    file: str = VOLUME
+    dtype: str = "float32"
+    axes: list[str] = field(default_factory=lambda: ["slice", "row", "column"])
+    padding: dict | None = None      # {"pixels": n, "set_to": hu}
+    rescale_varies: bool = False     # slices carried different RescaleSlope/Intercept
+    photometric: str = "MONOCHROME2"
+    inverted: bool = False           # MONOCHROME1 turned so that higher is brighter
+
+
+@dataclass
+class Geometry(_Record):
+    sorted_by: str
+    slice_positions_mm: list[float]
+    pixel_spacing_mm: list[float] | None = None
+    orientation: list[float] | None = None
+    normal: list[float] | None = None
+    slice_spacing_mm: float | None = None          # the median step along the normal
+    spacing_mm: dict | None = None                 # {"min", "median", "max"} of the steps
+    uniform_spacing: bool = True
+    gaps: list[dict] = field(default_factory=list)             # steps that depart from the median
+    missing_slices: int = 0                                    # slices the gaps leave out, estimated
+    duplicate_positions: list[dict] = field(default_factory=list)
+    slice_thickness_mm: float | None = None        # the median; per slice in Manifest.slices
+    slice_thickness_varies: bool = False
+    tilt_deg: float | None = None                  # slice vector against the normal
+    gantry_detector_tilt_deg: float | None = None  # as the header says
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SliceEntry(_Record):
+    index: int
+    source: str                      # file, relative to the converter's input
+    header: str                      # pixel-less header, relative to the series folder
+    sop_instance_uid: str = ""
+    frame: int | None = None         # frame number (1-based) inside a multi-frame file
+    instance_number: int | None = None
+    image_position: list[float] | None = None
+    thickness_mm: float | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+
+
+@dataclass
+class Manifest(_Record):
+    """``manifest.json``: everything later stages need to know about one volume."""
+
+    FORMAT: ClassVar[str] = "ctsvd-series-manifest"
+    VERSION: ClassVar[int] = 2
+    NESTED: ClassVar[dict[str, type]] = {"series": SeriesIdentity, "volume": VolumeInfo, "geometry": Geometry}
+
+    created_by: str
+    created: str
+    series: SeriesIdentity
+    volume: VolumeInfo
+    geometry: Geometry
+    window_presets: dict[str, dict[str, float]]
+    slices: list[SliceEntry]
+    # Inputs of this series left out: {"file", "reason"}; failed ones left a gap.
+    skipped: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    # Inputs of the run that no series owns (not DICOM, unreadable): the
+    # converter's report stays behind, the manifest travels down the pipeline.
+    skipped_elsewhere: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "Manifest":
+        manifest = super().from_dict(data, where)
+        manifest.slices = [SliceEntry.from_dict(s, f"{where}: slices[{i}]") for i, s in enumerate(manifest.slices)]
+        return manifest
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.volume.shape)  # type: ignore[return-value]
+
+
+@dataclass
+class SvdRecord(_Record):
+    """``svd.json``: how a series was factored, and how well."""
+
+    FORMAT: ClassVar[str] = "ctsvd-svd"
+    VERSION: ClassVar[int] = 1
+
+    plugin: str
+    algorithm: str
+    matrix: dict
+    k: int
+    requested_k: int
+    oversample: int
+    power_iters: int
+    seed: int
+    sample_rank: int
+    singular_values: list[float]
+    energy_fraction: list[float]
+    frobenius_norm: float
+    residual_norm: float
+    relative_error: float
+    spark: dict
+    timings: dict
+
+
+@dataclass
+class RenderRecord(_Record):
+    """``render.json``: how a denoised volume was made from its parent's output."""
+
+    FORMAT: ClassVar[str] = "ctsvd-render"
+    VERSION: ClassVar[int] = 1
+
+    plugin: str
+    rank: int
+    k: int
+    method: str
+    threshold: float | None
+    noise_singular_value: float | None
+    noise_hu_estimate: float | None
+    relative_change: float
+    removed_std_hu: float
+    windows: list[str]
+    denoised: str
+    dicom: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- series folders
+
+
 def find_series(inputdir: Path) -> list[Path]:
     """Every series folder below ``inputdir`` (those holding a manifest), sorted."""
-    return sorted(p.parent for p in Path(inputdir).rglob(MANIFEST) if not p.name.startswith("."))
+    return sorted(p.parent for p in Path(inputdir).rglob(MANIFEST)
+                  if not any(part.startswith(".") for part in p.relative_to(inputdir).parts))
 
 
-def read_manifest(series_dir: Path) -> dict[str, Any]:
-    path = Path(series_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ContractError(f"{path}: cannot read the manifest ({e})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ContractError(f"{path}: not a series manifest (format is {manifest.get('format')!r})")
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise ContractError(
-            f"{path}: manifest version {manifest.get('version')} is not supported "
-            f"(this stage reads version {MANIFEST_VERSION}); re-run pl-dicom2matrix"
-        )
-    return manifest
+def read_manifest(series_dir: Path) -> Manifest:
+    return Manifest.read(Path(series_dir) / MANIFEST)
 
 
-def open_volume(series_dir: Path, manifest: dict[str, Any] | None = None) -> np.ndarray:
+def write_manifest(series_dir: Path, manifest: Manifest) -> None:
+    manifest.write(Path(series_dir) / MANIFEST)
+
+
+def read_svd(series_dir: Path) -> SvdRecord:
+    return SvdRecord.read(Path(series_dir) / SVD_JSON)
+
+
+def write_svd(series_dir: Path, record: SvdRecord) -> None:
+    record.write(Path(series_dir) / SVD_JSON)
+
+
+def read_render(series_dir: Path) -> RenderRecord:
+    return RenderRecord.read(Path(series_dir) / RENDER_JSON)
+
+
+def write_render(series_dir: Path, record: RenderRecord) -> None:
+    record.write(Path(series_dir) / RENDER_JSON)
+
+
+def open_volume(series_dir: Path, manifest: Manifest | None = None) -> np.ndarray:
     """Memory-map the series volume and check it against its manifest."""
     path = Path(series_dir) / VOLUME
     try:
         volume = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ContractError(f"{path}: cannot read the volume ({e})") from None
+        raise ContractError(f"{path}: cannot read the volume ({type(e).__name__}: truncated or not a .npy file)") from None
     if volume.dtype != np.float32 or volume.ndim != 3:
         raise ContractError(f"{path}: expected a float32 (slices, rows, cols) volume, found {volume.dtype} {volume.shape}")
-    if manifest is not None and list(volume.shape) != list(manifest["volume"]["shape"]):
-        raise ContractError(f"{path}: shape {volume.shape} differs from the manifest's {manifest['volume']['shape']}")
+    if manifest is not None and list(volume.shape) != list(manifest.volume.shape):
+        raise ContractError(f"{path}: shape {volume.shape} differs from the manifest's {manifest.volume.shape}")
     return volume
 
 
-def header_files(series_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+def header_files(series_dir: Path, manifest: Manifest) -> list[Path]:
     """The per-slice header files, in volume order."""
-    return [Path(series_dir) / s["header"] for s in manifest["slices"]]
+    return [Path(series_dir) / s.header for s in manifest.slices]
 
 
 def pass_forward(src: Path, dest: Path) -> None:

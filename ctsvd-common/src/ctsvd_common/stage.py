@@ -1,15 +1,30 @@
-"""One run of a plugin: progress logging, the run report and a truthful exit code.
+"""One run of a plugin: the input policy, progress logging, the run report and a truthful exit code.
 
-Every plugin body receives a :class:`Stage`. Inputs that are passed over on
-purpose (a README among the DICOM files) are *skipped*; inputs that should
-have been processed but could not be (a truncated file) are *errors*. Each
-gets one log line naming the file and the reason. The run goes on with the
-rest, and at the end the stage writes ``<name>.report.json`` and returns
+Every plugin body receives a :class:`Stage`, and every input it meets ends
+as exactly one of three things:
 
-* ``0`` when every input was processed,
-* ``1`` when any input failed or nothing usable was found (the report and
-  the log say which and why; every output that was written is complete),
-* ``2`` for a command-line usage error (argparse's own convention).
+* **processed**: it contributed to an output (:meth:`Stage.output`);
+* **skipped**: passed over on purpose, with a reason (:meth:`Stage.skip`):
+  a README among the DICOM files, a localizer, a screenshot, a DICOMDIR, a
+  file withheld for burned-in annotation, a stack too short to be a volume.
+  Skipping is not a failure;
+* **failed**: it should have been processed but could not be
+  (:meth:`Stage.fail`): truncated, corrupt, undecodable, nonsense values.
+
+Each skip and failure gets one log line naming the file and the reason, and
+the run goes on with the rest. An unexpected exception inside one input is
+caught at that input's boundary by :meth:`Stage.guard`: the log gets one line
+with the exception's type, never its message (messages may quote header
+values, and so PHI); the report gets the stack frames, which name only code.
+
+At the end the stage writes ``<name>.report.json`` and returns
+
+* ``0`` when it produced its outputs (what it skipped or failed on is in the
+  report and the log),
+* ``1`` when nothing usable came out, when a fatal :class:`StageError` ended
+  the run, or, with ``--strict``, when anything failed,
+* ``2`` for a usage error: argparse's own, and every flag value the body
+  rejects with :class:`UsageError`.
 """
 
 from __future__ import annotations
@@ -19,6 +34,8 @@ import logging
 import os
 import sys
 import time
+import traceback
+from argparse import ArgumentParser
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,12 +46,35 @@ from ctsvd_common.contract import REPORT_SUFFIX
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+REPORT_FORMAT = "ctsvd-stage-report"
+REPORT_VERSION = 2
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
 class StageError(Exception):
     """A problem that ends the run. Its message is shown as one line, without a traceback."""
+
+
+class UsageError(StageError):
+    """A flag value the plugin cannot work with; the run ends with exit code 2."""
+
+
+class InputFailed(Exception):
+    """Raised inside :meth:`Stage.guard` to fail the guarded input with this one-line reason."""
+
+
+class InputSkipped(Exception):
+    """Raised inside :meth:`Stage.guard` to skip the guarded input with this one-line reason."""
+
+
+def add_policy_flags(parser: ArgumentParser) -> None:
+    """The flags every plugin of the suite shares."""
+    parser.add_argument("--strict", dest="strict", action="store_true", default=False,
+                        help="exit 1 when any input failed, even if outputs were made "
+                             "(by default a run that made its outputs exits 0 and reports the failures)")
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -50,6 +90,12 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+def code_frames(exc: BaseException) -> list[str]:
+    """Where ``exc`` was raised, as ``file:line in function`` lines: code only, no values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+
+
 @dataclass
 class Stage:
     """The state and report of one run of one plugin."""
@@ -59,12 +105,15 @@ class Stage:
     inputdir: Path
     outputdir: Path
     parameters: dict[str, Any]
+    strict: bool = False
     log: logging.Logger = field(init=False)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    usage_error: bool = False
+    fatal: bool = False
     _started: float = field(default_factory=time.perf_counter)
     _started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -72,7 +121,7 @@ class Stage:
         self.log = logging.getLogger(self.name)
 
     def rel(self, path: str | os.PathLike) -> str:
-        """``path`` relative to the input folder, as messages and reports name it."""
+        """``path`` relative to the input (or output) folder, as messages and reports name it."""
         p = Path(path)
         for base in (self.inputdir, self.outputdir):
             try:
@@ -86,10 +135,37 @@ class Stage:
         self.skipped.append({"file": self.rel(path), "reason": reason})
         self.log.warning("skipped %s: %s", self.rel(path), reason)
 
-    def fail(self, path: str | os.PathLike, reason: str) -> None:
-        """Note an input that should have been processed but could not be."""
-        self.errors.append({"file": self.rel(path), "reason": reason})
+    def fail(self, path: str | os.PathLike, reason: str, exc: BaseException | None = None) -> None:
+        """Note an input that should have been processed but could not be.
+
+        With ``exc``, the report keeps where in the code it was raised.
+        """
+        entry: dict[str, Any] = {"file": self.rel(path), "reason": reason}
+        if exc is not None:
+            entry["exception"] = type(exc).__name__
+            entry["traceback"] = code_frames(exc)
+        self.errors.append(entry)
         self.log.error("%s: %s", self.rel(path), reason)
+
+    @contextlib.contextmanager
+    def guard(self, path: str | os.PathLike, what: str = "input") -> Iterator[None]:
+        """Contain whatever goes wrong with one input (a file, a series) to that input.
+
+        :class:`InputSkipped` and :class:`InputFailed` carry our own reasons;
+        any other exception is a failure named by its type only.
+        :class:`StageError` and interrupts pass through.
+        """
+        try:
+            yield
+        except InputSkipped as e:
+            self.skip(path, str(e))
+        except InputFailed as e:
+            self.fail(path, str(e))
+        except (StageError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:
+            self.fail(path, f"unexpected error while processing this {what} ({type(e).__name__}); "
+                            f"the report has where it happened", exc=e)
 
     def output(self, path: str | os.PathLike, **facts: Any) -> None:
         self.outputs.append({"path": self.rel(path), **facts})
@@ -110,17 +186,36 @@ class Stage:
     def report_path(self) -> Path:
         return self.outputdir / f"{self.name}{REPORT_SUFFIX}"
 
+    def exit_code(self) -> int:
+        if self.usage_error:
+            return EXIT_USAGE
+        if self.fatal or not self.outputs or (self.strict and self.errors):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def status(self) -> str:
+        code = self.exit_code()
+        if code == EXIT_USAGE:
+            return "usage-error"
+        if code == EXIT_FAILED:
+            return "failed"
+        return "ok" if not self.errors else "ok-with-failures"
+
     def finish(self) -> int:
-        code = EXIT_FAILED if self.errors else EXIT_OK
+        code = self.exit_code()
         elapsed = time.perf_counter() - self._started
         report = {
+            "format": REPORT_FORMAT,
+            "report_version": REPORT_VERSION,
             "stage": self.name,
             "version": self.version,
             "started": self._started_at,
             "seconds": round(elapsed, 3),
-            "status": "ok" if code == EXIT_OK else "failed",
+            "status": self.status(),
             "exit_code": code,
+            "strict": self.strict,
             "parameters": self.parameters,
+            "counts": {"outputs": len(self.outputs), "skipped": len(self.skipped), "failed": len(self.errors)},
             "summary": self.summary,
             "outputs": self.outputs,
             "skipped": self.skipped,
@@ -128,13 +223,9 @@ class Stage:
             "timings": self.timings,
         }
         atomic.write_json(self.report_path, report)
-        parts = [f"{len(self.outputs)} output(s)"]
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} skipped")
-        if self.errors:
-            parts.append(f"{len(self.errors)} error(s)")
-        self.log.info("%s in %.1f s: %s; report: %s", "finished" if code == EXIT_OK else "FAILED",
-                      elapsed, ", ".join(parts), self.report_path.name)
+        parts = [f"{len(self.outputs)} output(s)", f"{len(self.skipped)} skipped", f"{len(self.errors)} failed"]
+        verdict = {EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}[code]
+        self.log.info("%s in %.1f s: %s; report: %s", verdict, elapsed, ", ".join(parts), self.report_path.name)
         return code
 
 
@@ -144,11 +235,24 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
     configure_logging()
     parameters = {k: v for k, v in vars(options).items()
                   if k not in ("inputdir", "outputdir", "saveinputmeta", "saveoutputmeta")}
-    stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters)
+    stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters,
+                  strict=bool(getattr(options, "strict", False)))
     stage.log.info("%s %s: %s -> %s", name, version, inputdir, outputdir)
     try:
+        if not Path(inputdir).is_dir():
+            raise StageError(f"{inputdir}: the input folder does not exist")
         body(stage)
-    except StageError as e:
+    except UsageError as e:
+        stage.usage_error = True
         stage.errors.append({"file": "", "reason": str(e)})
         stage.log.error("%s", e)
+    except StageError as e:
+        stage.fatal = True
+        stage.errors.append({"file": "", "reason": str(e)})
+        stage.log.error("%s", e)
+    except Exception as e:  # a bug: one line in the log, the frames in the report
+        stage.fatal = True
+        stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
+                             "exception": type(e).__name__, "traceback": code_frames(e)})
+        stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
     return stage.finish()
