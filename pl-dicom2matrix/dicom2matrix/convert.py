@@ -1,18 +1,38 @@
-"""DICOM tree → one folder per stack: volume.npy, manifest.json and headers/."""
+"""DICOM tree → one folder per stack: volume.npy, manifest.json and headers/.
+
+The run has two passes over the files, both spread over the cores:
+
+1. **scan**: each file's header is read once (:mod:`dicom2matrix.scan`);
+   every input ends processed, skipped or failed, with a reason;
+2. **plan**: images are grouped into stacks and ordered in space
+   (:mod:`dicom2matrix.stacks`); stacks shorter than ``--min-slices`` are
+   skipped; each kept stack gets a staged folder and an empty volume file;
+3. **pixels**: each file's pixels are read once and written as HU straight
+   into their slots (:mod:`dicom2matrix.hounsfield`);
+4. **publish**: per stack, slices that failed are taken out (the manifest
+   records the gap), headers and the manifest are written, and the folder is
+   renamed to ``series-NNN``, numbered without gaps in the order of the plan.
+"""
 
 from __future__ import annotations
 
+import statistics
+from argparse import Namespace
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from ctsvd_common import atomic, contract, dicomfiles
-from ctsvd_common.stage import Stage, StageError
+from ctsvd_common.stage import Stage, StageError, UsageError
 from dicom2matrix import __version__
-from dicom2matrix.hounsfield import PixelError, slice_hu
-from dicom2matrix.stacks import Slice, Stack, group, sort_along_normal, spacing_report
+from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
+from dicom2matrix.parallel import cpu_count, ordered_map, with_progress
+from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
+from dicom2matrix.stacks import Stack, geometry_warnings, group, spacing_report, tilt_deg
 
 # Standard CT display windows (center, width) in HU.
 WINDOW_PRESETS = {
@@ -23,192 +43,259 @@ WINDOW_PRESETS = {
 PROGRESS_EVERY = 200
 
 
-def convert_tree(stage: Stage, padding_hu: float) -> None:
+@dataclass
+class Plan:
+    """One stack on its way to becoming a series folder."""
+
+    stack: Stack
+    staged: atomic.StagedDir
+    writer: atomic.NpyWriter
+    data_offset: int
+    units: str
+    invert: tuple[float, float] | None
+    outcomes: list[Outcome | None] = field(default_factory=list)
+
+    def discard(self) -> None:
+        self.writer.discard()
+        self.staged.discard()
+
+
+def check_options(options: Namespace) -> None:
+    if options.min_slices < 1:
+        raise UsageError(f"--min-slices must be at least 1, got {options.min_slices}")
+    if options.workers < 0:
+        raise UsageError(f"--workers must be 0 (all cores) or more, got {options.workers}")
+
+
+def convert_tree(stage: Stage, options: Namespace) -> None:
+    check_options(options)
     dicomfiles.quiet_pydicom()
+    workers = options.workers or cpu_count()
     files = dicomfiles.input_files(stage.inputdir)
-    artifacts = {f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))}
+    artifacts = [f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))]
     if artifacts:
         stage.log.info("passing over %d report file(s) of earlier stages", len(artifacts))
-        files = [f for f in files if f not in artifacts]
+        files = [f for f in files if f not in set(artifacts)]
     if not files:
         raise StageError(f"no files found in {stage.inputdir}")
-    with stage.timed(f"reading {len(files)} file headers"):
-        slices = read_headers(stage, files)
-    if not slices:
-        raise StageError(f"no DICOM images found in {stage.inputdir} ({len(files)} file(s), none usable)")
 
-    stacks = group(slices)
-    stage.log.info("%d image(s) in %d stack(s)", len(slices), len(stacks))
-    # Files no series owns (not DICOM, unreadable) are listed in every manifest too:
-    # the report stays here, the manifests travel down the pipeline.
-    run_skipped = stage.skipped + stage.errors
-    for i, stack in enumerate(stacks, 1):
-        name = f"series-{i:03d}"
-        with stage.timed(f"{name} ({len(stack.slices)} image(s))"):
-            write_stack(stage, stack, stage.outputdir / name, padding_hu, run_skipped)
-    stage.summary.update({"files": len(files), "images": len(slices), "series": len(stage.outputs)})
-
-
-def read_headers(stage: Stage, files: list[Path]) -> list[Slice]:
-    """Headers of every usable image; everything else is skipped or failed, with why."""
-    slices = []
-    for n, path in enumerate(files, 1):
-        try:
-            ds = dicomfiles.read(path, pixels=False)
-        except dicomfiles.NotDicom as e:
-            stage.skip(path, str(e))
-            continue
-        except dicomfiles.BadDicom as e:
-            stage.fail(path, str(e))
-            continue
-        reason = unusable_image(ds)
-        if reason:
-            stage.skip(path, reason)
+    images, headers = scan_all(stage, files, options.any_modality, workers)
+    if not images:
+        raise StageError(f"no DICOM images found in {stage.inputdir} ({len(files)} file(s), none usable: "
+                         f"{len(stage.skipped)} skipped, {len(stage.errors)} failed)")
+    stacks = group(images)
+    kept = []
+    for stack in stacks:
+        if len(stack.images) < options.min_slices:
+            for image in stack.images + [d for d, _ in stack.duplicates]:
+                stage.skip(image.file, f"too few slices: {stack.label} has {len(stack.images)} image(s) of this "
+                                       f"geometry, fewer than --min-slices {options.min_slices}")
         else:
-            slices.append(Slice(path, ds))
-        if n % PROGRESS_EVERY == 0:
-            stage.log.info("read %d/%d headers", n, len(files))
-    return slices
+            kept.append(stack)
+    stage.log.info("%d image(s) in %d stack(s); %d with at least %d slices", len(images), len(stacks), len(kept),
+                   options.min_slices)
+    stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks), "workers": workers})
+    if not kept:
+        raise StageError(f"no stack of at least {options.min_slices} slices in {stage.inputdir}")
+
+    # Inputs no series owns (not DICOM, unreadable, too few slices): listed in every
+    # manifest, because the report stays here and the manifests travel down the pipeline.
+    run_skipped = [dict(e) for e in stage.skipped + stage.errors]
+    for e in run_skipped:
+        e.pop("traceback", None)
+        e.pop("exception", None)
+    plans = [plan_volume(stage, stack, options) for stack in kept]
+    try:
+        read_pixels(stage, plans, workers)
+        number = 0
+        for plan in plans:
+            with stage.guard(plan.stack.first.file, "series"):
+                number += publish(stage, plan, stage.outputdir / f"series-{number + 1:03d}", headers,
+                                  options, run_skipped)
+    finally:
+        for plan in plans:
+            plan.discard()   # no-op for the published ones: their files have moved
+    stage.summary["series"] = number
 
 
-def unusable_image(ds) -> str | None:
-    """Why a readable DICOM object cannot be a slice of a volume, or None."""
-    if "Rows" not in ds or "Columns" not in ds:
-        sop = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")
-        return f"no image ({sop})"
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return f"multi-frame image ({ds.NumberOfFrames} frames) is not supported"
-    if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]:
-        return "localizer (scout) image"
-    return None
+def scan_all(stage: Stage, files: list[Path], any_modality: bool, workers: int):
+    images: list[Image] = []
+    headers: dict[tuple[str, int | None], bytes] = {}
+    scan = partial(scan_file, any_modality=any_modality)
+    with stage.timed(f"reading {len(files)} file header(s)"):
+        results = with_progress(ordered_map(scan, [str(f) for f in files], workers), len(files), PROGRESS_EVERY,
+                                lambda n, total: stage.log.info("read %d/%d headers", n, total))
+        for path, result in zip(files, results):
+            if result.skip:
+                stage.skip(path, result.skip)
+            elif result.fail:
+                stage.fail(path, result.fail)
+            else:
+                for image, header in zip(result.images, result.headers):
+                    images.append(image)
+                    headers[(image.file, image.frame)] = header
+    return images, headers
 
 
-def write_stack(stage: Stage, stack: Stack, out_dir: Path, padding_hu: float, run_skipped: list) -> None:
-    series_skipped = []
-    run_skipped = list(run_skipped)
-    for s, reason in sort_along_normal(stack):
-        stage.skip(s.path, reason)
-        series_skipped.append({"file": stage.rel(s.path), "reason": reason})
-
-    good: list[tuple[Slice, np.ndarray, int, float]] = []
-    for s, position in zip(stack.slices, stack.positions):
-        try:
-            ds = dicomfiles.read(s.path, pixels=True)
-            hu, padded = slice_hu(ds, padding_hu)
-        except (dicomfiles.NotDicom, dicomfiles.BadDicom, PixelError) as e:
-            stage.fail(s.path, str(e))
-            series_skipped.append({"file": stage.rel(s.path), "reason": str(e)})
-            continue
-        good.append((s, hu, padded, position))
-    if not good:
-        stage.fail(out_dir, f"no slice of the stack could be read ({len(stack.slices)} tried)")
-        return
-
-    with atomic.staged_dir(out_dir) as staging:
-        shape = (len(good), *stack.shape)
-        with atomic.NpyWriter(staging / contract.VOLUME, shape) as volume:
-            for i, (_, hu, _, _) in enumerate(good):
-                volume.array[i] = hu
-            lo, hi = float(volume.array.min()), float(volume.array.max())
-        headers = write_headers(staging, [s for s, *_ in good])
-        manifest = build_manifest(stage, stack, good, headers, shape, (lo, hi), padding_hu,
-                                  series_skipped, run_skipped)
-        atomic.write_json(staging / contract.MANIFEST, manifest)
-    stage.output(out_dir, slices=shape[0], rows=shape[1], cols=shape[2])
-    stage.log.info("%s: %d slices of %d×%d, HU range [%.0f, %.0f], %s", out_dir.name, *shape, lo, hi,
-                   manifest["geometry"]["sorted_by"])
+def is_hu(image: Image) -> bool:
+    return image.modality == "CT" or image.sop_class_uid in CT_SOP_CLASSES
 
 
-def write_headers(staging: Path, slices: list[Slice]) -> list[str]:
-    """One pixel-less copy of each slice's header, in volume order, for writing DICOM later."""
-    folder = staging / contract.HEADERS
+def plan_volume(stage: Stage, stack: Stack, options: Namespace) -> Plan:
+    first = stack.first
+    staged = atomic.StagedDir(stage.outputdir, "series")
+    try:
+        writer = atomic.NpyWriter(staged.path / contract.VOLUME, (len(stack.images), first.rows, first.cols))
+        data_offset = np.load(writer.temp_path, mmap_mode="r").offset
+    except BaseException:
+        staged.discard()
+        raise
+    hu = is_hu(first)
+    units = "HU" if hu else (first.rescale_type or "rescaled stored values")
+    # HU are physical: MONOCHROME1 only tells a viewer how to show them. Other
+    # units have only the display convention, so larger is made brighter.
+    invert = stored_range(first) if not hu and first.photometric == "MONOCHROME1" else None
+    return Plan(stack, staged, writer, data_offset, units, invert, [None] * len(stack.images))
+
+
+def read_pixels(stage: Stage, plans: list[Plan], workers: int) -> None:
+    by_file: dict[str, list[tuple[Image, Target]]] = defaultdict(list)
+    for p in plans:
+        for slot, image in enumerate(p.stack.images):
+            by_file[image.file].append((image, Target(str(p.writer.temp_path), p.data_offset, slot,
+                                                      stage_padding(stage), p.invert)))
+    by_volume = {str(p.writer.temp_path): p for p in plans}
+    tasks = list(by_file.items())
+    slices = sum(len(p.stack.images) for p in plans)
+    with stage.timed(f"reading the pixels of {slices} slice(s) in {len(tasks)} file(s)"):
+        results = with_progress(ordered_map(convert_file, tasks, workers), len(tasks), PROGRESS_EVERY,
+                                lambda n, total: stage.log.info("converted %d/%d files", n, total))
+        for outcomes in results:
+            for o in outcomes:
+                by_volume[o.volume].outcomes[o.slot] = o
+
+
+def stage_padding(stage: Stage) -> float:
+    return float(stage.parameters.get("padding_hu", -1024.0))
+
+
+def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namespace, run_skipped: list) -> int:
+    """Finish one stack's folder and rename it to ``dest``; 1 if published, else 0."""
+    stack = plan.stack
+    failed = []
+    for image, outcome in zip(stack.images, plan.outcomes):
+        if outcome is None or outcome.failure:
+            reason = outcome.failure if outcome else "not converted"
+            stage.fail(image.file, reason)
+            failed.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason,
+                           "left_a_gap": True})
+    good = [i for i, o in enumerate(plan.outcomes) if o is not None and not o.failure]
+    if len(good) < options.min_slices:
+        stage.fail(stack.first.file, f"{stack.label}: only {len(good)} of {len(stack.images)} slice(s) could be "
+                                     f"read, fewer than --min-slices {options.min_slices}")
+        return 0
+    if len(good) < len(stack.images):
+        compact(plan, good)
+    images = [stack.images[i] for i in good]
+    positions = [stack.positions[i] for i in good]
+    outcomes = [plan.outcomes[i] for i in good]
+
+    folder = plan.staged.path / contract.HEADERS
     folder.mkdir()
     names = []
-    for i, s in enumerate(slices):
-        ds = s.header
-        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-            if keyword in ds:
-                del ds[keyword]
+    for i, image in enumerate(images):
         name = f"{contract.HEADERS}/{i:04d}.dcm"
-        with atomic.atomic_path(staging / name) as tmp:
-            ds.save_as(tmp, write_like_original=False)
+        (plan.staged.path / name).write_bytes(headers[(image.file, image.frame)])
         names.append(name)
-    return names
+    duplicates = []
+    for image, reason in stack.duplicates:
+        stage.skip(image.file, reason)
+        duplicates.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason})
+
+    manifest = build_manifest(stage, plan, images, positions, outcomes, names, duplicates, failed, run_skipped)
+    plan.writer.commit()
+    contract.write_manifest(plan.staged.path, manifest)
+    plan.staged.commit(dest)
+    stage.output(dest, slices=len(images), rows=stack.first.rows, cols=stack.first.cols, units=plan.units)
+    g = manifest.geometry
+    stage.log.info("%s: %s, %d slices of %d×%d, %s range [%.0f, %.0f], %s%s", dest.name, stack.label, len(images),
+                   stack.first.rows, stack.first.cols, plan.units, manifest.volume.min, manifest.volume.max,
+                   g.sorted_by, "".join(f"; {w}" for w in g.warnings))
+    for w in g.warnings:
+        stage.log.warning("%s: %s", dest.name, w)
+    return 1
 
 
-def _floats(value) -> list[float] | None:
-    try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
+def compact(plan: Plan, good: list[int]) -> None:
+    """Take the slices that failed out of the volume (their place is recorded in the manifest)."""
+    old = plan.writer
+    shape = (len(good), plan.stack.first.rows, plan.stack.first.cols)
+    new = atomic.NpyWriter(old.dest.with_name(old.dest.name), shape)
+    source = np.load(old.temp_path, mmap_mode="r")
+    for j, i in enumerate(good):
+        new.array[j] = source[i]
+    del source
+    old.discard()
+    plan.writer = new
 
 
-def _header_window(ds) -> dict | None:
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is None or width is None:
-        return None
-    first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)
-    try:
-        return {"center": first(center), "width": first(width)}
-    except (TypeError, ValueError, IndexError):
-        return None
+def _frame_no(image: Image) -> int | None:
+    return None if image.frame is None else image.frame + 1
 
 
-def build_manifest(stage: Stage, stack: Stack, good, headers: list[str], shape, hu_range, padding_hu: float,
-                   series_skipped: list, run_skipped: list) -> dict:
-    ds = stack.first
-    positions = [p for *_, p in good]
+def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: list[float], outcomes: list[Outcome],
+                   headers: list[str], duplicates: list, failed: list, run_skipped: list) -> contract.Manifest:
+    stack, first = plan.stack, plan.stack.first
+    spacing = spacing_report(positions)
+    tilt = tilt_deg(stack)
+    thicknesses = [i.thickness for i in images if i.thickness is not None]
     windows = dict(WINDOW_PRESETS)
-    if (header_window := _header_window(ds)) is not None:
-        windows["header"] = header_window
-    modality = str(ds.get("Modality", ""))
-    padded = sum(n for _, _, n, _ in good)
-    return {
-        "format": contract.MANIFEST_FORMAT,
-        "version": contract.MANIFEST_VERSION,
-        "created_by": f"pl-dicom2matrix {__version__}",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "series": {
-            "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
-            "series_instance_uid": stack.series_uid,
-            "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
-            "modality": modality,
-            "series_number": str(ds.get("SeriesNumber", "")),
-            "description": str(ds.get("SeriesDescription", "")),
-            "sop_class_uid": str(ds.get("SOPClassUID", "")),
-            "patient_identity_removed": str(ds.get("PatientIdentityRemoved", "")).upper() == "YES",
-        },
-        "volume": {
-            "file": contract.VOLUME,
-            "dtype": "float32",
-            "shape": list(shape),
-            "axes": ["slice", "row", "column"],
-            "units": "HU" if modality == "CT" else "rescaled stored values",
-            "min": hu_range[0],
-            "max": hu_range[1],
-            "padding": {"pixels": padded, "set_to": padding_hu} if padded else None,
-        },
-        "geometry": {
-            "sorted_by": stack.sorted_by,
-            "pixel_spacing_mm": _floats(ds.get("PixelSpacing")),
-            "slice_thickness_mm": float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None,
-            "orientation": list(stack.orientation) if stack.orientation else None,
-            "normal": [float(v) for v in stack.normal] if stack.normal is not None else None,
-            "slice_positions_mm": [round(p, 4) for p in positions],
-            **spacing_report(positions),
-        },
-        "window_presets": windows,
-        "slices": [
-            {
-                "index": i,
-                "source": stage.rel(s.path),
-                "sop_instance_uid": str(s.header.get("SOPInstanceUID", "")),
-                "instance_number": s.instance_number,
-                "image_position": _floats(s.header.get("ImagePositionPatient")),
-                "header": headers[i],
-            }
-            for i, (s, *_) in enumerate(good)
-        ],
-        "skipped": series_skipped,
-        "skipped_elsewhere": run_skipped,
-    }
+    if first.window is not None and plan.units == "HU":
+        windows["header"] = {"center": first.window[0], "width": first.window[1]}
+    padded = sum(o.padded for o in outcomes)
+    geometry = contract.Geometry(
+        sorted_by=stack.sorted_by,
+        slice_positions_mm=[round(p, 4) for p in positions],
+        pixel_spacing_mm=list(first.pixel_spacing) if first.pixel_spacing else None,
+        orientation=list(first.orientation) if first.orientation else None,
+        normal=[round(float(v), 6) + 0.0 for v in stack.normal] if stack.normal is not None else None,
+        duplicate_positions=duplicates,
+        slice_thickness_mm=statistics.median(thicknesses) if thicknesses else None,
+        slice_thickness_varies=len({round(t, 3) for t in thicknesses}) > 1,
+        tilt_deg=tilt,
+        gantry_detector_tilt_deg=first.gantry_tilt,
+        **spacing,
+    )
+    geometry.warnings = geometry_warnings(stack, spacing, tilt)
+    if first.gantry_tilt and not (tilt and tilt > 0.5):
+        geometry.warnings.append(f"GantryDetectorTilt says {first.gantry_tilt:g}°, "
+                                 f"but the slice positions show no shear")
+    return contract.Manifest(
+        created_by=f"pl-dicom2matrix {__version__}",
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        series=contract.SeriesIdentity(
+            study_instance_uid=first.study_uid, series_instance_uid=first.series_uid,
+            frame_of_reference_uid=first.frame_of_reference_uid, modality=first.modality,
+            series_number=first.series_number, description=first.description, sop_class_uid=first.sop_class_uid,
+            image_type=list(first.image_type), patient_identity_removed=first.patient_identity_removed,
+            source="multi-frame" if first.multiframe else "single-frame", split_by=list(stack.split_by),
+        ),
+        volume=contract.VolumeInfo(
+            shape=[len(images), first.rows, first.cols], units=plan.units,
+            min=min(o.minimum for o in outcomes), max=max(o.maximum for o in outcomes),
+            padding={"pixels": padded, "set_to": stage_padding(stage)} if padded else None,
+            rescale_varies=len({(i.slope, i.intercept) for i in images}) > 1,
+            photometric=first.photometric, inverted=plan.invert is not None,
+        ),
+        geometry=geometry,
+        window_presets=windows,
+        slices=[contract.SliceEntry(
+            index=k, source=stage.rel(i.file), header=headers[k], sop_instance_uid=i.sop_instance_uid,
+            frame=_frame_no(i), instance_number=i.instance_number,
+            image_position=list(i.position) if i.position else None, thickness_mm=i.thickness,
+            rescale_slope=i.slope, rescale_intercept=i.intercept,
+        ) for k, i in enumerate(images)],
+        skipped=duplicates,
+        failed=failed,
+        skipped_elsewhere=run_skipped,
+    )

@@ -36,17 +36,21 @@ def test_volume_is_the_phantom_in_hu_sorted_along_the_normal(demo, tmp_path):
     assert np.array_equal(volume, demo.hu)  # bit for bit: rescale applied, order by position
 
     manifest = contract.read_manifest(series)
-    assert manifest["volume"]["units"] == "HU" and manifest["volume"]["shape"] == list(demo.hu.shape)
-    geometry = manifest["geometry"]
-    assert geometry["sorted_by"] == "position along the slice normal"
-    assert geometry["normal"] == [0.0, 0.0, 1.0]
-    assert np.allclose(geometry["slice_positions_mm"], demo.z_mm)
-    assert geometry["slice_spacing_mm"] == pytest.approx(demo.spacing_mm[0]) and geometry["uniform_spacing"]
-    assert geometry["pixel_spacing_mm"] == pytest.approx(list(demo.spacing_mm[1:]))
-    assert [s["sop_instance_uid"] for s in manifest["slices"]] == demo.uids["sop_instances"]
-    assert [s["source"] for s in manifest["slices"]] == [str(f.relative_to(tmp_path / "in")) for f in demo.files]
-    assert manifest["window_presets"]["lung"] == {"center": -600.0, "width": 1500.0}
-    assert manifest["series"]["series_instance_uid"] == demo.uids["series"]
+    assert manifest.volume.units == "HU" and manifest.volume.shape == list(demo.hu.shape)
+    assert (manifest.volume.min, manifest.volume.max) == (float(demo.hu.min()), float(demo.hu.max()))
+    geometry = manifest.geometry
+    assert geometry.sorted_by == "position along the slice normal"
+    assert geometry.normal == [0.0, 0.0, 1.0]
+    assert np.allclose(geometry.slice_positions_mm, demo.z_mm)
+    assert geometry.slice_spacing_mm == pytest.approx(demo.spacing_mm[0]) and geometry.uniform_spacing
+    assert geometry.spacing_mm == {"min": 2.5, "median": 2.5, "max": 2.5} and geometry.missing_slices == 0
+    assert geometry.slice_thickness_mm == pytest.approx(demo.spacing_mm[0]) and not geometry.slice_thickness_varies
+    assert geometry.tilt_deg == 0.0 and geometry.gantry_detector_tilt_deg == 0.0 and geometry.warnings == []
+    assert geometry.pixel_spacing_mm == pytest.approx(list(demo.spacing_mm[1:]))
+    assert [s.sop_instance_uid for s in manifest.slices] == demo.uids["sop_instances"]
+    assert [s.source for s in manifest.slices] == [str(f.relative_to(tmp_path / "in")) for f in demo.files]
+    assert manifest.window_presets["lung"] == {"center": -600.0, "width": 1500.0}
+    assert manifest.series.series_instance_uid == demo.uids["series"] and manifest.series.source == "single-frame"
 
     headers = contract.header_files(series, manifest)
     assert len(headers) == 12
@@ -76,7 +80,7 @@ def test_padding_outside_the_field_of_view_becomes_air(demo, tmp_path):
     assert (volume[:, :4, :4] == -1000).all()
     assert np.array_equal(volume[:, 4:, 4:], demo.hu[:, 4:, 4:])
     manifest = contract.read_manifest(tmp_path / "out" / "series-001")
-    assert manifest["volume"]["padding"] == {"pixels": 12 * 16, "set_to": -1000.0}
+    assert manifest.volume.padding == {"pixels": 12 * 16, "set_to": -1000.0}
 
 
 def test_gaps_duplicates_and_strangers_are_recorded(demo, tmp_path):
@@ -85,10 +89,12 @@ def test_gaps_duplicates_and_strangers_are_recorded(demo, tmp_path):
     (tmp_path / "in" / "notes.txt").write_text("scan looked fine")
     assert convert(tmp_path / "in", tmp_path / "out") == 0  # nothing failed: skips are not errors
     manifest = contract.read_manifest(tmp_path / "out" / "series-001")
-    assert manifest["volume"]["shape"][0] == 11
-    assert manifest["geometry"]["gaps"] == [{"after_slice": 4, "spacing_mm": pytest.approx(2 * demo.spacing_mm[0])}]
-    assert not manifest["geometry"]["uniform_spacing"]
-    reasons = {s["file"]: s["reason"] for s in manifest["skipped"] + manifest["skipped_elsewhere"]}
+    assert manifest.volume.shape[0] == 11
+    assert manifest.geometry.gaps == [{"after_slice": 4, "spacing_mm": pytest.approx(2 * demo.spacing_mm[0])}]
+    assert not manifest.geometry.uniform_spacing and manifest.geometry.missing_slices == 1
+    assert len(manifest.geometry.duplicate_positions) == 1
+    assert any("missing" in w for w in manifest.geometry.warnings)
+    reasons = {s["file"]: s["reason"] for s in manifest.skipped + manifest.skipped_elsewhere}
     assert "duplicate slice position" in reasons.get("CT-chest-lowdose/copy-of-slice-7.dcm", "") \
         or "duplicate slice position" in reasons.get(str(demo.files[7].relative_to(tmp_path / "in")), "")
     assert reasons["notes.txt"].startswith("not a DICOM file")
@@ -97,14 +103,16 @@ def test_gaps_duplicates_and_strangers_are_recorded(demo, tmp_path):
 def test_truncated_slice_fails_alone_and_the_series_is_kept(demo, tmp_path, caplog):
     cut = demo.files[3]
     cut.write_bytes(cut.read_bytes()[:-500])
-    assert convert(tmp_path / "in", tmp_path / "out") == 1
+    assert convert(tmp_path / "in", tmp_path / "out") == 0      # outputs were made: the failure is reported
     errors = report(tmp_path / "out")["errors"]
     assert errors == [{"file": str(cut.relative_to(tmp_path / "in")), "reason": "truncated pixel data (7692 of 8192 bytes)"}]
+    assert report(tmp_path / "out")["status"] == "ok-with-failures"
     assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
         f"{cut.relative_to(tmp_path / 'in')}: truncated pixel data (7692 of 8192 bytes)"]
     volume = np.load(tmp_path / "out" / "series-001" / contract.VOLUME)
     assert np.array_equal(volume, np.delete(demo.hu, 3, axis=0))
     assert not [p for p in (tmp_path / "out").rglob(".*")]
+    assert convert(tmp_path / "in", tmp_path / "strict", "--strict") == 1   # the same run, failing on purpose
 
 
 def test_sorting_follows_the_normal_even_for_tilted_stacks(tmp_path):
@@ -118,20 +126,80 @@ def test_sorting_follows_the_normal_even_for_tilted_stacks(tmp_path):
         ds.save_as(f)
     assert convert(tmp_path / "in", tmp_path / "out") == 0
     manifest = contract.read_manifest(tmp_path / "out" / "series-001")
-    assert np.allclose(manifest["geometry"]["normal"], [0, -s, c], atol=1e-4)
+    assert np.allclose(manifest.geometry.normal, [0, -s, c], atol=1e-4)
+    assert manifest.geometry.tilt_deg == pytest.approx(0.0, abs=1e-3)   # rotated, not sheared
     assert np.array_equal(np.load(tmp_path / "out" / "series-001" / contract.VOLUME), demo.hu)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this clone")
 def test_real_tcia_slices_convert(tmp_path):
-    assert convert(SHARED, tmp_path / "out") == 0
+    # One or two slices per series: not volumes, so by default every one is skipped...
+    assert convert(SHARED, tmp_path / "default") == 1
+    r = report(tmp_path / "default")
+    assert r["counts"] == {"outputs": 0, "skipped": 62, "failed": 0}
+    assert all(s["reason"].startswith("too few slices") for s in r["skipped"])
+    # ... and with --min-slices 1 each converts exactly.
+    assert convert(SHARED, tmp_path / "out", "--min-slices", "1") == 0
     r = report(tmp_path / "out")
     assert r["summary"]["images"] == 62 and r["errors"] == []
     for series in contract.find_series(tmp_path / "out"):
         manifest = contract.read_manifest(series)
         volume = np.load(series / contract.VOLUME)
-        src = pydicom.dcmread(SHARED / manifest["slices"][0]["source"])
+        src = pydicom.dcmread(SHARED / manifest.slices[0].source)
         expected = src.pixel_array * float(src.RescaleSlope) + float(src.RescaleIntercept)
         if "PixelPaddingValue" in src:
             expected[src.pixel_array == src.PixelPaddingValue] = -1024
         assert np.array_equal(volume[0], expected.astype(np.float32))
+
+
+NATIVE_TEST_FILES = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                     "MR_small_padded.dcm", "rtdose_1frame.dcm"]
+
+
+@pytest.mark.parametrize("name", NATIVE_TEST_FILES)
+@pytest.mark.parametrize("bits_stored", [None, 12])
+def test_reading_native_pixels_ourselves_equals_pydicom(name, bits_stored, tmp_path):
+    """The fast path (offset + frombuffer + masking or sign extension) agrees with pydicom 3."""
+    from pydicom.data import get_testdata_file
+
+    from dicom2matrix.hounsfield import _read_native
+    from dicom2matrix.scan import scan_file
+
+    path = tmp_path / name
+    ds = pydicom.dcmread(get_testdata_file(name))
+    if bits_stored and ds.BitsAllocated == 16:
+        ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+        raw = np.frombuffer(ds.PixelData, dtype=ds.pixel_array.dtype).copy()
+        raw[::7] |= np.array(0xF000, dtype=np.uint16).astype(raw.dtype)   # garbage above BitsStored
+        ds.PixelData = raw.tobytes()
+    ds.save_as(path)
+    scan = scan_file(str(path), any_modality=True)
+    assert scan.fail is None and scan.skip is None, (scan.fail, scan.skip)
+    (image,) = scan.images
+    assert image.native is not None
+    assert np.array_equal(_read_native(str(path), image), pydicom.dcmread(path).pixel_array)
+
+
+def test_header_bytes_are_the_file_before_its_pixels(demo, tmp_path):
+    assert convert(tmp_path / "in", tmp_path / "out") == 0
+    manifest = contract.read_manifest(tmp_path / "out" / "series-001")
+    for entry in manifest.slices[:3]:
+        original = (tmp_path / "in" / entry.source).read_bytes()
+        header = (tmp_path / "out" / "series-001" / entry.header).read_bytes()
+        assert original.startswith(header) and len(header) < len(original) - 64 * 64 * 2
+        assert "PixelData" not in pydicom.dcmread(tmp_path / "out" / "series-001" / entry.header)
+
+
+@pytest.mark.parametrize("flag", [["--min-slices", "0"], ["--workers", "-1"]])
+def test_bad_flag_values_are_usage_errors(flag, demo, tmp_path):
+    assert convert(tmp_path / "in", tmp_path / "out", *flag) == 2
+    assert report(tmp_path / "out")["status"] == "usage-error"
+    assert not (tmp_path / "out" / "series-001").exists()
+
+
+def test_both_workers_and_one_give_the_same_bytes(tmp_path):
+    write_demo_series(tmp_path / "in", slices=40, size=32, seed=6)   # enough files for a pool
+    assert convert(tmp_path / "in", tmp_path / "one", "--workers", "1") == 0
+    assert convert(tmp_path / "in", tmp_path / "two", "--workers", "2") == 0
+    for name in (contract.VOLUME, "headers/0017.dcm"):
+        assert (tmp_path / "one" / "series-001" / name).read_bytes() == (tmp_path / "two" / "series-001" / name).read_bytes()

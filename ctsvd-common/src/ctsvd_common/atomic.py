@@ -130,26 +130,47 @@ def copy_file(src: str | os.PathLike, dest: str | os.PathLike) -> None:
         shutil.copyfile(src, tmp)
 
 
+class StagedDir:
+    """A hidden folder beside its future place, published whole by :meth:`commit`.
+
+    Use it where the final name is known only at the end (series are numbered
+    once it is known which of them succeeded); :func:`staged_dir` is the
+    ``with`` form. A previous folder of the same name is replaced only once
+    the new one is complete.
+    """
+
+    def __init__(self, parent: str | os.PathLike, name_hint: str):
+        parent = Path(parent)
+        parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{name_hint}.", suffix=PART_SUFFIX, dir=parent))
+        self.path.chmod(0o777 & ~_umask())
+
+    def commit(self, dest: str | os.PathLike) -> Path:
+        dest = Path(dest)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            os.replace(self.path, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.path, dest)
+        return dest
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``dest``; it becomes ``dest`` on success.
 
-    A series folder thus appears whole or not at all. A previous ``dest`` is
-    replaced only once the new one is complete.
+    A series folder thus appears whole or not at all.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=PART_SUFFIX, dir=dest.parent))
-    tmp.chmod(0o777 & ~_umask())
+    staged = StagedDir(dest.parent, dest.name)
     try:
-        yield tmp
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        yield staged.path
+        staged.commit(dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        staged.discard()
         raise

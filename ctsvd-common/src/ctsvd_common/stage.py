@@ -215,7 +215,9 @@ class Stage:
             "exit_code": code,
             "strict": self.strict,
             "parameters": self.parameters,
-            "counts": {"outputs": len(self.outputs), "skipped": len(self.skipped), "failed": len(self.errors)},
+            # Inputs only: a run-ending error (file "") is in "errors" but is no input.
+            "counts": {"outputs": len(self.outputs), "skipped": len(self.skipped),
+                       "failed": sum(1 for e in self.errors if e["file"])},
             "summary": self.summary,
             "outputs": self.outputs,
             "skipped": self.skipped,
@@ -223,7 +225,8 @@ class Stage:
             "timings": self.timings,
         }
         atomic.write_json(self.report_path, report)
-        parts = [f"{len(self.outputs)} output(s)", f"{len(self.skipped)} skipped", f"{len(self.errors)} failed"]
+        parts = [f"{len(self.outputs)} output(s)", f"{len(self.skipped)} skipped",
+                 f"{report['counts']['failed']} failed"]
         verdict = {EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}[code]
         self.log.info("%s in %.1f s: %s; report: %s", verdict, elapsed, ", ".join(parts), self.report_path.name)
         return code

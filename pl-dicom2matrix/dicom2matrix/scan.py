@@ -1,0 +1,420 @@
+"""Pass 1: what each input file holds, read once from its header.
+
+Every file becomes a :class:`FileScan`: the images it holds (one per frame,
+with everything the plan needs), the pixel-less header of each image to pass
+forward, or the reason the file is skipped or failed. Pixels are not read
+here; pass 2 (:mod:`dicom2matrix.hounsfield`) reads them once, straight into
+the volume. Scans run in worker processes, so results are plain values.
+
+Classic single-frame images keep their own header bytes: everything in the
+file before the pixel data, which is a valid pixel-less DICOM file as it
+stands and costs no second parse. A frame of an Enhanced (or legacy
+converted) multi-frame image gets a classic CT header of its own, built from
+the shared and per-frame functional groups.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+
+from ctsvd_common import dicomfiles
+from dicom2matrix.values import BadValue, code, integer, number, numbers, text, words
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+CT_SOP_CLASSES = {CT_IMAGE_STORAGE, "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"   # and its multi-frame family .7.x
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"}
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class NativePixels:
+    """Where an uncompressed single frame lies in its file, and how to read it."""
+
+    offset: int          # first byte of the pixel values
+    dtype: str           # numpy dtype of the stored values, byte order included
+    bits_stored: int
+    signed: bool
+
+
+@dataclass
+class Image:
+    """One 2-D image (a classic file, or one frame of a multi-frame file)."""
+
+    file: str
+    frame: int | None                     # 0-based frame inside a multi-frame file
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    modality: str
+    series_number: str
+    description: str
+    image_type: tuple[str, ...]
+    stack_id: str
+    instance_number: int | None
+    patient_identity_removed: bool
+    rows: int
+    cols: int
+    orientation: tuple[float, ...] | None
+    position: tuple[float, float, float] | None
+    pixel_spacing: tuple[float, float] | None
+    thickness: float | None
+    gantry_tilt: float | None
+    slope: float
+    intercept: float
+    rescale_type: str
+    photometric: str
+    bits_stored: int
+    signed: bool
+    padding: tuple[int, int] | None
+    window: tuple[float, float] | None
+    transfer_syntax: str
+    native: NativePixels | None           # None: decode with pydicom
+
+    @property
+    def multiframe(self) -> bool:
+        return self.frame is not None
+
+
+@dataclass
+class FileScan:
+    images: list[Image] = field(default_factory=list)
+    headers: list[bytes] = field(default_factory=list)   # one per image
+    skip: str | None = None
+    fail: str | None = None
+
+
+class Skip(Exception):
+    """The file is passed over on purpose; the message says why."""
+
+
+def scan_file(path: str, any_modality: bool = False) -> FileScan:
+    """Read one file's header and say what it holds; never raises for a bad file."""
+    try:
+        return _scan(Path(path), any_modality)
+    except Skip as e:
+        return FileScan(skip=str(e))
+    except dicomfiles.NotDicom as e:
+        return FileScan(skip=str(e))
+    except (dicomfiles.BadDicom, BadValue) as e:
+        return FileScan(fail=str(e))
+    except OSError as e:
+        return FileScan(fail=f"cannot read the file ({type(e).__name__})")
+    except Exception as e:  # a file that trips pydicom or us: contained to this file
+        return FileScan(fail=f"unexpected error while reading the header ({type(e).__name__})")
+
+
+@dataclass
+class Header:
+    """What one open of the file tells: the dataset up to its pixel data, and around it."""
+
+    ds: Dataset
+    size: int                     # bytes in the file
+    offset: int                   # where the element after the header starts (the pixel data, if any)
+    after: bytes                  # the first 12 bytes there: the pixel data element's tag, VR and length
+    prefix: bytes | None          # the bytes before it, when they are a Part-10 file on their own
+
+
+def read_header(path: Path) -> Header:
+    """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none."""
+    if path.name.upper() == "DICOMDIR":
+        raise Skip("DICOMDIR: a media directory, not an image")
+    with open(path, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        head = fp.read(132)
+        if not head:
+            raise dicomfiles.NotDicom("not a DICOM file (empty)")
+        part10 = len(head) == 132 and head[128:] == b"DICM"
+        fp.seek(0)
+        try:
+            ds = pydicom.dcmread(fp, force=not part10, stop_before_pixels=True)
+        except Exception:
+            if part10:
+                raise dicomfiles.BadDicom("unreadable DICOM, truncated or corrupt") from None
+            raise dicomfiles.NotDicom("not a DICOM file (no DICM prefix)") from None
+        offset = fp.tell()
+        after = fp.read(12)
+        if not part10 and not (code(ds, "SOPClassUID").startswith("1.2.840.10008.") and code(ds, "SOPInstanceUID")):
+            raise dicomfiles.NotDicom("not a DICOM file (no DICM prefix)")
+        prefix = None
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if part10 and syntax is not None and not syntax.is_deflated:
+            fp.seek(0)
+            prefix = fp.read(offset)
+    if code(ds.file_meta, "MediaStorageSOPClassUID") == dicomfiles.MEDIA_DIRECTORY:
+        raise Skip("DICOMDIR: a media directory, not an image")
+    return Header(ds, size, offset, after, prefix)
+
+
+def _scan(path: Path, any_modality: bool) -> FileScan:
+    header = read_header(path)
+    ds = header.ds
+    sop_class = code(ds, "SOPClassUID")
+    if not code(ds, "SOPInstanceUID"):
+        raise dicomfiles.BadDicom("no SOPInstanceUID: not a usable DICOM object")
+    if not _is_pixel_data(header):
+        raise Skip(f"not an image ({_sop_name(sop_class)})")
+    if code(ds, "BurnedInAnnotation").upper() == "YES":
+        raise Skip("burned-in annotation: the pixels carry text, not an acquired slice")
+    if sop_class.startswith(SECONDARY_CAPTURE):
+        raise Skip("secondary capture (a screenshot or picture), not an acquired slice")
+    modality = code(ds, "Modality").upper()
+    if not (modality == "CT" or sop_class in CT_SOP_CLASSES or any_modality):
+        raise Skip(f"modality {modality or 'unknown'} is not CT, so it has no Hounsfield units "
+                   f"(--any-modality converts it)")
+    samples = integer(ds, "SamplesPerPixel", 1)
+    photometric = code(ds, "PhotometricInterpretation").upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise Skip(f"colour image ({photometric or f'{samples} samples per pixel'}), not a grayscale slice")
+    if "ModalityLUTSequence" in ds:
+        raise Skip("non-linear Modality LUT Sequence: not supported")
+    frames = check_image_attributes(ds)
+
+    ts = code(ds.file_meta, "TransferSyntaxUID") or _bare_syntax(ds)
+    common = _common(ds, path, ts, photometric)
+    if frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
+        if "LOCALIZER" in words(ds, "ImageType"):
+            raise Skip("localizer (scout) image")
+        image = Image(frame=None, **common, **_classic_geometry(ds), native=_native(header, ts))
+        prefix = header.prefix if header.prefix is not None else _serialise(_without_pixels(ds))
+        return FileScan(images=[image], headers=[prefix])
+    return _scan_frames(header, frames, common, ts)
+
+
+def check_image_attributes(ds: Dataset) -> int:
+    """Check the Image Pixel attributes a volume needs; return the number of frames."""
+    for keyword in ("Rows", "Columns"):
+        if (integer(ds, keyword) or 0) < 1:
+            raise BadValue(f"{keyword} is missing or not a positive integer")
+    allocated = integer(ds, "BitsAllocated")
+    if allocated == 1:
+        raise Skip("a 1-bit image (a mask or an overlay), not a slice")
+    if allocated not in (8, 16, 32):
+        raise BadValue("BitsAllocated is missing or not 8, 16 or 32")
+    stored = integer(ds, "BitsStored", allocated)
+    if not 1 <= stored <= allocated:
+        raise BadValue("BitsStored is not between 1 and BitsAllocated")
+    if integer(ds, "PixelRepresentation", 0) not in (0, 1):
+        raise BadValue("PixelRepresentation is not 0 or 1")
+    frames = integer(ds, "NumberOfFrames", 1)
+    if frames < 1:
+        raise BadValue("NumberOfFrames is not a positive integer")
+    return frames
+
+
+def _is_pixel_data(header: Header) -> bool:
+    """Is the element where the reader stopped the Pixel Data (not Float Pixel Data, not the end)?"""
+    if len(header.after) < 8:
+        return False
+    if header.ds.file_meta.get("TransferSyntaxUID", UID("")).is_deflated:
+        return True   # the stream is compressed: pydicom itself will find out
+    little = header.ds.original_encoding[1] is not False
+    group, element = struct.unpack("<HH" if little else ">HH", header.after[:4])
+    return (group << 16 | element) == _PIXEL_DATA
+
+
+def _common(ds: Dataset, path: Path, ts: str, photometric: str) -> dict:
+    bits_stored = integer(ds, "BitsStored") or integer(ds, "BitsAllocated")
+    signed = integer(ds, "PixelRepresentation", 0) == 1
+    padding = None
+    if "PixelPaddingValue" in ds:
+        low = integer(ds, "PixelPaddingValue")
+        high = integer(ds, "PixelPaddingRangeLimit", low)
+        padding = (min(low, high), max(low, high))
+    return dict(
+        file=str(path), study_uid=code(ds, "StudyInstanceUID"), series_uid=code(ds, "SeriesInstanceUID"),
+        frame_of_reference_uid=code(ds, "FrameOfReferenceUID"), sop_class_uid=code(ds, "SOPClassUID"),
+        sop_instance_uid=code(ds, "SOPInstanceUID"), modality=code(ds, "Modality").upper(),
+        series_number=code(ds, "SeriesNumber"), description=text(ds, "SeriesDescription"),
+        patient_identity_removed=code(ds, "PatientIdentityRemoved").upper() == "YES",
+        rows=integer(ds, "Rows"), cols=integer(ds, "Columns"), photometric=photometric,
+        bits_stored=bits_stored, signed=signed, padding=padding, window=_window(ds), transfer_syntax=ts,
+        gantry_tilt=number(ds, "GantryDetectorTilt"),
+    )
+
+
+def _classic_geometry(ds: Dataset) -> dict:
+    return dict(
+        image_type=words(ds, "ImageType"), stack_id="", instance_number=integer(ds, "InstanceNumber"),
+        orientation=_tuple(numbers(ds, "ImageOrientationPatient", 6)),
+        position=_tuple(numbers(ds, "ImagePositionPatient", 3)),
+        pixel_spacing=_tuple(numbers(ds, "PixelSpacing", 2)),
+        thickness=number(ds, "SliceThickness"),
+        slope=number(ds, "RescaleSlope", 1.0), intercept=number(ds, "RescaleIntercept", 0.0),
+        rescale_type=code(ds, "RescaleType").upper(),
+    )
+
+
+def _tuple(values):
+    return tuple(values) if values is not None else None
+
+
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    try:
+        center, width = numbers(ds, "WindowCenter"), numbers(ds, "WindowWidth")
+    except BadValue:
+        return None   # a display hint only: never a reason to fail a slice
+    return (center[0], width[0]) if center and width else None
+
+
+def _bare_syntax(ds: Dataset) -> str:
+    is_implicit, little = ds.original_encoding
+    if is_implicit:
+        return pydicom.uid.ImplicitVRLittleEndian
+    return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+
+
+def _native(header: Header, ts: str) -> NativePixels | None:
+    """Where the stored values of an uncompressed frame lie; None when pydicom must decode.
+
+    Native pixel data is checked for truncation here, from its length alone.
+    """
+    if ts not in _NATIVE_SYNTAXES:
+        return None
+    ds, raw, offset = header.ds, header.after, header.offset
+    is_implicit, little = ds.original_encoding
+    endian = "<" if little is not False else ">"
+    if is_implicit:
+        length, start = struct.unpack(endian + "I", raw[4:8])[0], offset + 8
+    elif raw[4:6] in _LONG_VRS:
+        length, start = struct.unpack(endian + "I", raw[8:12])[0], offset + 12
+    else:
+        length, start = struct.unpack(endian + "H", raw[6:8])[0], offset + 8
+    bits = integer(ds, "BitsAllocated")
+    frames = integer(ds, "NumberOfFrames", 1)
+    need = integer(ds, "Rows") * integer(ds, "Columns") * bits * frames // 8
+    have = min(length if length != _UNDEFINED else 0, max(header.size - start, 0))
+    if have < need:
+        raise dicomfiles.BadDicom(f"truncated pixel data ({have} of {need} bytes)")
+    if bits not in (8, 16, 32) or frames != 1:
+        return None
+    signed = integer(ds, "PixelRepresentation", 0) == 1
+    dtype = f"{endian}{'i' if signed else 'u'}{bits // 8}"
+    return NativePixels(start, dtype, integer(ds, "BitsStored") or bits, signed)
+
+
+# --------------------------------------------------------------------------- multi-frame
+
+
+def _group(ds_items: list, name: str):
+    """The first item of functional group ``name``: per-frame first, then shared."""
+    for item in ds_items:
+        if item is not None and name in item:
+            seq = item[name].value
+            if seq:
+                return seq[0]
+    return None
+
+
+def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan:
+    """One image per frame of an Enhanced or legacy-converted multi-frame image."""
+    ds = header.ds
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None and shared is None:
+        raise Skip(f"multi-frame image ({frames} frames) without functional groups: "
+                   f"its frames have no position of their own")
+    if per_frame is not None and len(per_frame) != frames:
+        raise BadValue(f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {frames} frames")
+    native = _native(header, ts)   # checks the length of every frame; kept only for one frame
+    base = _frame_base(ds)
+    top_type = words(ds, "ImageType")
+    scan = FileScan()
+    for f in range(frames):
+        items = [per_frame[f] if per_frame is not None else None, shared]
+        measures = _group(items, "PixelMeasuresSequence")
+        plane = _group(items, "PlanePositionSequence")
+        orient = _group(items, "PlaneOrientationSequence")
+        value = _group(items, "PixelValueTransformationSequence")
+        content = _group(items, "FrameContentSequence")
+        frame_type = next((words(g, "FrameType") for g in
+                           (_group(items, "CTImageFrameTypeSequence"), _group(items, "MRImageFrameTypeSequence"))
+                           if g is not None and "FrameType" in g), top_type)
+        if "LOCALIZER" in frame_type:
+            continue
+        src = value if value is not None else ds
+        image = Image(
+            frame=f, **common, image_type=frame_type,
+            stack_id=code(content, "StackID") if content is not None else "",
+            instance_number=integer(content, "InStackPositionNumber") if content is not None else f + 1,
+            orientation=_tuple(numbers(orient, "ImageOrientationPatient", 6)) if orient is not None else None,
+            position=_tuple(numbers(plane, "ImagePositionPatient", 3)) if plane is not None else None,
+            pixel_spacing=_tuple(numbers(measures, "PixelSpacing", 2)) if measures is not None else None,
+            thickness=number(measures, "SliceThickness") if measures is not None else None,
+            slope=number(src, "RescaleSlope", 1.0), intercept=number(src, "RescaleIntercept", 0.0),
+            rescale_type=code(src, "RescaleType").upper(), native=native,
+        )
+        scan.images.append(image)
+        scan.headers.append(_frame_header(base, image))
+    if not scan.images:
+        raise Skip("localizer (scout) frames only")
+    return scan
+
+
+_FRAME_DROPPED = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "NumberOfFrames",
+                  "FrameIncrementPointer", "DimensionIndexSequence", "DimensionOrganizationSequence")
+
+
+def _frame_base(ds: Dataset) -> Dataset:
+    base = _without_pixels(ds)
+    for keyword in _FRAME_DROPPED:
+        if keyword in base:
+            del base[keyword]
+    return base
+
+
+def _frame_header(base: Dataset, image: Image) -> bytes:
+    """A classic CT header for one frame, so later stages can write a slice of it."""
+    ds = Dataset(base)   # shallow: the elements of ``base`` are shared, only ours are new
+    ds.file_meta = FileMetaDataset(base.file_meta)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    ds.ImageType = list(image.image_type) or ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceNumber = image.frame + 1
+    for keyword, value in (("ImagePositionPatient", image.position), ("ImageOrientationPatient", image.orientation),
+                           ("PixelSpacing", image.pixel_spacing)):
+        if value is not None:
+            setattr(ds, keyword, [f"{v:.10g}" for v in value])
+    if image.thickness is not None:
+        ds.SliceThickness = f"{image.thickness:.10g}"
+    ds.RescaleSlope, ds.RescaleIntercept = f"{image.slope:.10g}", f"{image.intercept:.10g}"
+    ds.RescaleType = image.rescale_type or "HU"
+    return _serialise(ds)
+
+
+def _without_pixels(ds: Dataset) -> Dataset:
+    out = Dataset(ds)
+    out.file_meta = FileMetaDataset(ds.file_meta) if hasattr(ds, "file_meta") else FileMetaDataset()
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in out:
+            del out[keyword]
+    return out
+
+
+def _serialise(ds: Dataset) -> bytes:
+    meta = ds.file_meta
+    if "TransferSyntaxUID" not in meta or meta.TransferSyntaxUID.is_compressed or meta.TransferSyntaxUID.is_deflated:
+        # The header alone is never compressed: say so, or readers would look for fragments.
+        meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", meta.get("MediaStorageSOPClassUID"))
+    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", meta.get("MediaStorageSOPInstanceUID"))
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _sop_name(uid: str) -> str:
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else "unknown SOP class"
