@@ -9,7 +9,6 @@ wall times, their ratio and the relative error of the top singular values.
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from ctsvd_common import contract
+from ctsvd_common.contract import Geometry, Manifest, SeriesIdentity, SliceEntry, VolumeInfo
 from ctsvd_local.phantom import chest_phantom, low_dose_noise
+
+
+def manifest_for(volume: np.ndarray, spacing: tuple[float, float, float]) -> Manifest:
+    """The manifest pl-dicom2matrix would write; the stage under test only reads the volume's shape."""
+    m = volume.shape[0]
+    return Manifest(
+        created_by="benchmarks/ssvd_vs_lapack.py", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        series=SeriesIdentity(modality="CT", description="chest phantom, low dose"),
+        volume=VolumeInfo(shape=list(volume.shape), units="HU", min=float(volume.min()), max=float(volume.max())),
+        geometry=Geometry(sorted_by="phantom", slice_positions_mm=[i * spacing[0] for i in range(m)],
+                          pixel_spacing_mm=list(spacing[1:]), slice_spacing_mm=spacing[0]),
+        window_presets={"lung": {"center": -600.0, "width": 1500.0}},
+        slices=[SliceEntry(index=i, source=f"phantom-{i:04d}", header=f"{contract.HEADERS}/{i:04d}.dcm")
+                for i in range(m)],
+    )
 
 
 def main() -> int:
@@ -41,9 +56,7 @@ def main() -> int:
         volume = np.clip(clean + low_dose_noise(clean.shape, sigma_hu=25.0, body_mask=clean > -500, seed=1),
                          -1024, 3071).astype(np.float32)
         np.save(series / contract.VOLUME, volume)
-        (series / contract.MANIFEST).write_text(json.dumps({
-            "format": contract.MANIFEST_FORMAT, "version": contract.MANIFEST_VERSION,
-            "volume": {"shape": list(volume.shape)}, "slices": []}))
+        contract.write_manifest(series, manifest_for(volume, spacing))
         print(f"matrix: {a.slices} slices × {a.size * a.size} pixels, float32, {volume.nbytes / 1e6:.0f} MB")
 
         t0 = time.perf_counter()
@@ -51,8 +64,8 @@ def main() -> int:
                         str(a.oversample), "--power-iters", str(a.power_iters), "--master", a.master,
                         str(Path(tmp) / "in"), str(Path(tmp) / "out")], check=True, capture_output=True)
         spark_wall = time.perf_counter() - t0
-        record = json.loads((Path(tmp) / "out" / "series-001" / contract.SVD_JSON).read_text())
-        s = np.array(record["singular_values"])
+        record = contract.read_svd(Path(tmp) / "out" / "series-001")
+        s = np.array(record.singular_values)
 
         t0 = time.perf_counter()
         reference = np.linalg.svd(volume.reshape(a.slices, -1), full_matrices=False, compute_uv=True)[1]
@@ -60,15 +73,15 @@ def main() -> int:
 
     top = min(10, len(s))
     rel = np.abs(s[:top] - reference[:top]) / reference[:top]
-    passes = record["timings"]["total_seconds"]
+    passes = record.timings["total_seconds"]
     print(f"{'method':<44}{'wall s':>9}")
     print(f"{'pl-ssvd-denoise, whole command (' + a.master + ')':<44}{spark_wall:>9.2f}")
     print(f"{'  of which the SVD passes':<44}{passes:>9.2f}")
     print(f"{'numpy.linalg.svd(full_matrices=False)':<44}{lapack_wall:>9.2f}")
     print(f"ratio ssvd command / LAPACK: {spark_wall / lapack_wall:.2f}; SVD passes / LAPACK: {passes / lapack_wall:.2f}")
     print(f"max relative error of the top {top} singular values: {rel.max():.2e}; "
-          f"‖A − U S Vt‖/‖A‖ = {record['relative_error']:.4g} at k = {record['k']}")
-    print("passes:", ", ".join(f"{x['pass']} {x['seconds']:.2f} s" for x in record["timings"]["passes"]))
+          f"‖A − U S Vt‖/‖A‖ = {record.relative_error:.4g} at k = {record.k}")
+    print("passes:", ", ".join(f"{x['pass']} {x['seconds']:.2f} s" for x in record.timings["passes"]))
     return 0
 
 

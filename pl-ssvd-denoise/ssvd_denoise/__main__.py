@@ -1,7 +1,9 @@
 """pl-ssvd-denoise: the distributed stochastic SVD of each CT series, on Apache Spark."""
 
+import os
 import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +12,11 @@ from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
-from ctsvd_common.stage import Stage, StageError, run_stage
+from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
 from ssvd_denoise import __version__, session
 from ssvd_denoise.blocks import SparkBlocks, auto_partitions
 from ssvd_denoise.halko import stochastic_svd
 
-SVD_FORMAT = "ctsvd-svd"
-SVD_VERSION = 1
 DATA_ACCESS = ("auto", "shared", "stream")
 
 parser = ArgumentParser(
@@ -26,10 +26,10 @@ parser = ArgumentParser(
     "Vt.npy (the eigen-images) and svd.json added.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
-parser.add_argument("--k", type=int, default=50, help="number of singular components (eigen-images) to compute; at most the number of slices")
+parser.add_argument("--k", type=int, default=50, help="number of singular components (eigen-images) to compute; clipped to the number of slices")
 parser.add_argument("--oversample", type=int, default=15, help="extra random sample vectors p (the sample has k + p columns)")
 parser.add_argument("--power-iters", dest="power_iters", type=int, default=2, help="power (subspace) iterations q; each is one pass over the data")
-parser.add_argument("--seed", type=int, default=0, help="seed of the random test matrix; equal seeds give equal results")
+parser.add_argument("--seed", type=int, default=0, help="seed of the random test matrix (0 or more); equal seeds give equal results")
 parser.add_argument("--master", type=str, default="local[*]", help="Spark master: local[*], spark://HOST:7077 or k8s://https://HOST:PORT")
 parser.add_argument("--partitions", type=int, default=0, help="pixel blocks per series; 0 picks one per core (more for very large series)")
 parser.add_argument("--data-access", dest="data_access", type=str, default="auto", choices=DATA_ACCESS,
@@ -37,6 +37,7 @@ parser.add_argument("--data-access", dest="data_access", type=str, default="auto
                     "blocks, Spark caches them), auto (shared when every executor sees the file)")
 parser.add_argument("--spark-conf", dest="spark_conf", type=str, default="",
                     help="extra Spark settings, comma-separated key=value pairs, e.g. spark.executor.memory=4g")
+add_policy_flags(parser)
 
 
 @chris_plugin(
@@ -52,22 +53,22 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
 
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
-    if options.k < 1:
-        raise StageError(f"--k must be at least 1, got {options.k}")
-    for flag, value in (("--oversample", options.oversample), ("--power-iters", options.power_iters),
-                        ("--partitions", options.partitions)):
-        if value < 0:
-            raise StageError(f"{flag} must be 0 or more, got {value}")
-    try:
-        extra_conf = session.parse_conf(options.spark_conf)
-    except ValueError as e:
-        raise StageError(str(e)) from None
-
+    extra_conf = check_options(options)
     series = contract.find_series(stage.inputdir)
     if not series:
         raise StageError(f"no series found in {stage.inputdir}: expected folders with "
                          f"{contract.MANIFEST} written by pl-dicom2matrix")
+    stage.summary["series"] = len(series)
     stage.log.info("%d series to decompose", len(series))
+
+    # Everything that needs no Spark is checked first, so a bad series costs no JVM.
+    ready: list[Series] = []
+    for series_dir in series:
+        with stage.guard(series_dir, "series"):
+            ready.append(check_series(stage, series_dir, options.k))
+    if not ready:
+        stage.log.error("none of the %d series can be decomposed; Spark was not started", len(series))
+        return
 
     if (why := session.unreachable_master(options.master)) is not None:
         raise StageError(f"cannot reach the Spark master {options.master}: {why}")
@@ -79,28 +80,91 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     try:
         sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
-        for i, series_dir in enumerate(series, 1):
-            label = stage.rel(series_dir)
-            stage.log.info("series %d/%d: %s", i, len(series), label)
-            try:
-                decompose_series(stage, sc, series_dir,
-                                 stage.outputdir / series_dir.relative_to(stage.inputdir), options)
-            except contract.ContractError as e:
-                stage.fail(series_dir, str(e))
-            except (Py4JError, PySparkException) as e:
-                stage.log.debug("Spark failure in full", exc_info=True)
-                stage.fail(series_dir, f"Spark job failed: {session.failure_reason(e)}")
+        for i, item in enumerate(ready, 1):
+            stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
+            with stage.guard(item.source, "series"):
+                try:
+                    decompose_series(stage, sc, item, options)
+                except contract.ContractError as e:
+                    raise InputFailed(local_reason(e, item.source)) from None
+                except (Py4JError, PySparkException) as e:
+                    stage.log.debug("Spark failure in full", exc_info=True)
+                    raise InputFailed(f"Spark job failed: {session.failure_reason(e)}") from None
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
         spark.stop()
-    stage.summary["series"] = len(series)
 
 
-def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options: Namespace) -> None:
-    manifest = contract.read_manifest(series_dir)
-    volume = contract.open_volume(series_dir, manifest)
+def check_options(options: Namespace) -> dict[str, str]:
+    """Refuse every unusable flag value before any work; return the extra Spark settings."""
+    if options.k < 1:
+        raise UsageError(f"--k: expected a whole number of 1 or more, got {options.k}")
+    for flag, value in (("--oversample", options.oversample), ("--power-iters", options.power_iters),
+                        ("--partitions", options.partitions), ("--seed", options.seed)):
+        if value < 0:
+            raise UsageError(f"{flag}: expected a whole number of 0 or more, got {value}")
+    try:
+        return session.parse_conf(options.spark_conf)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+@dataclass
+class Series:
+    """A series that passed every check that needs no Spark."""
+
+    source: Path
+    shape: tuple[int, int, int]
+    warnings: list[str]
+
+
+def check_series(stage: Stage, series_dir: Path, k: int) -> Series:
+    """Check one series without Spark; :class:`InputFailed` names the first problem."""
+    missing = [name for name in contract.PASSED_FORWARD if not (series_dir / name).exists()]
+    if missing:
+        raise InputFailed(f"{', '.join(missing)} missing from the series folder")
+    try:
+        volume = contract.open_volume(series_dir, contract.read_manifest(series_dir))
+    except contract.ContractError as e:
+        raise InputFailed(local_reason(e, series_dir)) from None
     m, rows, cols = volume.shape
+    if m < 2:
+        raise InputFailed(f"the volume has {m} slice(s); an SVD needs at least 2")
+    if m > rows * cols:
+        raise InputFailed(f"the volume has more slices ({m}) than pixels per slice ({rows * cols})")
+    nonfinite, nonzero = scan_values(volume)
+    if nonfinite:
+        raise InputFailed(f"the volume holds {nonfinite} non-finite values (NaN or infinity)")
+    if not nonzero:
+        raise InputFailed("the volume is all zeros: there is nothing to decompose")
+    warnings = []
+    if k > m:
+        warnings.append(f"--k {k} is more than the {m} slices: at most {m} components are computed")
+        stage.log.warning("%s: %s", stage.rel(series_dir), warnings[-1])
+    return Series(series_dir, (m, rows, cols), warnings)
+
+
+def scan_values(volume: np.ndarray, chunk_bytes: int = 64 << 20) -> tuple[int, bool]:
+    """The number of non-finite values, and whether any value is non-zero, in one pass of bounded memory."""
+    step = max(1, chunk_bytes // max(volume[0].nbytes, 1))
+    nonfinite, nonzero = 0, False
+    for i in range(0, len(volume), step):
+        chunk = np.asarray(volume[i:i + step])
+        nonfinite += chunk.size - int(np.count_nonzero(np.isfinite(chunk)))
+        nonzero = nonzero or bool(chunk.any())
+    return nonfinite, nonzero
+
+
+def local_reason(e: Exception, series_dir: Path) -> str:
+    """A contract error's message with paths relative to the series, which the log line already names."""
+    return str(e).replace(f"{series_dir}{os.sep}", "")
+
+
+def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None:
+    series_dir = item.source
+    out_dir = stage.outputdir / series_dir.relative_to(stage.inputdir)
+    m, rows, cols = item.shape
     n = rows * cols
     label = stage.rel(series_dir)
     partitions = options.partitions or auto_partitions(m, n, sc.defaultParallelism)
@@ -113,7 +177,7 @@ def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options:
             shared = session.executors_see(sc, [volume_path, staging])
         blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
         stage.log.info("%s: %d slices of %d×%d (%.0f MB), k=%d p=%d q=%d, %d blocks, %s data access",
-                       label, m, rows, cols, volume.nbytes / 1e6, options.k, options.oversample,
+                       label, m, rows, cols, m * n * 4 / 1e6, options.k, options.oversample,
                        options.power_iters, blocks.partitions, "shared" if shared else "streamed")
         writer: list = []  # the Vt file, created once the SVD knows k
 
@@ -131,8 +195,7 @@ def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options:
         writer[0].commit()
         atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
         atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
-        atomic.write_json(staging / contract.SVD_JSON, svd_record(result, volume.shape, blocks, shared,
-                                                                          session.describe(sc)))
+        contract.write_svd(staging, svd_record(result, item, blocks, shared, session.describe(sc)))
 
     stage.output(out_dir, k=result.k, relative_error=round(result.relative_error, 6),
                  seconds=round(sum(p["seconds"] for p in result.passes), 3))
@@ -140,31 +203,30 @@ def decompose_series(stage: Stage, sc, series_dir: Path, out_dir: Path, options:
                    label, result.k, result.s[0], result.s[-1], result.relative_error)
 
 
-def svd_record(result, shape, blocks: SparkBlocks, shared: bool, cluster: dict) -> dict:
+def svd_record(result, item: Series, blocks: SparkBlocks, shared: bool, cluster: dict) -> contract.SvdRecord:
     """The machine-readable account of one decomposition (svd.json)."""
     energy = result.s.astype(float) ** 2 / result.frobenius_norm ** 2 if result.frobenius_norm else result.s * 0
-    return {
-        "format": SVD_FORMAT,
-        "version": SVD_VERSION,
-        "plugin": f"pl-ssvd-denoise {__version__}",
-        "algorithm": "randomized subspace iteration with Rayleigh-Ritz (Halko, Martinsson & Tropp 2011), "
-                     "float64 passes over float32 data, distributed over pixel blocks",
-        "matrix": {"rows": int(shape[0]), "cols": int(np.prod(shape[1:])), "rows_are": "slices",
-                   "cols_are": "pixels (row-major within a slice)", "volume_shape": [int(x) for x in shape]},
-        "k": result.k,
-        "requested_k": result.requested_k,
-        "oversample": result.oversample,
-        "power_iters": result.power_iters,
-        "seed": result.seed,
-        "sample_rank": result.sample_rank,
-        "singular_values": [float(x) for x in result.s],
-        "energy_fraction": [float(x) for x in energy],
-        "frobenius_norm": result.frobenius_norm,
-        "residual_norm": result.residual_norm,
-        "relative_error": result.relative_error,
-        "spark": {**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
-        "timings": {"passes": result.passes, "total_seconds": round(sum(p["seconds"] for p in result.passes), 3)},
-    }
+    return contract.SvdRecord(
+        plugin=f"pl-ssvd-denoise {__version__}",
+        algorithm="randomized subspace iteration with Rayleigh-Ritz (Halko, Martinsson & Tropp 2011), "
+                  "float64 passes over float32 data, distributed over pixel blocks",
+        matrix={"rows": item.shape[0], "cols": item.shape[1] * item.shape[2], "rows_are": "slices",
+                "cols_are": "pixels (row-major within a slice)", "volume_shape": list(item.shape)},
+        k=result.k,
+        requested_k=result.requested_k,
+        oversample=result.oversample,
+        power_iters=result.power_iters,
+        seed=result.seed,
+        sample_rank=result.sample_rank,
+        singular_values=[float(x) for x in result.s],
+        energy_fraction=[float(x) for x in energy],
+        frobenius_norm=result.frobenius_norm,
+        residual_norm=result.residual_norm,
+        relative_error=result.relative_error,
+        spark={**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
+        timings={"passes": result.passes, "total_seconds": round(sum(p["seconds"] for p in result.passes), 3)},
+        warnings=item.warnings,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def parse_conf(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--spark-conf: expected key=value, got {item!r}")
+            raise ValueError(f"--spark-conf: expected comma-separated key=value pairs, got {item!r}")
         conf[key.strip()] = value.strip()
     return conf
 

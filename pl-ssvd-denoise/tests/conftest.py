@@ -1,12 +1,12 @@
 """Fixtures: series folders as pl-dicom2matrix writes them, made of synthetic volumes."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctsvd_common import contract
+from ctsvd_common.contract import Geometry, Manifest, SeriesIdentity, SliceEntry, VolumeInfo
 
 
 def decaying_volume(m: int = 48, rows: int = 64, cols: int = 96, seed: int = 0) -> np.ndarray:
@@ -19,14 +19,31 @@ def decaying_volume(m: int = 48, rows: int = 64, cols: int = 96, seed: int = 0) 
     return vol.astype(np.float32)
 
 
+def manifest_for(volume: np.ndarray, spacing_mm: float = 2.5) -> Manifest:
+    """A complete manifest for ``volume``; its per-slice headers are named but not written."""
+    m = volume.shape[0]
+    finite = volume[np.isfinite(volume)]
+    return Manifest(
+        created_by="pl-ssvd-denoise tests",
+        created="2026-01-01T00:00:00+00:00",
+        series=SeriesIdentity(modality="CT", description="synthetic"),
+        volume=VolumeInfo(shape=list(volume.shape), units="HU",
+                          min=float(finite.min()) if finite.size else 0.0,
+                          max=float(finite.max()) if finite.size else 0.0),
+        geometry=Geometry(sorted_by="test", slice_positions_mm=[i * spacing_mm for i in range(m)],
+                          slice_spacing_mm=spacing_mm),
+        window_presets={"lung": {"center": -600.0, "width": 1500.0}},
+        slices=[SliceEntry(index=i, source=f"IM-{i:04d}.dcm", header=f"{contract.HEADERS}/{i:04d}.dcm")
+                for i in range(m)],
+    )
+
+
 def write_series(folder: Path, volume: np.ndarray) -> Path:
-    """A minimal but valid series folder: volume, manifest and an (empty) headers folder."""
+    """A series folder: volume, manifest and an (empty) headers folder, which this stage only copies."""
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / contract.VOLUME, volume)
     (folder / contract.HEADERS).mkdir(exist_ok=True)
-    manifest = {"format": contract.MANIFEST_FORMAT, "version": contract.MANIFEST_VERSION,
-                "volume": {"file": contract.VOLUME, "shape": list(volume.shape)}, "slices": []}
-    (folder / contract.MANIFEST).write_text(json.dumps(manifest))
+    contract.write_manifest(folder, manifest_for(volume))
     return folder
 
 

@@ -12,6 +12,8 @@ import pytest
 from ctsvd_common import contract
 from ssvd_denoise.__main__ import main, parser
 
+from conftest import write_series
+
 
 def run_plugin(args, inputdir, outputdir):
     return main(parser.parse_args(args), inputdir, outputdir)
@@ -37,6 +39,9 @@ def test_local_mode_matches_lapack_and_passes_the_series_forward(series_input, t
     rebuilt = (U.astype(np.float64) * s) @ Vt
     assert record["relative_error"] == pytest.approx(np.linalg.norm(A - rebuilt) / np.linalg.norm(A), rel=1e-3)
     assert record["k"] == 12 and record["oversample"] == 15 and record["power_iters"] == 2
+    assert record["warnings"] == []
+    typed = contract.read_svd(series)
+    assert typed.k == 12 and typed.singular_values == record["singular_values"]
     assert record["spark"]["master"] == "local[2]" and record["spark"]["data_access"] == "shared"
     assert len(record["timings"]["passes"]) == 4
     # What later stages need came along, byte for byte.
@@ -58,11 +63,14 @@ def test_streamed_blocks_give_the_same_factors(series_input, tmp_path):
     assert np.allclose(sa, sb, rtol=1e-6) and np.allclose(Va, Vb, atol=1e-5) and np.allclose(Ua, Ub, atol=1e-5)
 
 
-def test_full_rank_keeps_every_slice(series_input, tmp_path):
+def test_k_above_the_slice_count_is_clipped_with_a_warning(series_input, tmp_path, caplog):
     inputdir, volume = series_input
     assert run_plugin(["--k", "500", "--power-iters", "0"], inputdir, tmp_path / "out") == 0
     U, s, Vt, record = load(tmp_path / "out" / "series-001")
     assert record["k"] == 48 and record["requested_k"] == 500
+    warning = "--k 500 is more than the 48 slices: at most 48 components are computed"
+    assert record["warnings"] == [warning]
+    assert f"series-001: {warning}" in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     rebuilt = ((U * s) @ Vt).reshape(volume.shape)
     assert np.abs(rebuilt - volume).max() < 1e-3 * np.abs(volume).max()
 
@@ -77,18 +85,24 @@ def test_no_series_is_a_one_line_error(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
 
 
-def test_a_broken_series_fails_alone(series_input, tmp_path):
+def test_bad_series_fail_alone_beside_a_good_one(series_input, tmp_path):
     inputdir, volume = series_input
-    broken = inputdir / "series-002"
-    broken.mkdir()
-    (broken / contract.MANIFEST).write_text((inputdir / "series-001" / contract.MANIFEST).read_text())
-    (broken / contract.VOLUME).write_bytes((inputdir / "series-001" / contract.VOLUME).read_bytes()[:1000])
-    assert run_plugin(["--k", "4"], inputdir, tmp_path / "out") == 1
+    write_series(inputdir / "series-002", np.zeros_like(volume))
+    truncated = write_series(inputdir / "series-003", volume) / contract.VOLUME
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    assert run_plugin(["--k", "4"], inputdir, tmp_path / "out") == 0
     report = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())
-    assert [e["file"] for e in report["errors"]] == ["series-002"]
-    assert "cannot read the volume" in report["errors"][0]["reason"]
-    assert (tmp_path / "out" / "series-001" / contract.SVD_VT).exists()
-    assert not (tmp_path / "out" / "series-002").exists()
+    assert report["status"] == "ok-with-failures"
+    assert {e["file"]: e["reason"] for e in report["errors"]} == {
+        "series-002": "the volume is all zeros: there is nothing to decompose",
+        "series-003": "volume.npy: cannot read the volume (ValueError: truncated or not a .npy file)",
+    }
+    assert [o["path"] for o in report["outputs"]] == ["series-001"]
+    assert contract.read_svd(tmp_path / "out" / "series-001").k == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["series-001", "ssvd_denoise.report.json"]
+    # --strict turns the same run into a failure, outputs and all.
+    assert run_plugin(["--k", "4", "--strict"], inputdir, tmp_path / "strict") == 1
+    assert (tmp_path / "strict" / "series-001" / contract.SVD_VT).exists()
 
 
 def _one_error(proc):

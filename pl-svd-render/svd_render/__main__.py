@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chris_plugin import chris_plugin
 
-from ctsvd_common.stage import run_stage
+from ctsvd_common.stage import add_policy_flags, run_stage
 from svd_render import __version__
 from svd_render.render import render_all
 
@@ -17,16 +17,18 @@ parser = ArgumentParser(
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
 parser.add_argument("--rank", type=str, default="auto",
-                    help="components to keep: a number from 1 to k, or 'auto' (Gavish-Donoho optimal hard threshold)")
+                    help="components to keep: a whole number of 1 or more (clipped to k, with a warning), "
+                    "or 'auto' (Gavish-Donoho optimal hard threshold)")
 parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0,
-                    help="instead of --rank: remove the last x %% of the k components (0 = not used)")
+                    help="instead of --rank: remove the last x %% of the k components, 0 <= x < 100 (0 = not used)")
 parser.add_argument("--windows", type=str, default="mediastinum,lung",
                     help="display windows for the PNGs: presets lung, mediastinum, bone, header (the scanner's), "
                     "or NAME:CENTER:WIDTH in HU, comma-separated")
 parser.add_argument("--montage-slices", dest="montage_slices", type=int, default=4,
-                    help="slices shown in each original-versus-denoised montage")
+                    help="slices shown in each original-versus-denoised montage (1 or more)")
 parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",
                     help="do not write the derived DICOM series")
+add_policy_flags(parser)
 
 
 @chris_plugin(

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -27,50 +26,49 @@ def _new_uid() -> str:
     return generate_uid(prefix=None)  # 2.25.<uuid4>: unique without a registered root
 
 
-def stored_values(hu: np.ndarray, header: Dataset) -> np.ndarray:
-    """HU → stored pixel values with the header's own rescale, clipped to its bit depth."""
+def stored_values(hu: np.ndarray, header: Dataset) -> tuple[np.ndarray, int]:
+    """HU → stored pixel values with the header's own rescale, clipped to its bit depth; and that depth."""
     slope = float(header.get("RescaleSlope", 1) or 1)
     intercept = float(header.get("RescaleIntercept", 0) or 0)
-    bits = int(header.get("BitsStored", header.get("BitsAllocated", 16)))
-    signed = int(header.get("PixelRepresentation", 0)) == 1
+    bits = min(int(header.get("BitsStored", 16) or 16), 16)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     values = np.clip(np.rint((hu.astype(np.float64) - intercept) / slope), low, high)
-    return values.astype(np.int16 if signed else np.uint16)
+    return values.astype(np.int16 if signed else np.uint16), bits
 
 
-def write_series(out_dir: Path, headers: list[Path], volume: np.ndarray, description: str,
+def write_series(out_dir: Path, headers: list[Dataset], volume: np.ndarray, description: str,
                  derivation: str) -> list[Path]:
-    """Write one file per slice of ``volume`` into ``out_dir``; return their paths."""
+    """Write one file per slice of ``volume`` into ``out_dir``, each on its header; return their paths.
+
+    The headers are changed in place.
+    """
     series_uid = _new_uid()
     written = []
-    for i, (header_path, hu) in enumerate(zip(headers, volume)):
-        ds = pydicom.dcmread(header_path)
-        source_sop = (str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+    for i, (ds, hu) in enumerate(zip(headers, volume)):
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+        ds.SourceImageSequence = Sequence([ref])
         sop_uid = _new_uid()
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = sop_uid
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        # Uncompressed little endian whatever the source was: set_pixel_data refuses big endian.
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         image_type = [str(v) for v in ds.get("ImageType", [])][2:]
         ds.ImageType = ["DERIVED", "SECONDARY", *image_type]
         ds.SeriesDescription = description[:64]
         ds.DerivationDescription = derivation[:1024]
         ds.SeriesNumber = int(ds.get("SeriesNumber", 0) or 0) + SERIES_NUMBER_OFFSET
-        ref = Dataset()
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source_sop
-        ds.SourceImageSequence = Sequence([ref])
         ds.BurnedInAnnotation = "NO"
 
-        pixels = stored_values(hu, ds)
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, int(ds.get("BitsStored", 16)), int(ds.get("BitsStored", 16)) - 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, ds.get("PhotometricInterpretation", "MONOCHROME2")
-        ds.Rows, ds.Columns = pixels.shape
-        ds.PixelData = pixels.tobytes()
-        ds["PixelData"].VR = "OW"
-        ds.is_little_endian, ds.is_implicit_VR = True, False
+        pixels, bits = stored_values(hu, ds)
+        # The volume is "higher is brighter" (pl-dicom2matrix turns MONOCHROME1), so MONOCHROME2.
+        ds.set_pixel_data(pixels, "MONOCHROME2", bits, generate_instance_uid=False)
 
         path = out_dir / f"{i + 1:04d}.dcm"
         with atomic.atomic_path(path) as tmp:
-            ds.save_as(tmp, write_like_original=False)
+            ds.save_as(tmp, enforce_file_format=True)
         written.append(path)
     return written

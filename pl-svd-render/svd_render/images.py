@@ -13,6 +13,9 @@ from PIL import Image, ImageDraw
 from ctsvd_common import atomic
 
 DIFFERENCE_WINDOW_HU = 200.0  # original − denoised shown over ±100 HU
+# The presets pl-dicom2matrix puts in every manifest, and "header" (the scanner's
+# own window), which only series whose headers carry one have.
+PRESETS = ("lung", "mediastinum", "bone", "header")
 
 
 @dataclass(frozen=True)
@@ -32,29 +35,51 @@ class Window:
         return f"{self.name} (C {self.center:g} / W {self.width:g})"
 
 
-def parse_windows(text: str, presets: dict[str, dict]) -> list[Window]:
-    """``"lung,mediastinum"`` or ``"soft:50:350"`` → windows; ValueError names a bad item."""
-    windows = []
+def parse_windows(text: str) -> list[Window | str]:
+    """``"lung,soft:50:350"`` → preset names and custom windows, checked without any data.
+
+    A ValueError names the bad item and what ``--windows`` accepts.
+    """
+    items: list[Window | str] = []
+    names: set[str] = set()
     for item in filter(None, (t.strip() for t in text.split(","))):
-        if ":" in item:
-            name, center, width = (item.split(":") + ["", ""])[:3]
+        name, *numbers = item.split(":")
+        if numbers:
             try:
-                window = Window(name or "custom", float(center), float(width))
+                center, width = (float(v) for v in numbers)
             except ValueError:
                 raise ValueError(f"--windows: {item!r} is not NAME:CENTER:WIDTH") from None
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", window.name):  # it names a folder
-                raise ValueError(f"--windows: name {window.name!r} may hold only letters, digits, _ and -")
-            if window.width <= 0:
-                raise ValueError(f"--windows: width must be positive in {item!r}")
-        elif item in presets:
-            window = Window(item, float(presets[item]["center"]), float(presets[item]["width"]))
+            if not (math.isfinite(center) and math.isfinite(width) and width > 0):
+                raise ValueError(f"--windows: {item!r} needs a finite center and a positive width")
+            name = name or "custom"
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # it names a folder
+                raise ValueError(f"--windows: name {name!r} may hold only letters, digits, _ and -")
+            entry: Window | str = Window(name, center, width)
+        elif name in PRESETS:
+            entry = name
         else:
-            raise ValueError(f"--windows: unknown window {item!r} (presets: {', '.join(presets)}; "
+            raise ValueError(f"--windows: unknown window {item!r} (presets: {', '.join(PRESETS)}; "
                              "or NAME:CENTER:WIDTH)")
-        windows.append(window)
-    if not windows:
+        if name in names:  # each window has its own folder of PNGs
+            raise ValueError(f"--windows: {name!r} is given twice")
+        names.add(name)
+        items.append(entry)
+    if not items:
         raise ValueError("--windows: give at least one window")
-    return windows
+    return items
+
+
+def resolve_windows(items: list[Window | str], presets: dict[str, dict]) -> tuple[list[Window], list[str]]:
+    """One series' windows, and the presets named that its manifest lacks."""
+    windows, missing = [], []
+    for item in items:
+        if isinstance(item, Window):
+            windows.append(item)
+        elif item in presets:
+            windows.append(Window(item, float(presets[item]["center"]), float(presets[item]["width"])))
+        else:
+            missing.append(item)
+    return windows, missing
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:

@@ -32,6 +32,7 @@ class RankChoice:
     method: str
     threshold: float | None = None
     noise_singular_value: float | None = None
+    warning: str | None = None
 
     def describe(self) -> str:
         if self.threshold is None:
@@ -68,28 +69,38 @@ def _omega(beta: float) -> float:
     return 0.56 * beta ** 3 - 0.95 * beta ** 2 + 1.82 * beta + 1.43
 
 
-def choose(rank: str, percent_removed: float, s: np.ndarray, m: int, n: int, frobenius_norm: float) -> RankChoice:
-    """Resolve the plugin's ``--rank`` and ``--percent-removed`` into a rank.
+def parse_rank(rank: str, percent_removed: float) -> int | None:
+    """Check ``--rank`` and ``--percent-removed`` before any data is read.
 
-    Raises ValueError with a one-line reason when they are invalid.
+    Returns the rank asked for, or None for ``auto`` or a percentage; a
+    ValueError names the flag and what it accepts.
     """
-    k = len(s)
-    given_rank = rank.strip().lower()
+    if not 0 <= percent_removed < 100:  # NaN fails this too
+        raise ValueError(f"--percent-removed: expected a percentage in [0, 100), got {percent_removed:g}")
+    text = rank.strip().lower()
+    if text == "auto":
+        return None
+    try:
+        r = int(text)
+    except ValueError:
+        r = 0
+    if r < 1:
+        raise ValueError(f"--rank: expected 'auto' or a whole number of 1 or more, got {rank!r}")
     if percent_removed:
-        if given_rank != "auto":
-            raise ValueError("give either --rank or --percent-removed, not both")
-        if not 0 <= percent_removed < 100:
-            raise ValueError(f"--percent-removed must be in [0, 100), got {percent_removed}")
+        raise ValueError("--rank: give either --rank or --percent-removed, not both")
+    return r
+
+
+def choose(rank: int | None, percent_removed: float, s: np.ndarray, m: int, n: int,
+           frobenius_norm: float) -> RankChoice:
+    """The rank for one series from the checked flags (see :func:`parse_rank`) and its k components."""
+    k = len(s)
+    if percent_removed:
         kept = max(1, k - int(round(k * percent_removed / 100)))
         return RankChoice(kept, f"last {percent_removed:g} % of {k} components removed")
-    if given_rank == "auto":
+    if rank is None:
         return gavish_donoho(s, m, n, frobenius_norm)
-    try:
-        r = int(given_rank)
-    except ValueError:
-        raise ValueError(f"--rank must be 'auto' or a whole number, got {rank!r}") from None
-    if r < 1:
-        raise ValueError(f"--rank must be at least 1, got {r}")
-    if r > k:  # a series with fewer slices than the rank asked for keeps all it has
-        return RankChoice(k, f"given {r}, clipped to the k = {k} components available")
-    return RankChoice(r, "given")
+    if rank > k:  # a series with fewer components than asked for keeps all it has
+        return RankChoice(k, f"given {rank}, clipped to the k = {k} components available",
+                          warning=f"--rank {rank} is more than the k = {k} components: all {k} are kept")
+    return RankChoice(rank, "given")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ class Factors:
     U: np.ndarray
     s: np.ndarray
     Vt: np.ndarray
-    record: dict
+    record: contract.SvdRecord
 
     @property
     def k(self) -> int:
@@ -27,19 +26,21 @@ class Factors:
 
 def load_factors(series_dir: Path, volume_shape: tuple[int, ...]) -> Factors:
     """Read U, s, Vt and svd.json, and check them against the volume; ContractError if they disagree."""
-    try:
-        U = np.load(series_dir / contract.SVD_U, allow_pickle=False)
-        s = np.load(series_dir / contract.SVD_S, allow_pickle=False)
-        Vt = np.load(series_dir / contract.SVD_VT, mmap_mode="r", allow_pickle=False)
-        record = json.loads((series_dir / contract.SVD_JSON).read_text())
-    except (OSError, ValueError) as e:
-        raise contract.ContractError(f"{series_dir}: no readable SVD here ({type(e).__name__}: {e}); "
-                                     "run pl-ssvd-denoise first") from None
+    record = contract.read_svd(series_dir)
+    arrays = []
+    for name in (contract.SVD_U, contract.SVD_S, contract.SVD_VT):
+        try:
+            arrays.append(np.load(series_dir / name, mmap_mode="r" if name == contract.SVD_VT else None,
+                                  allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise contract.ContractError(f"{series_dir / name}: cannot read the SVD ({type(e).__name__}: missing, "
+                                         "truncated or not a .npy file); run pl-ssvd-denoise again") from None
+    U, s, Vt = arrays
     m, n = volume_shape[0], int(np.prod(volume_shape[1:]))
     k = len(s)
-    if U.shape != (m, k) or Vt.shape != (k, n):
-        raise contract.ContractError(f"{series_dir}: SVD shapes U {U.shape}, s {s.shape}, Vt {Vt.shape} "
-                                     f"do not fit a volume of {m} slices × {n} pixels")
+    if U.shape != (m, k) or Vt.shape != (k, n) or record.k != k:
+        raise contract.ContractError(f"the SVD (U {U.shape}, s {s.shape}, Vt {Vt.shape}, k = {record.k} in "
+                                     f"{contract.SVD_JSON}) does not fit a volume of {m} slices × {n} pixels")
     return Factors(U, s, Vt, record)
 
 

@@ -27,14 +27,17 @@ def _rows(facts: list[tuple[str, object]]) -> str:
 
 
 def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict], slices: int,
-                scree: str, dicom_dir: str | None, skipped: list[dict]) -> str:
-    """``windows``: [{"label", "montage", "original": [png...], "denoised": [png...]}]."""
+                scree: str, dicom_dir: str | None, upstream: list[dict], warnings: list[str]) -> str:
+    """``windows``: [{"label", "montage", "original": [png...], "denoised": [png...]}];
+    ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
     montages = "\n".join(
         f'<h3>{escape(w["label"])}</h3><img src="{escape(w["montage"])}" alt="montage, {escape(w["label"])}">'
         for w in windows)
     data = json.dumps([{"label": w["label"], "original": w["original"], "denoised": w["denoised"]} for w in windows])
-    skipped_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in skipped) + "</ul>"
-                    if skipped else '<p class="muted">none</p>')
+    upstream_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in upstream)
+                     + "</ul>" if upstream else '<p class="muted">none</p>')
+    warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
+                     if warnings else "")
     dicom_html = (f'<p>Derived DICOM series (one file per slice): <a href="{escape(dicom_dir)}/">{escape(dicom_dir)}/</a></p>'
                   if dicom_dir else "")
     return f"""<!DOCTYPE html>
@@ -42,6 +45,7 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
 <body>
 <h1>{escape(title)}</h1>
 <table>{_rows(facts)}</table>
+{warnings_html}
 {dicom_html}
 <h2>Slices</h2>
 <div class="viewer">
@@ -62,8 +66,8 @@ win.onchange=show;idx.oninput=show;show();
 {montages}
 <h2>Singular values</h2>
 {scree}
-<h2>Files skipped upstream</h2>
-{skipped_html}
+<h2>Files skipped or failed upstream</h2>
+{upstream_html}
 </body></html>
 """
 

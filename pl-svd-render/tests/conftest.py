@@ -1,40 +1,73 @@
 """A decomposed series as pl-ssvd-denoise hands it on, built from the phantom.
 
-The volume comes from pl-dicom2matrix (run as a command, as in a pipeline);
-the factors are LAPACK's exact SVD, written in the contract's format, so the
-render is tested against known factors without starting Spark.
+The DICOM files come from the phantom; the series folder (volume, pixel-less
+headers, manifest) is built here with the contract's records, as
+pl-dicom2matrix would write it, and the factors are LAPACK's exact SVD, so
+the render is tested against known factors without the converter or Spark.
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from ctsvd_common import contract
+from ctsvd_common.contract import Geometry, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
 from ctsvd_local.phantom import write_demo_series
 
-BIN = Path(sys.executable).parent
+WINDOW_PRESETS = {"lung": {"center": -600.0, "width": 1500.0}, "mediastinum": {"center": 40.0, "width": 400.0},
+                  "bone": {"center": 400.0, "width": 1800.0}}
+UPSTREAM_SKIPPED = [{"file": "dicom/README.txt", "reason": "not a DICOM file (no DICM prefix)"}]
 
 
-def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: int = 48):
-    demo = write_demo_series(root / "dicom", slices=slices, size=size, noise_hu=25.0, seed=5)
-    subprocess.run([str(BIN / "dicom2matrix"), str(root / "dicom"), str(root / "volume")], check=True,
-                   capture_output=True, env={**os.environ})
-    series = root / "volume" / "series-001"
-    A = np.load(series / contract.VOLUME).reshape(slices, -1).astype(np.float64)
+def write_headers(series: Path, files: list[Path]) -> list[str]:
+    """Pixel-less copies of the slices' headers, in volume order."""
+    (series / contract.HEADERS).mkdir()
+    names = []
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        del ds.PixelData
+        names.append(f"{contract.HEADERS}/{i:04d}.dcm")
+        ds.save_as(series / names[-1], enforce_file_format=True)
+    return names
+
+
+def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: int = 48,
+                      name: str = "series-001"):
+    demo = write_demo_series(root / "dicom" / name, slices=slices, size=size, noise_hu=25.0, seed=5)
+    series = root / "volume" / name
+    series.mkdir(parents=True)
+    np.save(series / contract.VOLUME, demo.hu)
+    headers = write_headers(series, demo.files)
+    contract.write_manifest(series, Manifest(
+        created_by="pl-svd-render tests",
+        created="2026-01-01T00:00:00+00:00",
+        series=SeriesIdentity(modality="CT", description="phantom chest", patient_identity_removed=True),
+        volume=VolumeInfo(shape=list(demo.hu.shape), units="HU", min=float(demo.hu.min()), max=float(demo.hu.max())),
+        geometry=Geometry(sorted_by="image position along the normal",
+                          slice_positions_mm=[float(z) for z in demo.z_mm],
+                          pixel_spacing_mm=list(demo.spacing_mm[1:]), slice_spacing_mm=demo.spacing_mm[0]),
+        window_presets=WINDOW_PRESETS,
+        slices=[SliceEntry(index=i, source=str(f.relative_to(root / "dicom")), header=h)
+                for i, (f, h) in enumerate(zip(demo.files, headers))],
+        skipped=UPSTREAM_SKIPPED,
+    ))
+
+    A = demo.hu.reshape(slices, -1).astype(np.float64)
     U, s, Vt = np.linalg.svd(A, full_matrices=False)
     k = k or slices
     np.save(series / contract.SVD_U, U[:, :k].astype(np.float32))
     np.save(series / contract.SVD_S, s[:k].astype(np.float32))
     np.save(series / contract.SVD_VT, Vt[:k].astype(np.float32))
-    (series / contract.SVD_JSON).write_text(json.dumps({
-        "format": "ctsvd-svd", "version": 1, "k": k, "oversample": 0, "power_iters": 0, "seed": 0,
-        "frobenius_norm": float(np.linalg.norm(A)),
-        "relative_error": float(np.sqrt(max(0.0, 1 - np.sum(s[:k] ** 2) / np.sum(s ** 2))))}))
+    norm = float(np.linalg.norm(A))
+    residual = float(np.sqrt(max(0.0, np.sum(s[k:] ** 2))))
+    contract.write_svd(series, SvdRecord(
+        plugin="LAPACK (tests)", algorithm="numpy.linalg.svd", matrix={"rows": slices, "cols": A.shape[1]},
+        k=k, requested_k=k, oversample=0, power_iters=0, seed=0, sample_rank=k,
+        singular_values=[float(x) for x in s[:k]], energy_fraction=[float(x) ** 2 / norm ** 2 for x in s[:k]],
+        frobenius_norm=norm, residual_norm=residual, relative_error=residual / norm, spark={}, timings={},
+    ))
     return demo, root / "volume", s
 
 

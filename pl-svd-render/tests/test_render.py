@@ -11,9 +11,7 @@ from PIL import Image
 
 from ctsvd_common import contract
 from svd_render.__main__ import main, parser
-from svd_render.rank import choose, gavish_donoho
-
-from conftest import decomposed_series
+from svd_render.rank import choose, gavish_donoho, parse_rank
 
 
 def render(inputdir, outputdir, *flags):
@@ -29,14 +27,19 @@ class Links(HTMLParser):
         self.targets += [v for k, v in attrs if k in ("src", "href")]
 
 
+def report(outputdir):
+    return json.loads((outputdir / "svd_render.report.json").read_text())
+
+
 def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
     demo, inputdir, s = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "16", "--no-dicom") == 0
     denoised = np.load(tmp_path / "out" / "series-001" / "denoised.npy")
     assert denoised.dtype == np.float32 and denoised.shape == demo.hu.shape
     assert np.abs(denoised - demo.hu).max() < 1e-5 * np.abs(demo.hu).max()
-    record = json.loads((tmp_path / "out" / "series-001" / "render.json").read_text())
-    assert record["rank"] == 16 and record["relative_change"] < 1e-6
+    record = contract.read_render(tmp_path / "out" / "series-001")
+    assert record.rank == 16 and record.relative_change < 1e-6 and record.warnings == []
+    assert record.dicom is None
 
 
 def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
@@ -60,8 +63,8 @@ def test_pictures_and_report_are_complete(full_rank, tmp_path):
             assert img.size == (48, 48) and img.mode == "L"
         with Image.open(series / f"montage-{window}.png") as img:
             assert img.width > 3 * 48
-    lung = json.loads((series / "render.json").read_text())
-    assert lung["rank"] == 8 and lung["method"].startswith("last 50 %")
+    lung = contract.read_render(series)
+    assert lung.rank == 8 and lung.method.startswith("last 50 %")
     # A lung-window pixel is the HU value mapped through C −600 / W 1500.
     with Image.open(series / "png" / "lung" / "original-0000.png") as img:
         pixels = np.asarray(img).astype(float)
@@ -71,6 +74,7 @@ def test_pictures_and_report_are_complete(full_rank, tmp_path):
     links = Links()
     links.feed((series / "index.html").read_text())
     assert links.targets and all((series / t).exists() for t in links.targets if not t.startswith("http"))
+    assert "dicom/README.txt: not a DICOM file" in (series / "index.html").read_text()
     top = Links()
     top.feed((tmp_path / "out" / "index.html").read_text())
     assert top.targets == ["series-001/index.html"]
@@ -101,13 +105,16 @@ def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(fu
 
 def test_rank_choices():
     s = np.array([100.0, 50, 10, 5, 1])
-    assert choose("auto", 20, s, 5, 1000, 120).rank == 4
-    assert choose("3", 0, s, 5, 1000, 120).rank == 3
-    clipped = choose("9", 0, s, 5, 1000, 120)
+    assert choose(None, 20, s, 5, 1000, 120).rank == 4
+    assert choose(3, 0, s, 5, 1000, 120).rank == 3
+    clipped = choose(9, 0, s, 5, 1000, 120)
     assert clipped.rank == 5 and "clipped" in clipped.method
-    for bad in [("3", 20.0), ("x", 0.0), ("0", 0.0), ("auto", 100.0)]:
+    assert clipped.warning == "--rank 9 is more than the k = 5 components: all 5 are kept"
+    assert parse_rank(" Auto ", 0) is None and parse_rank("7", 0) == 7 and parse_rank("auto", 99.5) is None
+    for bad in [("3", 20.0), ("x", 0.0), ("0", 0.0), ("-2", 0.0), ("2.5", 0.0), ("auto", 100.0),
+                ("auto", -1.0), ("auto", float("nan"))]:
         with pytest.raises(ValueError):
-            choose(*bad, s, 5, 1000, 120)
+            parse_rank(*bad)
 
 
 def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
@@ -122,16 +129,8 @@ def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
     assert truncated.noise_singular_value == pytest.approx(np.sqrt(n), rel=0.05)
 
 
-def test_bad_rank_is_a_one_line_error_and_writes_no_series(full_rank, tmp_path, caplog):
-    _, inputdir, _ = full_rank
-    assert render(inputdir, tmp_path / "out", "--rank", "many") == 1
-    errors = [r.message for r in caplog.records if r.levelname == "ERROR"]
-    assert errors == ["series-001: --rank must be 'auto' or a whole number, got 'many'"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["svd_render.report.json"]
-
-
 def test_missing_svd_is_reported(tmp_path):
     (tmp_path / "in").mkdir()
     assert render(tmp_path / "in", tmp_path / "out") == 1
-    r = json.loads((tmp_path / "out" / "svd_render.report.json").read_text())
+    r = report(tmp_path / "out")
     assert "no decomposed series found" in r["errors"][0]["reason"]

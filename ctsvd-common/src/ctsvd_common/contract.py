@@ -240,6 +240,7 @@ class SvdRecord(_Record):
     relative_error: float
     spark: dict
     timings: dict
+    warnings: list[str] = field(default_factory=list)   # e.g. k clipped to the slice count
 
 
 @dataclass

@@ -1,0 +1,138 @@
+"""Flag values refused before any work (exit 2), and what one series' trouble costs."""
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from ctsvd_common import contract
+from svd_render.__main__ import main, parser
+
+from conftest import decomposed_series
+
+
+def render(inputdir, outputdir, *flags):
+    return main(parser.parse_args(list(flags)), inputdir, outputdir)
+
+
+def report(outputdir):
+    return json.loads((outputdir / "svd_render.report.json").read_text())
+
+
+@pytest.mark.parametrize("flags,flag", [
+    (["--rank", "many"], "--rank"),
+    (["--rank", "0"], "--rank"),
+    (["--rank", "3", "--percent-removed", "20"], "--rank"),
+    (["--percent-removed", "100"], "--percent-removed"),
+    (["--percent-removed", "-5"], "--percent-removed"),
+    (["--windows", "lung,soft:50"], "--windows"),
+    (["--windows", "soft:50:0"], "--windows"),
+    (["--windows", "lungs"], "--windows"),
+    (["--windows", "lung,lung"], "--windows"),
+    (["--windows", "my window:0:100"], "--windows"),
+    (["--windows", ","], "--windows"),
+    (["--montage-slices", "0"], "--montage-slices"),
+])
+def test_an_unusable_flag_value_exits_2_before_any_work(full_rank, tmp_path, caplog, flags, flag):
+    _, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", *flags) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(f"{flag}: ")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["svd_render.report.json"]
+    assert report(tmp_path / "out")["status"] == "usage-error"
+
+
+def test_argparse_type_errors_exit_2():
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--montage-slices", "some"])
+    assert e.value.code == 2
+
+
+def _assert_rendered_without_dicom(series):
+    assert len(list((series / "png" / "lung").glob("*.png"))) == 32
+    for name in ("denoised.npy", "index.html", "scree.svg", "montage-lung.png", "render.json"):
+        assert (series / name).exists(), name
+    assert not (series / "dicom").exists()
+
+
+def test_a_missing_header_costs_only_the_derived_dicom(full_rank, tmp_path):
+    _, inputdir, _ = full_rank
+    (inputdir / "series-001" / "headers" / "0003.dcm").unlink()
+    assert render(inputdir, tmp_path / "out", "--rank", "4", "--windows", "lung") == 0
+    series = tmp_path / "out" / "series-001"
+    _assert_rendered_without_dicom(series)
+    reason = "missing; the derived DICOM series was not written"
+    r = report(tmp_path / "out")
+    assert r["status"] == "ok-with-failures" and [o["path"] for o in r["outputs"]] == ["series-001"]
+    assert r["errors"] == [{"file": "series-001/headers/0003.dcm", "reason": reason}]
+    record = contract.read_render(series)
+    assert record.dicom is None and record.warnings == [f"headers/0003.dcm: {reason}"]
+    assert f"headers/0003.dcm: {reason}" in (series / "index.html").read_text()
+    assert render(inputdir, tmp_path / "strict", "--rank", "4", "--windows", "lung", "--strict") == 1
+
+
+def test_an_unreadable_header_costs_only_the_derived_dicom(full_rank, tmp_path):
+    _, inputdir, _ = full_rank
+    header = inputdir / "series-001" / "headers" / "0005.dcm"
+    header.write_bytes(header.read_bytes()[:200])
+    assert render(inputdir, tmp_path / "out", "--rank", "4", "--windows", "lung") == 0
+    _assert_rendered_without_dicom(tmp_path / "out" / "series-001")
+    (error,) = report(tmp_path / "out")["errors"]
+    assert error["file"] == "series-001/headers/0005.dcm"
+    assert error["reason"].endswith("; the derived DICOM series was not written") and "\n" not in error["reason"]
+
+
+def test_a_broken_series_fails_alone(tmp_path):
+    decomposed_series(tmp_path, name="series-001")
+    decomposed_series(tmp_path, name="series-002")
+    vt = tmp_path / "volume" / "series-002" / contract.SVD_VT
+    vt.write_bytes(vt.read_bytes()[:500])
+    assert render(tmp_path / "volume", tmp_path / "out", "--rank", "3", "--windows", "lung") == 0
+    r = report(tmp_path / "out")
+    assert r["errors"] == [{"file": "series-002", "reason": "Vt.npy: cannot read the SVD (ValueError: missing, "
+                                                           "truncated or not a .npy file); run pl-ssvd-denoise again"}]
+    assert len(list((tmp_path / "out" / "series-001" / "dicom").glob("*.dcm"))) == 16
+    assert not (tmp_path / "out" / "series-002").exists()
+
+
+def test_data_dependent_values_are_clipped_or_left_out_with_a_warning(full_rank, tmp_path, caplog):
+    _, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "60", "--windows", "lung,header", "--no-dicom") == 0
+    record = contract.read_render(tmp_path / "out" / "series-001")
+    assert record.rank == 16 and record.windows == ["lung (C -600 / W 1500)"]
+    assert record.warnings == [
+        "--windows: header left out, not among this series' presets (lung, mediastinum, bone)",
+        "--rank 60 is more than the k = 16 components: all 16 are kept",
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [f"series-001: {w}" for w in record.warnings] == warned
+    # A series with none of the windows asked for fails; there is nothing to show.
+    assert render(inputdir, tmp_path / "none", "--windows", "header") == 1
+    (error,) = report(tmp_path / "none")["errors"]
+    assert error["reason"] == "--windows: this series has none of the presets asked for (it has: lung, mediastinum, bone)"
+
+
+def test_derived_dicom_is_valid_part10(full_rank, tmp_path):
+    _, inputdir, _ = full_rank
+    assert render(inputdir, tmp_path / "out", "--rank", "5", "--windows", "lung") == 0
+    ds = pydicom.dcmread(tmp_path / "out" / "series-001" / "dicom" / "0001.dcm")  # no force: a real Part 10 file
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
+    assert ds.pixel_array.dtype == np.int16 and ds.pixel_array.shape == (48, 48)
+
+
+def test_a_failure_while_writing_dicom_costs_only_the_derived_dicom(full_rank, tmp_path):
+    _, inputdir, _ = full_rank
+    header = inputdir / "series-001" / "headers" / "0002.dcm"
+    ds = pydicom.dcmread(header)
+    del ds.SOPClassUID  # readable, but nothing to reference the source by
+    ds.save_as(header, enforce_file_format=True)
+    assert render(inputdir, tmp_path / "out", "--rank", "4", "--windows", "lung") == 0
+    series = tmp_path / "out" / "series-001"
+    _assert_rendered_without_dicom(series)
+    (error,) = report(tmp_path / "out")["errors"]
+    assert error["file"] == "series-001/dicom" and error["exception"] == "AttributeError"
+    assert contract.read_render(series).warnings == ["the derived DICOM series was not written: see the run report"]
+    assert not [p for p in (tmp_path / "out").rglob(".*")], "temporary files left behind"
