@@ -43,6 +43,8 @@ def test_every_node_ran_and_the_reports_are_named(pipeline_run):
     record = json.loads((out / "pipeline-run.json").read_text())
     assert [n["status"] for n in record["nodes"]] == ["ok"] * 7
     assert [n["title"] for n in record["nodes"]][:3] == ["anonymize", "volume", "ssvd"]
+    assert all(n["counts"]["failed"] == 0 and n["counts"]["outputs"] >= 1 for n in record["nodes"])
+    assert "node" in proc.stdout and "skipped" in proc.stdout   # the summary table
     for title in ("render-auto", "render-rank-10", "render-remove-50pct", "render-full"):
         assert f"report ({title}): {out / title / 'index.html'}" in proc.stdout
         assert (out / title / "series-001" / "index.html").exists()
@@ -71,7 +73,7 @@ def test_volume_holds_the_phantom_hu(pipeline_run):
     volume = np.load(out / "volume" / "series-001" / contract.VOLUME)
     assert np.array_equal(volume, truth.hu)
     manifest = contract.read_manifest(out / "volume" / "series-001")
-    assert manifest["series"]["patient_identity_removed"] is True
+    assert manifest.series.patient_identity_removed is True
 
 
 def test_singular_values_match_lapack(pipeline_run):
@@ -80,8 +82,8 @@ def test_singular_values_match_lapack(pipeline_run):
     reference = np.linalg.svd(truth.hu.reshape(SLICES, -1).astype(np.float64), compute_uv=False)
     assert reference[10] / reference[0] < 0.05  # a decaying spectrum
     assert np.max(np.abs(s[:10] - reference[:10]) / reference[:10]) < 1e-3
-    record = json.loads((out / "ssvd" / "series-001" / contract.SVD_JSON).read_text())
-    assert record["k"] == SLICES and record["spark"]["master"] == "local[*]"
+    record = contract.read_svd(out / "ssvd" / "series-001")
+    assert record.k == SLICES and record.spark["master"] == "local[*]"
 
 
 def test_full_rank_rebuild_equals_the_input(pipeline_run):

@@ -30,7 +30,7 @@ from ctsvd_common import atomic, contract, dicomfiles
 from ctsvd_common.stage import Stage, StageError, UsageError
 from dicom2matrix import __version__
 from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
-from dicom2matrix.parallel import cpu_count, ordered_map, with_progress
+from dicom2matrix.parallel import Workers, cpu_count, with_progress
 from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
 from dicom2matrix.stacks import Stack, geometry_warnings, group, spacing_report, tilt_deg
 
@@ -79,7 +79,13 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
     if not files:
         raise StageError(f"no files found in {stage.inputdir}")
 
-    images, headers = scan_all(stage, files, options.any_modality, workers)
+    with Workers(workers) as pool:
+        convert_files(stage, files, options, pool)
+    stage.summary["workers"] = workers
+
+
+def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Workers) -> None:
+    images, headers = scan_all(stage, files, options.any_modality, pool)
     if not images:
         raise StageError(f"no DICOM images found in {stage.inputdir} ({len(files)} file(s), none usable: "
                          f"{len(stage.skipped)} skipped, {len(stage.errors)} failed)")
@@ -94,7 +100,7 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
             kept.append(stack)
     stage.log.info("%d image(s) in %d stack(s); %d with at least %d slices", len(images), len(stacks), len(kept),
                    options.min_slices)
-    stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks), "workers": workers})
+    stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks)})
     if not kept:
         raise StageError(f"no stack of at least {options.min_slices} slices in {stage.inputdir}")
 
@@ -106,7 +112,7 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
         e.pop("exception", None)
     plans = [plan_volume(stage, stack, options) for stack in kept]
     try:
-        read_pixels(stage, plans, workers)
+        read_pixels(stage, plans, pool)
         number = 0
         for plan in plans:
             with stage.guard(plan.stack.first.file, "series"):
@@ -118,12 +124,12 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
     stage.summary["series"] = number
 
 
-def scan_all(stage: Stage, files: list[Path], any_modality: bool, workers: int):
+def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: Workers):
     images: list[Image] = []
     headers: dict[tuple[str, int | None], bytes] = {}
     scan = partial(scan_file, any_modality=any_modality)
     with stage.timed(f"reading {len(files)} file header(s)"):
-        results = with_progress(ordered_map(scan, [str(f) for f in files], workers), len(files), PROGRESS_EVERY,
+        results = with_progress(pool.map(scan, [str(f) for f in files]), len(files), PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("read %d/%d headers", n, total))
         for path, result in zip(files, results):
             if result.skip:
@@ -158,17 +164,20 @@ def plan_volume(stage: Stage, stack: Stack, options: Namespace) -> Plan:
     return Plan(stack, staged, writer, data_offset, units, invert, [None] * len(stack.images))
 
 
-def read_pixels(stage: Stage, plans: list[Plan], workers: int) -> None:
+def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
     by_file: dict[str, list[tuple[Image, Target]]] = defaultdict(list)
     for p in plans:
         for slot, image in enumerate(p.stack.images):
+            if image.pixel_failure:
+                p.outcomes[slot] = Outcome(str(p.writer.temp_path), slot, failure=image.pixel_failure)
+                continue
             by_file[image.file].append((image, Target(str(p.writer.temp_path), p.data_offset, slot,
                                                       stage_padding(stage), p.invert)))
     by_volume = {str(p.writer.temp_path): p for p in plans}
     tasks = list(by_file.items())
     slices = sum(len(p.stack.images) for p in plans)
     with stage.timed(f"reading the pixels of {slices} slice(s) in {len(tasks)} file(s)"):
-        results = with_progress(ordered_map(convert_file, tasks, workers), len(tasks), PROGRESS_EVERY,
+        results = with_progress(pool.map(convert_file, tasks), len(tasks), PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("converted %d/%d files", n, total))
         for outcomes in results:
             for o in outcomes:
@@ -182,17 +191,22 @@ def stage_padding(stage: Stage) -> float:
 def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namespace, run_skipped: list) -> int:
     """Finish one stack's folder and rename it to ``dest``; 1 if published, else 0."""
     stack = plan.stack
-    failed = []
+    failed, named = [], set()
     for image, outcome in zip(stack.images, plan.outcomes):
         if outcome is None or outcome.failure:
             reason = outcome.failure if outcome else "not converted"
-            stage.fail(image.file, reason)
+            if image.file not in named:    # once per file, however many of its frames failed
+                named.add(image.file)
+                stage.fail(image.file, reason)
             failed.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason,
                            "left_a_gap": True})
     good = [i for i, o in enumerate(plan.outcomes) if o is not None and not o.failure]
     if len(good) < options.min_slices:
-        stage.fail(stack.first.file, f"{stack.label}: only {len(good)} of {len(stack.images)} slice(s) could be "
-                                     f"read, fewer than --min-slices {options.min_slices}")
+        # The failed files are named above; the few good ones are no volume on their own.
+        for i in good:
+            stage.skip(stack.images[i].file, f"too few slices: only {len(good)} of {len(stack.images)} slice(s) "
+                                             f"of {stack.label} could be read, fewer than --min-slices "
+                                             f"{options.min_slices}")
         return 0
     if len(good) < len(stack.images):
         compact(plan, good)
@@ -209,6 +223,9 @@ def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namesp
         names.append(name)
     duplicates = []
     for image, reason in stack.duplicates:
+        if image.pixel_failure:    # broken and redundant: broken is what the user needs to hear
+            stage.fail(image.file, image.pixel_failure)
+            continue
         stage.skip(image.file, reason)
         duplicates.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason})
 

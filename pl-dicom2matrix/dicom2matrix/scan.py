@@ -82,6 +82,9 @@ class Image:
     window: tuple[float, float] | None
     transfer_syntax: str
     native: NativePixels | None           # None: decode with pydicom
+    # Known from the header alone (truncated pixel data): the slice takes its
+    # place in the plan, fails there and leaves a recorded gap.
+    pixel_failure: str | None = None
 
     @property
     def multiframe(self) -> bool:
@@ -187,7 +190,8 @@ def _scan(path: Path, any_modality: bool) -> FileScan:
     if frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         if "LOCALIZER" in words(ds, "ImageType"):
             raise Skip("localizer (scout) image")
-        image = Image(frame=None, **common, **_classic_geometry(ds), native=_native(header, ts))
+        native, failure = _native_or_failure(header, ts)
+        image = Image(frame=None, **common, **_classic_geometry(ds), native=native, pixel_failure=failure)
         prefix = header.prefix if header.prefix is not None else _serialise(_without_pixels(ds))
         return FileScan(images=[image], headers=[prefix])
     return _scan_frames(header, frames, common, ts)
@@ -276,6 +280,13 @@ def _bare_syntax(ds: Dataset) -> str:
     return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
 
 
+def _native_or_failure(header: Header, ts: str) -> tuple[NativePixels | None, str | None]:
+    try:
+        return _native(header, ts), None
+    except dicomfiles.BadDicom as e:
+        return None, str(e)
+
+
 def _native(header: Header, ts: str) -> NativePixels | None:
     """Where the stored values of an uncompressed frame lie; None when pydicom must decode.
 
@@ -329,7 +340,7 @@ def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan
                    f"its frames have no position of their own")
     if per_frame is not None and len(per_frame) != frames:
         raise BadValue(f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {frames} frames")
-    native = _native(header, ts)   # checks the length of every frame; kept only for one frame
+    native, failure = _native_or_failure(header, ts)   # checks every frame's length; kept for one frame
     base = _frame_base(ds)
     top_type = words(ds, "ImageType")
     scan = FileScan()
@@ -355,7 +366,7 @@ def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan
             pixel_spacing=_tuple(numbers(measures, "PixelSpacing", 2)) if measures is not None else None,
             thickness=number(measures, "SliceThickness") if measures is not None else None,
             slope=number(src, "RescaleSlope", 1.0), intercept=number(src, "RescaleIntercept", 0.0),
-            rescale_type=code(src, "RescaleType").upper(), native=native,
+            rescale_type=code(src, "RescaleType").upper(), native=native, pixel_failure=failure,
         )
         scan.images.append(image)
         scan.headers.append(_frame_header(base, image))

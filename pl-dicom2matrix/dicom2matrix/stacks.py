@@ -133,7 +133,9 @@ def sort_along_normal(stack: Stack) -> None:
         stack.sorted_by = "InstanceNumber (no ImagePositionPatient/ImageOrientationPatient)"
         return
     along = [float(np.dot(i.position, normal)) for i in stack.images]
-    order = sorted(range(len(along)), key=lambda k: (along[k], stack.images[k].instance_number or 0,
+    # At one position, a readable slice goes before one known to be broken, so it is the one kept.
+    order = sorted(range(len(along)), key=lambda k: (along[k], stack.images[k].pixel_failure is not None,
+                                                     stack.images[k].instance_number or 0,
                                                      stack.images[k].file, stack.images[k].frame or 0))
     kept: list[int] = []
     for k in order:

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     failed = [r for r in results if r.status != "ok"]
+    print(runner.summary_table(results))
     print(f"pipeline {'finished' if not failed else 'FAILED'} in {time.perf_counter() - t0:.1f} s: "
           f"{len(results) - len(failed)} of {len(results)} nodes ok; record: {outputdir / 'pipeline-run.json'}")
     for r in results:

@@ -87,6 +87,27 @@ class NodeRun:
     exit_code: int | None = None
     seconds: float | None = None
     output: str = ""
+    # From the node's own report: outputs made, inputs skipped, inputs failed.
+    counts: dict[str, int] | None = None
+
+    def read_counts(self, report: Path) -> None:
+        try:
+            self.counts = json.loads(report.read_text()).get("counts")
+        except (OSError, ValueError):
+            self.counts = None
+
+
+def summary_table(results: list[NodeRun]) -> str:
+    """One line per node: what ran, how it ended, and what it passed over or failed on."""
+    rows = [("node", "status", "exit", "seconds", "outputs", "skipped", "failed")]
+    for r in results:
+        c = r.counts or {}
+        rows.append((r.title, r.status, "" if r.exit_code is None else str(r.exit_code),
+                     "" if r.seconds is None else f"{r.seconds:.1f}",
+                     *(str(c[k]) if k in c else "" for k in ("outputs", "skipped", "failed"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in rows)
 
 
 def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str], Any] = print) -> list[NodeRun]:
@@ -111,11 +132,15 @@ def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str]
         code = subprocess.run(record.command, env=ENV).returncode
         record.seconds = round(time.perf_counter() - t0, 2)
         record.exit_code = code
+        record.read_counts(out / f"{plugin.command.name}.report.json")
         if code == 0:
             record.status = "ok"
             for child in node.children:
                 inputs[child.title] = out
-            say(f"[{i}/{len(pipeline.nodes)}] {node.title}: done in {record.seconds:.1f} s")
+            c = record.counts or {}
+            say(f"[{i}/{len(pipeline.nodes)}] {node.title}: done in {record.seconds:.1f} s"
+                + (f" ({c.get('skipped', 0)} input(s) skipped, {c.get('failed', 0)} failed; see its report)"
+                   if c.get("skipped") or c.get("failed") else ""))
         else:
             record.status = "failed"
             skipped = pipeline.descendants(node)
