@@ -6,7 +6,7 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
 
 from chris_plugin import chris_plugin
-from ctsvd_common.stage import run_stage
+from ctsvd_common.stage import add_policy_flags, run_stage
 
 from dcm_anon import __version__
 from dcm_anon.profile import RETAIN_OPTIONS
@@ -32,6 +32,7 @@ parser.add_argument("--pseudonym-key", dest="pseudonym_key", type=str, default="
                          "(the mapping cannot be reproduced)")
 parser.add_argument("--no-tag-report", dest="no_tag_report", action="store_true", default=False,
                     help="do not make the tag listing of the output in tag-report/")
+add_policy_flags(parser)
 parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
 
 

@@ -1,7 +1,19 @@
 """A per-folder tag listing of the de-identified files, made by pfdicom_tagExtract.
 
-pfdicom_tagExtract runs in a child process (``python -m dcm_anon.tag_report``)
-because importing it switches off all logging in the process
+pfdicom_tagExtract 3.1.0 imports only with pftree<4 and pydicom<3, and the
+suite runs on pydicom 3, so it lives in a Python environment of its own (the
+pins are in tag-report-requirements.txt). Its interpreter is, in this order:
+
+* the one named by ``DCM_ANON_TAG_REPORT_PYTHON`` (the plugin's image sets it);
+* ``<prefix>-tagreport/bin/python`` beside the environment dcm_anon runs in
+  (``.venv`` -> ``.venv-tagreport``, made by scripts/ensure-venv).
+
+Without one, the tag report fails with one line saying how to make it; the
+de-identified files are written all the same.
+
+The child (tag_extract_child.py, run by path in isolated mode) imports neither
+dcm_anon nor ctsvd_common. It runs there also because importing
+pfdicom_tagExtract switches off all logging in the process
 (``logging.disable``) and its file walker changes the working directory. The
 child runs with a time limit, its output is captured and never shown (we do
 not forward a third-party tool's text into our logs), and it sees only a
@@ -27,6 +39,8 @@ from pathlib import Path
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import Stage
 
+from dcm_anon import tag_extract_child
+
 REPORT_DIR = contract.TAG_REPORT  # later stages know to pass it over
 STEM = "dicom-tags"                 # dicom-tags.json, dicom-tags.html, dicom-tags-body.html
 FORMATS = "json,html"
@@ -34,7 +48,9 @@ PUBLISHED_SUFFIXES = (".json", ".html")
 # pfdicom_tagExtract lists directories, not files, at the top of the walk, so
 # the linked tree sits one level down and top-level files are still listed.
 _TREE = "tree"
-_EXIT_IMPORT = 4
+PYTHON_ENV_VAR = "DCM_ANON_TAG_REPORT_PYTHON"
+SIBLING_SUFFIX = "-tagreport"
+REQUIREMENTS = "tag-report-requirements.txt"
 
 
 class TagReportError(Exception):
@@ -44,6 +60,30 @@ class TagReportError(Exception):
 def timeout_for(folders: int) -> float:
     """Start-up (matplotlib and friends) plus a generous allowance per folder."""
     return 120.0 + 2.0 * folders
+
+
+def tag_report_python() -> Path:
+    """The interpreter of the tag-report environment, or :class:`TagReportError` saying how to make one."""
+    given = os.environ.get(PYTHON_ENV_VAR, "")
+    if given:
+        # absolute(), not resolve(): a venv's python is a symlink that must stay one.
+        python = Path(given).absolute()
+        if not _runnable(python):
+            raise TagReportError(f"the tag-report environment is missing: {PYTHON_ENV_VAR}={given} "
+                                 f"is not a Python interpreter")
+        return python
+    sibling = Path(sys.prefix + SIBLING_SUFFIX)
+    python = sibling / "bin" / "python"
+    if not _runnable(python):
+        raise TagReportError(
+            f"the tag-report environment is missing: make {sibling} (python -m venv {sibling} && "
+            f"{sibling}/bin/pip install -r pl-dcm-anon/{REQUIREMENTS}; scripts/ensure-venv does it), "
+            f"or set {PYTHON_ENV_VAR} to a Python that has them")
+    return python
+
+
+def _runnable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 def write_tag_report(stage: Stage, written: list[Path]) -> int:
@@ -62,6 +102,7 @@ def write_tag_report(stage: Stage, written: list[Path]) -> int:
 
 
 def _make(outputdir: Path, written: list[Path]) -> int:
+    python = tag_report_python()
     outputdir = Path(outputdir).resolve()
     folders = sorted({Path(rel).parent for rel in written})
     with tempfile.TemporaryDirectory(prefix="dcm_anon-tag-report-") as tmp:
@@ -71,22 +112,7 @@ def _make(outputdir: Path, written: list[Path]) -> int:
             link = view / _TREE / rel
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(outputdir / rel)
-        env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp / "mpl"),
-               "PYTHONWARNINGS": "ignore", "PYTHONPATH": _import_path()}
-        limit = timeout_for(len(folders))
-        try:
-            proc = subprocess.run([sys.executable, "-m", "dcm_anon.tag_report", str(staged)],
-                                  cwd=view, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise TagReportError(f"pfdicom_tagExtract did not finish within {limit:.0f} s") from None
-        except OSError as e:
-            raise TagReportError(f"cannot start pfdicom_tagExtract ({type(e).__name__})") from None
-        if proc.returncode == _EXIT_IMPORT:
-            raise TagReportError("pfdicom_tagExtract cannot be imported "
-                                 "(install pfdicom_tagExtract 3.1.0 with pftree<4 and pydicom<3)")
-        if proc.returncode != 0:
-            raise TagReportError(f"pfdicom_tagExtract failed (exit code {proc.returncode})")
+        _run_child(python, view, staged, tmp, limit=timeout_for(len(folders)))
 
         made = staged / _TREE
         missing = [f for f in folders if not (made / f / f"{STEM}.json").is_file()]
@@ -102,41 +128,20 @@ def _make(outputdir: Path, written: list[Path]) -> int:
     return published
 
 
-def _import_path() -> str:
-    """PYTHONPATH for the child: it must import dcm_anon and ctsvd_common as we did."""
-    import site
-
-    import ctsvd_common
-    import dcm_anon
-    site_dirs = {str(Path(d).resolve()) for d in [*site.getsitepackages(), site.getusersitepackages()]}
-    roots = [str(Path(m.__file__).resolve().parent.parent) for m in (dcm_anon, ctsvd_common)]
-    # Installed packages are found anyway; only source checkouts need a hint.
-    roots = [r for r in roots if r not in site_dirs]
-    return os.pathsep.join(dict.fromkeys([*roots, *filter(None, [os.environ.get("PYTHONPATH")])]))
-
-
-def _extract(outdir: str) -> int:
-    """Child process: run pfdicom_tagExtract over the current folder into ``outdir``."""
+def _run_child(python: Path, view: Path, staged: Path, tmp: Path, limit: float) -> None:
+    # Isolated mode (-I): no PYTHONPATH or user site from our environment, and
+    # the child's own folder (dcm_anon/, which has a profile.py) is not on its path.
+    command = [str(python), "-I", "-W", "ignore", tag_extract_child.__file__, str(staged), STEM, FORMATS]
+    env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp / "mpl")}
     try:
-        from pfdicom_tagExtract.__main__ import parserSA
-        from pfdicom_tagExtract.pfdicom_tagExtract import pfdicom_tagExtract
-    except ImportError:
-        return _EXIT_IMPORT
-    args = parserSA.parse_args([
-        "--inputDir", ".", "--relativeDir",     # paths relative to the linked view
-        "--outputDir", outdir,
-        "--outputFileType", FORMATS,
-        "--outputFileStem", STEM,
-        "--verbosity", "0",                     # 2 and up need a terminal
-        "--threads", "0",
-    ])
-    args.str_version = ""
-    args.str_desc = "dcm_anon tag report"
-    # Its status reflects only the last folder walked; the parent checks
-    # instead that every folder got its listing.
-    pfdicom_tagExtract(vars(args)).run(timerStart=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_extract(sys.argv[1]))
+        proc = subprocess.run(command, cwd=view, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise TagReportError(f"pfdicom_tagExtract did not finish within {limit:.0f} s") from None
+    except OSError as e:
+        raise TagReportError(f"cannot start the tag-report environment's Python ({type(e).__name__})") from None
+    if proc.returncode == tag_extract_child.EXIT_IMPORT:
+        raise TagReportError(f"pfdicom_tagExtract cannot be imported by {python}: "
+                             f"install pl-dcm-anon/{REQUIREMENTS} there")
+    if proc.returncode != 0:
+        raise TagReportError(f"pfdicom_tagExtract failed (exit code {proc.returncode})")

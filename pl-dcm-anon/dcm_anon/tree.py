@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ctsvd_common.atomic import atomic_path
 from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
-from ctsvd_common.stage import Stage, StageError
+from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
@@ -18,19 +18,17 @@ PROGRESS_EVERY = 50
 
 
 class _Tally:
-    """Counts for the progress lines and the summary; never the values themselves."""
+    """What was written, for the progress lines and the summary; never the values themselves."""
 
     def __init__(self) -> None:
         self.written: list[Path] = []     # relative paths
-        self.failed = 0
-        self.skipped = 0
         self.studies: set[str] = set()    # mapped UIDs and pseudonyms, held only to count them
         self.series: set[str] = set()
         self.patients: set[str] = set()
 
-    def line(self, done: int, total: int) -> str:
+    def line(self, stage: Stage, done: int, total: int) -> str:
         return (f"de-identified {done}/{total} file(s): {len(self.written)} written, "
-                f"{self.skipped} skipped, {self.failed} failed")
+                f"{len(stage.skipped)} skipped, {len(stage.errors)} failed")
 
 
 def anonymize_tree(stage: Stage, options: Namespace) -> None:
@@ -54,14 +52,15 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
 
     with stage.timed(f"de-identifying {len(files)} file(s)"):
         for i, path in enumerate(files, 1):
-            _one_file(stage, deidentifier, path, tally)
+            with stage.guard(path, "file"):   # whatever happens stays with this one file
+                _one_file(stage, deidentifier, path, tally)
             if i % PROGRESS_EVERY == 0 or i == len(files):
-                stage.log.info("%s", tally.line(i, len(files)))
+                stage.log.info("%s", tally.line(stage, i, len(files)))
     _summarize(stage, tally, found=len(files))
 
-    if not tally.written and not tally.failed:
+    if not tally.written and not stage.errors:
         raise StageError(f"no DICOM files found in {stage.inputdir} "
-                         f"({tally.skipped} other file(s) skipped)")
+                         f"({len(stage.skipped)} other file(s) skipped)")
 
     if options.no_tag_report:
         stage.summary["tag_report"] = "not made (--no-tag-report)"
@@ -72,48 +71,39 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
 
 
 def _one_file(stage: Stage, deidentifier: Deidentifier, path: Path, tally: _Tally) -> None:
+    """De-identify one file, or raise :class:`InputSkipped` / :class:`InputFailed` with why not.
+
+    Exception texts are never used: they may quote header values.
+    """
     if path.name.upper() == "DICOMDIR":
         # A media index: it repeats patient names and IDs in its records and
         # would point at the original UIDs. It is not an image to de-identify.
-        tally.skipped += 1
-        stage.skip(path, "DICOMDIR media index: not copied (it lists patient data)")
-        return
+        raise InputSkipped("DICOMDIR media index: not copied (it lists patient data)")
     try:
-        ds = read(path, pixels=True)   # also checks the pixel data is complete
+        ds = read(path, pixels=True)   # also checks the file and its pixel data are complete
     except NotDicom as e:
-        tally.skipped += 1
-        stage.skip(path, str(e))       # not copied: it could hold PHI
-        return
+        raise InputSkipped(str(e)) from None   # not copied: it could hold PHI
     except BadDicom as e:
-        tally.failed += 1
-        stage.fail(path, str(e))
-        return
+        raise InputFailed(str(e)) from None
     except OSError as e:
-        tally.failed += 1
-        stage.fail(path, f"cannot read the file ({type(e).__name__})")
-        return
+        raise InputFailed(f"cannot read the file ({type(e).__name__})") from None
 
     if burned_in_annotation(ds):
-        tally.failed += 1
-        stage.fail(path, "burned-in annotation: pixel data may hold PHI")
-        return
+        # A screenshot or a scanned form: withheld on purpose, not a failure.
+        raise InputSkipped("burned-in annotation: pixel data may hold PHI, not copied")
 
-    rel = path.relative_to(stage.inputdir)
-    dest = stage.outputdir / rel
-    # Exception texts are never logged: they may quote header values.
     try:
         deidentifier.apply(ds)
     except Exception as e:
-        tally.failed += 1
-        stage.fail(path, f"cannot de-identify this file ({type(e).__name__})")
-        return
+        raise InputFailed(f"cannot de-identify this file ({type(e).__name__})") from None
+    rel = path.relative_to(stage.inputdir)
+    dest = stage.outputdir / rel
     try:
         with atomic_path(dest) as tmp:
-            ds.save_as(tmp, write_like_original=False)
+            # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
+            ds.save_as(tmp, enforce_file_format=True)
     except Exception as e:
-        tally.failed += 1
-        stage.fail(path, f"cannot write the de-identified file ({type(e).__name__})")
-        return
+        raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
 
     tally.written.append(rel)
     tally.studies.add(str(ds.get("StudyInstanceUID", "")))
@@ -126,8 +116,8 @@ def _summarize(stage: Stage, tally: _Tally, found: int) -> None:
     stage.summary.update({
         "files_found": found,
         "files_written": len(tally.written),
-        "files_skipped": tally.skipped,
-        "files_failed": tally.failed,
+        "files_skipped": len(stage.skipped),
+        "files_failed": len(stage.errors),
         "studies": len(tally.studies - {""}),
         "series": len(tally.series - {""}),
         "patients": len(tally.patients - {""}),

@@ -89,10 +89,9 @@ def write_series(root: Path, layout: list[str] = LAYOUT) -> Series:
             ds.file_meta.ImplementationClassUID = UID_ROOT + "999"
             if i == len(layout) - 1:
                 ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-                ds.is_implicit_VR = True
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(path, write_like_original=False)
+            ds.save_as(path, enforce_file_format=True)   # encoded as its transfer syntax says
             files.append(path)
     demo.files = files                     # the phantom's own copies go with tmp
     return Series(root, files, demo)

@@ -32,7 +32,8 @@ def test_chris_plugin_descriptor():
     assert info["min_memory_limit"] == "500Mi" and info["min_cpu_limit"] == "1000m"
     params = {p["flag"]: p for p in info["parameters"]}
     assert set(params) == {"--keep-dates", "--keep-uids", "--keep-device-id", "--keep-patient-chars",
-                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report"}
+                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report",
+                           "--strict"}
     for flag, p in params.items():
         assert p["optional"] is True and p["help"]
         if flag == "--pseudonym-key":

@@ -62,11 +62,11 @@ def test_only_non_dicom_files(tmp_path, outdir, run):
 
 def test_truncated_file_among_good_ones(series, outdir, run, caplog):
     _truncate(series.root / TRUNCATED)
-    assert run(series.root, outdir, "--no-tag-report") == 1
+    # The others are written, so the run did its job: exit 0, the failure in the report and the log.
+    assert run(series.root, outdir, "--no-tag-report") == 0
     report = _report(outdir)
-    assert len(report["errors"]) == 1
-    assert report["errors"][0]["file"] == TRUNCATED
-    assert "truncated" in report["errors"][0]["reason"]
+    assert report["status"] == "ok-with-failures"
+    assert report["errors"] == [{"file": TRUNCATED, "reason": "truncated pixel data (1024 of 2048 bytes)"}]
     written = sorted(str(p.relative_to(outdir)) for p in output_dicoms(outdir))
     assert written == sorted(rel for rel in LAYOUT if rel != TRUNCATED)
     assert not [p for p in outdir.rglob("*") if p.name.startswith(".")]
@@ -75,29 +75,73 @@ def test_truncated_file_among_good_ones(series, outdir, run, caplog):
     assert len(error_records) == 1 and TRUNCATED in error_records[0].getMessage()
 
 
-def test_burned_in_annotation_is_refused(series, outdir, run):
+def test_strict_fails_the_run_on_any_failed_file(series, outdir, run):
+    _truncate(series.root / TRUNCATED)
+    assert run(series.root, outdir, "--no-tag-report", "--strict") == 1
+    report = _report(outdir)
+    assert report["status"] == "failed" and report["strict"] is True
+    assert [e["file"] for e in report["errors"]] == [TRUNCATED]
+    assert len(output_dicoms(outdir)) == 3   # the good files are written all the same
+
+
+def test_a_file_cut_inside_a_sequence_fails(series, outdir, run):
+    """pydicom reads such a file without complaint; the end of it is simply missing."""
+    path = series.root / LAYOUT[0]
+    data = path.read_bytes()
+    inside = data.index(b"\x08\x00\x40\x11SQ")   # ReferencedImageSequence
+    path.write_bytes(data[:inside + 40])
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    assert _report(outdir)["errors"] == [
+        {"file": LAYOUT[0], "reason": "truncated: the file ends inside ReferencedImageSequence"}]
+    assert not (outdir / LAYOUT[0]).exists()
+
+
+def test_burned_in_annotation_is_skipped_not_copied(series, outdir, run):
+    """An exam with a screenshot among its images: the screenshot is withheld, the run succeeds."""
     path = series.root / LAYOUT[0]
     ds = pydicom.dcmread(path)
     ds.BurnedInAnnotation = "YES"
-    ds.save_as(path, write_like_original=False)
-    assert run(series.root, outdir, "--no-tag-report") == 1
-    assert _report(outdir)["errors"] == [
-        {"file": LAYOUT[0], "reason": "burned-in annotation: pixel data may hold PHI"}]
+    ds.save_as(path, enforce_file_format=True)
+    assert run(series.root, outdir, "--no-tag-report", "--strict") == 0
+    report = _report(outdir)
+    assert report["errors"] == []
+    assert report["skipped"] == [
+        {"file": LAYOUT[0], "reason": "burned-in annotation: pixel data may hold PHI, not copied"}]
     assert not (outdir / LAYOUT[0]).exists()
     assert len(output_dicoms(outdir)) == 3
+
+
+def test_an_unexpected_error_stays_with_its_file(series, outdir, run, monkeypatch, caplog):
+    from dcm_anon.deidentify import Deidentifier
+    real_apply = Deidentifier.apply
+
+    def apply(self, ds):
+        if ds.InstanceNumber == 2:
+            raise RuntimeError(f"boom {ds.PatientName}")   # a message quoting PHI
+        real_apply(self, ds)
+
+    monkeypatch.setattr(Deidentifier, "apply", apply)
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    (error,) = _report(outdir)["errors"]
+    assert error["reason"] == "cannot de-identify this file (RuntimeError)"
+    assert len(output_dicoms(outdir)) == 3
+    assert "boom" not in caplog.text and "Traceback" not in caplog.text
 
 
 def test_console_command_exit_codes_and_stderr(series, tmp_path):
     _truncate(series.root / TRUNCATED)
     out = tmp_path / "cli-out"
     proc = _cli(series.root.as_posix(), out.as_posix())
-    assert proc.returncode == 1
+    assert proc.returncode == 0
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].endswith(f"{TRUNCATED}: truncated pixel data (1024 of 2048 bytes)")
-    assert "FAILED" in proc.stderr and "Traceback" not in proc.stderr
+    assert "finished" in proc.stderr and "Traceback" not in proc.stderr
     for text in series.phi_strings:
         assert text not in proc.stderr and text not in proc.stdout
     assert len(output_dicoms(out)) == 3 and (out / "tag-report" / "dicom-tags.json").is_file()
+
+    strict = _cli("--strict", "--no-tag-report", series.root.as_posix(), (tmp_path / "strict").as_posix())
+    assert strict.returncode == 1 and "FAILED" in strict.stderr and len(_error_lines(strict.stderr)) == 1
 
     (series.root / TRUNCATED).unlink()
     ok = _cli(series.root.as_posix(), (tmp_path / "ok").as_posix(), "--no-tag-report", "--keep-dates")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
-from dcm_anon import tag_report
+from dcm_anon import tag_extract_child, tag_report
 from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, PATIENT_ID, PATIENT_NAME, STATION, STUDY_DATE,
                                UID_ROOT, output_dicoms)
 
@@ -185,12 +188,58 @@ def test_tag_report_failure_keeps_the_files(series, outdir, run, monkeypatch, pa
         monkeypatch.setattr(Path, "symlink_to", replacement)
     else:
         monkeypatch.setattr(tag_report, name, replacement)
-    assert run(series.root, outdir) == 1
+    assert run(series.root, outdir) == 0   # the de-identified files are the output
     report = _report(outdir)
     assert report["errors"] == [{"file": "tag-report", "reason": reason}]
-    assert report["status"] == "failed"
+    assert report["status"] == "ok-with-failures"
     assert len(output_dicoms(outdir)) == 4
     assert not (outdir / "tag-report").exists()
+    assert run(series.root, outdir.parent / "strict", "--strict") == 1
+
+
+def test_tag_report_environment_named_by_the_variable(series, outdir, run, monkeypatch, tmp_path):
+    sibling = Path(sys.prefix + tag_report.SIBLING_SUFFIX) / "bin" / "python"
+    if not sibling.is_file():
+        pytest.skip("no tag-report environment beside this one (scripts/ensure-venv makes it)")
+    monkeypatch.setenv(tag_report.PYTHON_ENV_VAR, str(sibling))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere"))   # the sibling alone would not be found
+    assert run(series.root, outdir) == 0
+    assert not _report(outdir)["errors"] and (outdir / "tag-report" / "dicom-tags.json").is_file()
+
+
+def test_missing_tag_report_environment_is_one_clear_failure(series, outdir, run, monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv(tag_report.PYTHON_ENV_VAR, raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    assert run(series.root, outdir) == 0
+    (error,) = _report(outdir)["errors"]
+    assert error["file"] == "tag-report"
+    assert error["reason"].startswith(f"the tag-report environment is missing: make {tmp_path}/venv-tagreport ")
+    assert "tag-report-requirements.txt" in error["reason"] and tag_report.PYTHON_ENV_VAR in error["reason"]
+    assert len(output_dicoms(outdir)) == 4 and not (outdir / "tag-report").exists()
+
+    monkeypatch.setenv(tag_report.PYTHON_ENV_VAR, str(tmp_path / "no-such-python"))
+    assert run(series.root, tmp_path / "out2") == 0
+    (error,) = _report(tmp_path / "out2")["errors"]
+    assert error["reason"] == (f"the tag-report environment is missing: {tag_report.PYTHON_ENV_VAR}="
+                               f"{tmp_path}/no-such-python is not a Python interpreter")
+
+
+def test_tag_report_python_without_pfdicom_tagextract(series, outdir, run, monkeypatch, tmp_path):
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    monkeypatch.setenv(tag_report.PYTHON_ENV_VAR, str(bare / "bin" / "python"))
+    assert run(series.root, outdir) == 0
+    (error,) = _report(outdir)["errors"]
+    assert error["reason"] == (f"pfdicom_tagExtract cannot be imported by {bare}/bin/python: "
+                               f"install pl-dcm-anon/tag-report-requirements.txt there")
+
+
+def test_the_child_imports_only_the_standard_library_and_pfdicom_tagextract():
+    tree = ast.parse(Path(tag_extract_child.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"sys", "pfdicom_tagExtract"}
 
 
 def test_no_tag_report_flag(series, outdir, run):
@@ -206,13 +255,12 @@ def _dicomdir(path: Path) -> None:
     meta.MediaStorageSOPInstanceUID = UID_ROOT + "77"
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("DICOMDIR", {}, file_meta=meta, preamble=b"\x00" * 128)
-    ds.is_little_endian, ds.is_implicit_VR = True, False
     record = Dataset()
     record.DirectoryRecordType = "PATIENT"
     record.PatientName = PATIENT_NAME
     record.PatientID = PATIENT_ID
     ds.DirectoryRecordSequence = Sequence([record])
-    ds.save_as(path, write_like_original=False)
+    ds.save_as(path, enforce_file_format=True)
 
 
 def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run):

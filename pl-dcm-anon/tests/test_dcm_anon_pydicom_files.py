@@ -1,0 +1,94 @@
+"""dcm_anon over every file bundled in the installed pydicom wheel's test-file folder.
+
+Odd encodings, compressed pixel data, DICOMDIRs, cut and spoiled files and
+non-DICOM files side by side, as the console command runs them: each file ends
+processed, skipped or failed with a one-line reason, and nothing escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ctsvd_common import dicomfiles
+from pydicom.data import get_testdata_file
+
+TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
+EVERY = sorted(p.relative_to(TEST_FILES).as_posix() for p in dicomfiles.input_files(TEST_FILES))
+DCM_ANON = Path(sys.executable).parent / "dcm_anon"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    dicomfiles.quiet_pydicom()   # some of these files make pydicom warn as it reads them
+
+
+@pytest.fixture(scope="module")
+def anonymized(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pydicom-files") / "out"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([str(DCM_ANON), str(TEST_FILES), str(out)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    return proc, out, json.loads((out / "dcm_anon.report.json").read_text())
+
+
+def fates(report: dict) -> dict[str, str]:
+    """Each input file → "processed", or "skipped: reason" / "failed: reason"."""
+    out = {o["path"]: "processed" for o in report["outputs"]}
+    out.update({s["file"]: "skipped: " + s["reason"] for s in report["skipped"]})
+    out.update({e["file"]: "failed: " + e["reason"] for e in report["errors"] if e["file"] != "tag-report"})
+    return out
+
+
+def test_every_file_ends_processed_skipped_or_failed(anonymized):
+    proc, out, report = anonymized
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    every = fates(report)
+    assert sorted(every) == EVERY
+    counted = len(report["outputs"]) + len(report["skipped"]) + len(report["errors"])
+    assert counted == len(EVERY)   # each file once, and the tag report did not fail
+    for entry in report["skipped"] + report["errors"]:
+        assert entry["reason"] and "\n" not in entry["reason"]
+        assert "unexpected error" not in entry["reason"], entry
+    assert report["summary"]["files_written"] > 100
+    assert (out / "tag-report").is_dir()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("badVR.dcm", "failed: NumberOfFrames is not a valid integer"),
+    ("rtplan_truncated.dcm", "failed: truncated: the file ends inside BeamSequence"),
+    ("MR_truncated.dcm", "failed: truncated pixel data (8130 of 8192 bytes)"),
+    ("SC_ybr_full_422_uncompressed.dcm", "processed"),
+    ("image_dfl.dcm", "processed"),
+    ("ExplVR_BigEndNoMeta.dcm", "processed"),
+    ("JPEG2000-embedded-sequence-delimiter.dcm", "processed"),
+    ("rtplan.dcm", "processed"),
+    ("dicomdirtests/DICOMDIR", "skipped: DICOMDIR media index: not copied (it lists patient data)"),
+    ("dicomdirtests/DICOMDIR-bigEnd", "skipped: DICOMDIR: a media directory, not an image"),
+    ("README.txt", "skipped: not a DICOM file (no DICM prefix)"),
+    ("zipMR.gz", "skipped: not a DICOM file (no DICM prefix)"),
+])
+def test_known_files_get_the_right_fate(anonymized, name, expected):
+    assert fates(anonymized[2])[name] == expected
+
+
+def test_every_output_is_a_whole_part10_file_without_the_original_identity(anonymized):
+    _, out, report = anonymized
+    for entry in report["outputs"]:
+        written = out / entry["path"]
+        data = written.read_bytes()
+        assert data[:132] == b"\x00" * 128 + b"DICM", entry["path"]
+        ds = dicomfiles.read(written)   # parses to its end, pixel data included
+        original = dicomfiles.read(TEST_FILES / entry["path"], pixels=False)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        for keyword in ("SOPInstanceUID", "PatientName", "PatientID"):
+            value = str(original.get(keyword, "") or "").strip()
+            if len(value) >= 6 and not value.startswith("1.2.840.10008."):
+                assert value.encode() not in data, (entry["path"], keyword)
