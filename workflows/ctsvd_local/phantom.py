@@ -808,8 +808,6 @@ def _slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows:
     meta.SourceApplicationEntityTitle = ident.ae_title
 
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
     date, t0 = ident.study_date, ident.study_time
     acq = _clock(t0, 180.0 + acq_seconds)
 
@@ -1018,7 +1016,7 @@ def write_demo_series(outdir: Path, *, slices: int = 64, size: int = 256, noise_
                             origin_xy=origin, z=_ds(z_mm[i]), instance=instances[i],
                             acq_seconds=0.1 * (instances[i] - 1), slope=slope_s,
                             intercept=intercept_s, stored=stored[i])
-        ds.save_as(path, write_like_original=False)
+        ds.save_as(path, enforce_file_format=True)
         files.append(path)
 
     return DemoSeries(files=files, hu=hu, clean_hu=clean, identity=ident, uids=uids,
