@@ -26,12 +26,16 @@ def test_tcia_slices_go_through_anonymizer_and_converter(shared_data, tmp_path):
     report = json.loads((tmp_path / "volumes" / "dicom2matrix.report.json").read_text())
     assert report["summary"]["images"] == 62 and report["errors"] == []
 
+    # The layout is kept; the folders named after PatientIDs are renamed: the report says which input is which.
+    inputs = sorted(str(p.relative_to(source)) for p in all_files(source))
+    anon_report = json.loads((tmp_path / "anon" / "dcm_anon.report.json").read_text())
+    original_of = {o["path"]: source / inputs[o["input"] - 1] for o in anon_report["outputs"]}
     for series in contract.find_series(tmp_path / "volumes"):
         manifest = contract.read_manifest(series)
         assert manifest.series.patient_identity_removed is True
         first = manifest.slices[0]
         anonymized = pydicom.dcmread(tmp_path / "anon" / first.source)
-        original = pydicom.dcmread(source / first.source)  # the layout was kept
+        original = pydicom.dcmread(original_of[first.source])
         assert anonymized.SOPInstanceUID != original.SOPInstanceUID
         hu = original.pixel_array * float(original.RescaleSlope) + float(original.RescaleIntercept)
         if "PixelPaddingValue" in original:

@@ -118,7 +118,7 @@ class Deidentifier:
     # -- one dataset level --------------------------------------------------
 
     def _dataset(self, ds: Dataset) -> None:
-        pseudonym = self._pseudonym(ds) if PATIENT_ID in ds or PATIENT_NAME in ds else None
+        pseudonym = self.patient_pseudonym(ds) if PATIENT_ID in ds or PATIENT_NAME in ds else None
         for tag in list(ds.keys()):
             tag = Tag(tag)
             if (tag.is_private or tag.element == 0x0000 or tag.group in (0x0000, 0x0002)
@@ -145,7 +145,7 @@ class Deidentifier:
                     action = MAP_UID
             self._act(ds, elem, action)
 
-    def _pseudonym(self, ds: Dataset) -> str:
+    def patient_pseudonym(self, ds: Dataset) -> str:
         """One pseudonym per distinct PatientID at this level (the name stands in when there is no ID)."""
         source = str(ds.get(PATIENT_ID).value or "").strip() if PATIENT_ID in ds else ""
         if not source and PATIENT_NAME in ds:

@@ -12,6 +12,7 @@ from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
 from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
+from dcm_anon.paths import PathNamer
 from dcm_anon.uids import Pseudonyms
 
 PROGRESS_EVERY = 50
@@ -35,8 +36,10 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
     """The body of one dcm_anon run."""
     quiet_pydicom()   # before anything is read: pydicom's warnings quote header values
     retain = chosen_options(options)
-    deidentifier = Deidentifier(load_profile(o.column for o in retain),
-                                Pseudonyms.for_run(options.pseudonym_key), retain)
+    pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
+    deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
+    namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids)
+    stage.name_input = namer   # logs and the report name inputs without identity too
     stage.summary["profile"] = PROFILE_NAME
     stage.summary["options"] = {
         **{o.dest: bool(getattr(options, o.dest)) for o in RETAIN_OPTIONS},
@@ -52,8 +55,10 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
 
     with stage.timed(f"de-identifying {len(files)} file(s)"):
         for i, path in enumerate(files, 1):
-            with stage.guard(path, "file"):   # whatever happens stays with this one file
-                _one_file(stage, deidentifier, path, tally)
+            # Whatever happens stays with this one file. Names in the report may be
+            # de-identified, so each entry also says which input it was, by position.
+            with stage.guard(path, "file", input=i):
+                _one_file(stage, deidentifier, namer, path, tally, i)
             if i % PROGRESS_EVERY == 0 or i == len(files):
                 stage.log.info("%s", tally.line(stage, i, len(files)))
     _summarize(stage, tally, found=len(files))
@@ -70,7 +75,8 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
         stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
 
 
-def _one_file(stage: Stage, deidentifier: Deidentifier, path: Path, tally: _Tally) -> None:
+def _one_file(stage: Stage, deidentifier: Deidentifier, namer: PathNamer, path: Path, tally: _Tally,
+              index: int) -> None:
     """De-identify one file, or raise :class:`InputSkipped` / :class:`InputFailed` with why not.
 
     Exception texts are never used: they may quote header values.
@@ -92,11 +98,13 @@ def _one_file(stage: Stage, deidentifier: Deidentifier, path: Path, tally: _Tall
         # A screenshot or a scanned form: withheld on purpose, not a failure.
         raise InputSkipped("burned-in annotation: pixel data may hold PHI, not copied")
 
+    # Before the header loses them: its identifying values must not survive in a name.
+    namer.learn(ds, deidentifier.patient_pseudonym(ds))
     try:
         deidentifier.apply(ds)
     except Exception as e:
         raise InputFailed(f"cannot de-identify this file ({type(e).__name__})") from None
-    rel = path.relative_to(stage.inputdir)
+    rel = namer.claim(path.relative_to(stage.inputdir))
     dest = stage.outputdir / rel
     try:
         with atomic_path(dest) as tmp:
@@ -109,7 +117,7 @@ def _one_file(stage: Stage, deidentifier: Deidentifier, path: Path, tally: _Tall
     tally.studies.add(str(ds.get("StudyInstanceUID", "")))
     tally.series.add(str(ds.get("SeriesInstanceUID", "")))
     tally.patients.add(str(ds.get("PatientID", "")))
-    stage.output(dest)
+    stage.output(dest, input=index)
 
 
 def _summarize(stage: Stage, tally: _Tally, found: int) -> None:

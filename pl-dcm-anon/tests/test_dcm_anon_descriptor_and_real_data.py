@@ -48,14 +48,21 @@ def test_real_chest_ct_slices(tmp_path, run):
     assert run(COVID, out) == 0
     written = output_dicoms(out)
     assert len(written) == 62
-    assert sorted(p.relative_to(out) for p in written) == \
-        sorted(p.relative_to(COVID) for p in COVID.rglob("*.dcm"))
-    originals = set()
+    originals, patient_ids = set(), set()
     for src in COVID.rglob("*.dcm"):
         ds = pydicom.dcmread(src, stop_before_pixels=True)
         originals.update({ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID})
+        patient_ids.add(str(ds.PatientID))
+    # TCIA names each patient's folder after the PatientID: the layout is kept, the names are not.
+    inputs = sorted(str(p.relative_to(COVID)) for p in COVID.rglob("*.dcm"))
+    report = json.loads((out / "dcm_anon.report.json").read_text())
+    source = {o["path"]: COVID / inputs[o["input"] - 1] for o in report["outputs"]}
     for path in written:
-        ds, original = pydicom.dcmread(path), pydicom.dcmread(COVID / path.relative_to(out))
+        rel = path.relative_to(out)
+        assert rel.parts[1:] == source[str(rel)].relative_to(COVID).parts[1:]
+        assert rel.parts[0] not in patient_ids and rel.parts[0].startswith("ANON-")
+    for path in written:
+        ds, original = pydicom.dcmread(path), pydicom.dcmread(source[str(path.relative_to(out))])
         assert ds.PatientIdentityRemoved == "YES"
         assert all(not elem.tag.is_private for elem in ds.iterall())
         assert ds.SOPInstanceUID not in originals and ds.StudyInstanceUID not in originals
@@ -64,7 +71,6 @@ def test_real_chest_ct_slices(tmp_path, run):
         for keyword in ("Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
                         "RescaleIntercept", "RescaleSlope", "SliceThickness"):
             assert ds.get(keyword) == original.get(keyword), keyword
-    report = json.loads((out / "dcm_anon.report.json").read_text())
     assert report["summary"]["files_written"] == 62 and report["summary"]["patients"] == 10
     assert not report["errors"] and not report["skipped"]
     assert len(list((out / "tag-report").rglob("dicom-tags.json"))) == len({p.parent for p in written})

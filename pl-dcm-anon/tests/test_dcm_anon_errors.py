@@ -66,7 +66,8 @@ def test_truncated_file_among_good_ones(series, outdir, run, caplog):
     assert run(series.root, outdir, "--no-tag-report") == 0
     report = _report(outdir)
     assert report["status"] == "ok-with-failures"
-    assert report["errors"] == [{"file": TRUNCATED, "reason": "truncated pixel data (1024 of 2048 bytes)"}]
+    # "input": its position among the input files in name order (names may be de-identified).
+    assert report["errors"] == [{"file": TRUNCATED, "reason": "truncated pixel data (1024 of 2048 bytes)", "input": 3}]
     written = sorted(str(p.relative_to(outdir)) for p in output_dicoms(outdir))
     assert written == sorted(rel for rel in LAYOUT if rel != TRUNCATED)
     assert not [p for p in outdir.rglob("*") if p.name.startswith(".")]
@@ -92,7 +93,7 @@ def test_a_file_cut_inside_a_sequence_fails(series, outdir, run):
     path.write_bytes(data[:inside + 40])
     assert run(series.root, outdir, "--no-tag-report") == 0
     assert _report(outdir)["errors"] == [
-        {"file": LAYOUT[0], "reason": "truncated: the file ends inside ReferencedImageSequence"}]
+        {"file": LAYOUT[0], "reason": "truncated: the file ends inside ReferencedImageSequence", "input": 2}]
     assert not (outdir / LAYOUT[0]).exists()
 
 
@@ -106,7 +107,7 @@ def test_burned_in_annotation_is_skipped_not_copied(series, outdir, run):
     report = _report(outdir)
     assert report["errors"] == []
     assert report["skipped"] == [
-        {"file": LAYOUT[0], "reason": "burned-in annotation: pixel data may hold PHI, not copied"}]
+        {"file": LAYOUT[0], "reason": "burned-in annotation: pixel data may hold PHI, not copied", "input": 2}]
     assert not (outdir / LAYOUT[0]).exists()
     assert len(output_dicoms(outdir)) == 3
 

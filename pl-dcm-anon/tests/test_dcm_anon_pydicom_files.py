@@ -37,10 +37,15 @@ def anonymized(tmp_path_factory):
 
 
 def fates(report: dict) -> dict[str, str]:
-    """Each input file → "processed", or "skipped: reason" / "failed: reason"."""
-    out = {o["path"]: "processed" for o in report["outputs"]}
-    out.update({s["file"]: "skipped: " + s["reason"] for s in report["skipped"]})
-    out.update({e["file"]: "failed: " + e["reason"] for e in report["errors"] if e["file"] != "tag-report"})
+    """Each input file → "processed", or "skipped: reason" / "failed: reason".
+
+    Names in the report are de-identified (a folder named after a PatientID is
+    renamed), so entries are matched to inputs by their position, ``input``.
+    """
+    name = lambda entry: EVERY[entry["input"] - 1]
+    out = {name(o): "processed" for o in report["outputs"]}
+    out.update({name(s): "skipped: " + s["reason"] for s in report["skipped"]})
+    out.update({name(e): "failed: " + e["reason"] for e in report["errors"] if e["file"] != "tag-report"})
     return out
 
 
@@ -84,7 +89,7 @@ def test_every_output_is_a_whole_part10_file_without_the_original_identity(anony
         data = written.read_bytes()
         assert data[:132] == b"\x00" * 128 + b"DICM", entry["path"]
         ds = dicomfiles.read(written)   # parses to its end, pixel data included
-        original = dicomfiles.read(TEST_FILES / entry["path"], pixels=False)
+        original = dicomfiles.read(TEST_FILES / EVERY[entry["input"] - 1], pixels=False)
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
@@ -92,3 +97,20 @@ def test_every_output_is_a_whole_part10_file_without_the_original_identity(anony
             value = str(original.get(keyword, "") or "").strip()
             if len(value) >= 6 and not value.startswith("1.2.840.10008."):
                 assert value.encode() not in data, (entry["path"], keyword)
+
+
+def test_names_in_the_output_carry_no_patient_id(anonymized):
+    """dicomdirtests names folders after PatientIDs: the output renames them."""
+    _, out, report = anonymized
+    ids = set()
+    for rel in EVERY:
+        try:
+            ds = dicomfiles.read(TEST_FILES / rel, pixels=False)
+        except (dicomfiles.NotDicom, dicomfiles.BadDicom):
+            continue
+        pid = str(ds.get("PatientID", "") or "").strip()
+        if len(pid) >= 6:
+            ids.add(pid)
+    assert "77654033" in ids
+    names = [str(p.relative_to(out)) for p in out.rglob("*")]
+    assert not [(n, i) for n in names for i in ids if i in n]

@@ -94,6 +94,9 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     for stack in stacks:
         if len(stack.images) < options.min_slices:
             for image in stack.images + [d for d, _ in stack.duplicates]:
+                if image.pixel_failure:     # broken whatever its stack: say so
+                    stage.fail(image.file, image.pixel_failure)
+                    continue
                 stage.skip(image.file, f"too few slices: {stack.label} has {len(stack.images)} image(s) of this "
                                        f"geometry, fewer than --min-slices {options.min_slices}")
         else:

@@ -163,6 +163,32 @@ def read_header(path: Path) -> Header:
 
 def _scan(path: Path, any_modality: bool) -> FileScan:
     header = read_header(path)
+    try:
+        return _classify(path, header, any_modality)
+    except (BadValue, dicomfiles.BadDicom) as e:
+        placed = _placeholder(path, header, str(e))
+        if placed is None:
+            raise
+        return FileScan(images=[placed], headers=[b""])
+
+
+def _placeholder(path: Path, header: Header, reason: str) -> Image | None:
+    """A broken CT slice whose geometry is still readable, to take its place in its stack
+    and fail there, so the manifest records the gap it leaves; None if even that is unreadable."""
+    ds = header.ds
+    if not (code(ds, "Modality").upper() == "CT" or code(ds, "SOPClassUID") in CT_SOP_CLASSES):
+        return None
+    try:
+        geometry = _classic_geometry(ds, rescale=False)
+        common = _common(ds, path, code(ds.file_meta, "TransferSyntaxUID"), code(ds, "PhotometricInterpretation"))
+    except (BadValue, dicomfiles.BadDicom, TypeError):
+        return None
+    if common["rows"] is None or common["cols"] is None or "LOCALIZER" in geometry["image_type"]:
+        return None
+    return Image(frame=None, **common, **geometry, native=None, pixel_failure=reason)
+
+
+def _classify(path: Path, header: Header, any_modality: bool) -> FileScan:
     ds = header.ds
     sop_class = code(ds, "SOPClassUID")
     if not code(ds, "SOPInstanceUID"):
@@ -249,14 +275,15 @@ def _common(ds: Dataset, path: Path, ts: str, photometric: str) -> dict:
     )
 
 
-def _classic_geometry(ds: Dataset) -> dict:
+def _classic_geometry(ds: Dataset, rescale: bool = True) -> dict:
     return dict(
         image_type=words(ds, "ImageType"), stack_id="", instance_number=integer(ds, "InstanceNumber"),
         orientation=_tuple(numbers(ds, "ImageOrientationPatient", 6)),
         position=_tuple(numbers(ds, "ImagePositionPatient", 3)),
         pixel_spacing=_tuple(numbers(ds, "PixelSpacing", 2)),
         thickness=number(ds, "SliceThickness"),
-        slope=number(ds, "RescaleSlope", 1.0), intercept=number(ds, "RescaleIntercept", 0.0),
+        slope=number(ds, "RescaleSlope", 1.0) if rescale else 1.0,
+        intercept=number(ds, "RescaleIntercept", 0.0) if rescale else 0.0,
         rescale_type=code(ds, "RescaleType").upper(),
     )
 
@@ -357,8 +384,11 @@ def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan
         if "LOCALIZER" in frame_type:
             continue
         src = value if value is not None else ds
+        details = _group(items, "CTAcquisitionDetailsSequence")   # where Enhanced CT says its tilt
+        tilt = number(details, "GantryDetectorTilt") if details is not None else None
         image = Image(
-            frame=f, **common, image_type=frame_type,
+            frame=f, **{**common, "gantry_tilt": common["gantry_tilt"] if tilt is None else tilt},
+            image_type=frame_type,
             stack_id=code(content, "StackID") if content is not None else "",
             instance_number=integer(content, "InStackPositionNumber") if content is not None else f + 1,
             orientation=_tuple(numbers(orient, "ImageOrientationPatient", 6)) if orient is not None else None,

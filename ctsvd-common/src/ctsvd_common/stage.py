@@ -114,6 +114,9 @@ class Stage:
     summary: dict[str, Any] = field(default_factory=dict)
     usage_error: bool = False
     fatal: bool = False
+    # How logs and the report name an input file (relative path in, name out);
+    # the de-identifier names inputs as it names their outputs, without identity.
+    name_input: Callable[[Path], Any] | None = None
     _started: float = field(default_factory=time.perf_counter)
     _started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -123,24 +126,27 @@ class Stage:
     def rel(self, path: str | os.PathLike) -> str:
         """``path`` relative to the input (or output) folder, as messages and reports name it."""
         p = Path(path)
-        for base in (self.inputdir, self.outputdir):
-            try:
-                return str(p.relative_to(base))
-            except ValueError:
-                pass
-        return str(p)
+        try:
+            relative = p.relative_to(self.inputdir)
+            return str(self.name_input(relative) if self.name_input else relative)
+        except ValueError:
+            pass
+        try:
+            return str(p.relative_to(self.outputdir))
+        except ValueError:
+            return str(p)
 
-    def skip(self, path: str | os.PathLike, reason: str) -> None:
+    def skip(self, path: str | os.PathLike, reason: str, **facts: Any) -> None:
         """Note an input passed over on purpose; not an error."""
-        self.skipped.append({"file": self.rel(path), "reason": reason})
+        self.skipped.append({"file": self.rel(path), "reason": reason, **facts})
         self.log.warning("skipped %s: %s", self.rel(path), reason)
 
-    def fail(self, path: str | os.PathLike, reason: str, exc: BaseException | None = None) -> None:
+    def fail(self, path: str | os.PathLike, reason: str, exc: BaseException | None = None, **facts: Any) -> None:
         """Note an input that should have been processed but could not be.
 
         With ``exc``, the report keeps where in the code it was raised.
         """
-        entry: dict[str, Any] = {"file": self.rel(path), "reason": reason}
+        entry: dict[str, Any] = {"file": self.rel(path), "reason": reason, **facts}
         if exc is not None:
             entry["exception"] = type(exc).__name__
             entry["traceback"] = code_frames(exc)
@@ -148,7 +154,7 @@ class Stage:
         self.log.error("%s: %s", self.rel(path), reason)
 
     @contextlib.contextmanager
-    def guard(self, path: str | os.PathLike, what: str = "input") -> Iterator[None]:
+    def guard(self, path: str | os.PathLike, what: str = "input", **facts: Any) -> Iterator[None]:
         """Contain whatever goes wrong with one input (a file, a series) to that input.
 
         :class:`InputSkipped` and :class:`InputFailed` carry our own reasons;
@@ -158,14 +164,14 @@ class Stage:
         try:
             yield
         except InputSkipped as e:
-            self.skip(path, str(e))
+            self.skip(path, str(e), **facts)
         except InputFailed as e:
-            self.fail(path, str(e))
+            self.fail(path, str(e), **facts)
         except (StageError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
             self.fail(path, f"unexpected error while processing this {what} ({type(e).__name__}); "
-                            f"the report has where it happened", exc=e)
+                            f"the report has where it happened", exc=e, **facts)
 
     def output(self, path: str | os.PathLike, **facts: Any) -> None:
         self.outputs.append({"path": self.rel(path), **facts})
