@@ -16,6 +16,7 @@ The run has two passes over the files, both spread over the cores:
 
 from __future__ import annotations
 
+import os
 import statistics
 from argparse import Namespace
 from collections import defaultdict
@@ -113,14 +114,13 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     for e in run_skipped:
         e.pop("traceback", None)
         e.pop("exception", None)
-    plans = [plan_volume(stage, stack, options) for stack in kept]
+    plans = [plan_volume(stage, stack, options, headers) for stack in kept]
     try:
         read_pixels(stage, plans, pool)
         number = 0
         for plan in plans:
             with stage.guard(plan.stack.first.file, "series"):
-                number += publish(stage, plan, stage.outputdir / f"series-{number + 1:03d}", headers,
-                                  options, run_skipped)
+                number += publish(stage, plan, stage.outputdir / f"series-{number + 1:03d}", options, run_skipped)
     finally:
         for plan in plans:
             plan.discard()   # no-op for the published ones: their files have moved
@@ -150,12 +150,13 @@ def is_hu(image: Image) -> bool:
     return image.modality == "CT" or image.sop_class_uid in CT_SOP_CLASSES
 
 
-def plan_volume(stage: Stage, stack: Stack, options: Namespace) -> Plan:
+def plan_volume(stage: Stage, stack: Stack, options: Namespace, headers: dict) -> Plan:
     first = stack.first
     staged = atomic.StagedDir(stage.outputdir, "series")
     try:
         writer = atomic.NpyWriter(staged.path / contract.VOLUME, (len(stack.images), first.rows, first.cols))
         data_offset = np.load(writer.temp_path, mmap_mode="r").offset
+        write_headers(staged.path, stack.images, headers)
     except BaseException:
         staged.discard()
         raise
@@ -165,6 +166,19 @@ def plan_volume(stage: Stage, stack: Stack, options: Namespace) -> Plan:
     # units have only the display convention, so larger is made brighter.
     invert = stored_range(first) if not hu and first.photometric == "MONOCHROME1" else None
     return Plan(stack, staged, writer, data_offset, units, invert, [None] * len(stack.images))
+
+
+def header_name(index: int) -> str:
+    return f"{contract.HEADERS}/{index:04d}.dcm"
+
+
+def write_headers(folder: Path, images: list[Image], headers: dict) -> None:
+    """One pixel-less header per slot, written now: creating hundreds of small files right
+    after the volume's hundreds of megabytes would wait on the file system's journal."""
+    (folder / contract.HEADERS).mkdir()
+    for i, image in enumerate(images):
+        if not image.pixel_failure:
+            (folder / header_name(i)).write_bytes(headers[(image.file, image.frame)])
 
 
 def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
@@ -191,7 +205,7 @@ def stage_padding(stage: Stage) -> float:
     return float(stage.parameters.get("padding_hu", -1024.0))
 
 
-def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namespace, run_skipped: list) -> int:
+def publish(stage: Stage, plan: Plan, dest: Path, options: Namespace, run_skipped: list) -> int:
     """Finish one stack's folder and rename it to ``dest``; 1 if published, else 0."""
     stack = plan.stack
     failed, named = [], set()
@@ -216,14 +230,7 @@ def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namesp
     images = [stack.images[i] for i in good]
     positions = [stack.positions[i] for i in good]
     outcomes = [plan.outcomes[i] for i in good]
-
-    folder = plan.staged.path / contract.HEADERS
-    folder.mkdir()
-    names = []
-    for i, image in enumerate(images):
-        name = f"{contract.HEADERS}/{i:04d}.dcm"
-        (plan.staged.path / name).write_bytes(headers[(image.file, image.frame)])
-        names.append(name)
+    names = [header_name(i) for i in range(len(good))]
     duplicates = []
     for image, reason in stack.duplicates:
         if image.pixel_failure:    # broken and redundant: broken is what the user needs to hear
@@ -247,7 +254,14 @@ def publish(stage: Stage, plan: Plan, dest: Path, headers: dict, options: Namesp
 
 
 def compact(plan: Plan, good: list[int]) -> None:
-    """Take the slices that failed out of the volume (their place is recorded in the manifest)."""
+    """Take the slices that failed out of the volume and its headers (the manifest records their place)."""
+    folder = plan.staged.path
+    for slot in range(len(plan.stack.images)):
+        if slot not in good:
+            (folder / header_name(slot)).unlink(missing_ok=True)
+    for j, i in enumerate(good):   # j <= i: renaming in order never overwrites a header still needed
+        if i != j:
+            os.replace(folder / header_name(i), folder / header_name(j))
     old = plan.writer
     shape = (len(good), plan.stack.first.rows, plan.stack.first.cols)
     new = atomic.NpyWriter(old.dest.with_name(old.dest.name), shape)

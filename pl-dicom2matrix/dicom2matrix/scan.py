@@ -119,21 +119,35 @@ def scan_file(path: str, any_modality: bool = False) -> FileScan:
         return FileScan(fail=f"unexpected error while reading the header ({type(e).__name__})")
 
 
-@dataclass
-class Header:
-    """What one open of the file tells: the dataset up to its pixel data, and around it."""
+# Every attribute pass 1 reads: the lean reader keeps these and skips the rest.
+HEADER_KEYWORDS = {
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "FrameOfReferenceUID", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber", "ImageType",
+    "PatientIdentityRemoved", "BurnedInAnnotation", "SamplesPerPixel", "PhotometricInterpretation",
+    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "NumberOfFrames",
+    "PixelPaddingValue", "PixelPaddingRangeLimit", "WindowCenter", "WindowWidth", "GantryDetectorTilt",
+    "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness",
+    "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
+}
 
-    ds: Dataset
-    size: int                     # bytes in the file
-    offset: int                   # where the element after the header starts (the pixel data, if any)
-    after: bytes                  # the first 12 bytes there: the pixel data element's tag, VR and length
-    prefix: bytes | None          # the bytes before it, when they are a Part-10 file on their own
 
+def read_header(path: Path) -> dicomfiles.Header:
+    """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none.
 
-def read_header(path: Path) -> Header:
-    """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none."""
+    The lean reader of ``dicomfiles`` serves the common case (little-endian
+    Part 10, classic images); pydicom reads everything else in full.
+    """
     if path.name.upper() == "DICOMDIR":
         raise Skip("DICOMDIR: a media directory, not an image")
+    header = dicomfiles.read_header(path, HEADER_KEYWORDS)
+    if header is None:
+        header = _read_with_pydicom(path)
+    if code(header.ds.file_meta, "MediaStorageSOPClassUID") == dicomfiles.MEDIA_DIRECTORY:
+        raise Skip("DICOMDIR: a media directory, not an image")
+    return header
+
+
+def _read_with_pydicom(path: Path) -> dicomfiles.Header:
     with open(path, "rb") as fp:
         size = os.fstat(fp.fileno()).st_size
         head = fp.read(132)
@@ -156,9 +170,7 @@ def read_header(path: Path) -> Header:
         if part10 and syntax is not None and not syntax.is_deflated:
             fp.seek(0)
             prefix = fp.read(offset)
-    if code(ds.file_meta, "MediaStorageSOPClassUID") == dicomfiles.MEDIA_DIRECTORY:
-        raise Skip("DICOMDIR: a media directory, not an image")
-    return Header(ds, size, offset, after, prefix)
+    return dicomfiles.Header(ds, size, offset, after, prefix)
 
 
 def _scan(path: Path, any_modality: bool) -> FileScan:
@@ -172,7 +184,7 @@ def _scan(path: Path, any_modality: bool) -> FileScan:
         return FileScan(images=[placed], headers=[b""])
 
 
-def _placeholder(path: Path, header: Header, reason: str) -> Image | None:
+def _placeholder(path: Path, header: dicomfiles.Header, reason: str) -> Image | None:
     """A broken CT slice whose geometry is still readable, to take its place in its stack
     and fail there, so the manifest records the gap it leaves; None if even that is unreadable."""
     ds = header.ds
@@ -188,7 +200,7 @@ def _placeholder(path: Path, header: Header, reason: str) -> Image | None:
     return Image(frame=None, **common, **geometry, native=None, pixel_failure=reason)
 
 
-def _classify(path: Path, header: Header, any_modality: bool) -> FileScan:
+def _classify(path: Path, header: dicomfiles.Header, any_modality: bool) -> FileScan:
     ds = header.ds
     sop_class = code(ds, "SOPClassUID")
     if not code(ds, "SOPInstanceUID"):
@@ -244,7 +256,7 @@ def check_image_attributes(ds: Dataset) -> int:
     return frames
 
 
-def _is_pixel_data(header: Header) -> bool:
+def _is_pixel_data(header: dicomfiles.Header) -> bool:
     """Is the element where the reader stopped the Pixel Data (not Float Pixel Data, not the end)?"""
     if len(header.after) < 8:
         return False
@@ -307,14 +319,14 @@ def _bare_syntax(ds: Dataset) -> str:
     return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
 
 
-def _native_or_failure(header: Header, ts: str) -> tuple[NativePixels | None, str | None]:
+def _native_or_failure(header: dicomfiles.Header, ts: str) -> tuple[NativePixels | None, str | None]:
     try:
         return _native(header, ts), None
     except dicomfiles.BadDicom as e:
         return None, str(e)
 
 
-def _native(header: Header, ts: str) -> NativePixels | None:
+def _native(header: dicomfiles.Header, ts: str) -> NativePixels | None:
     """Where the stored values of an uncompressed frame lie; None when pydicom must decode.
 
     Native pixel data is checked for truncation here, from its length alone.
@@ -356,7 +368,7 @@ def _group(ds_items: list, name: str):
     return None
 
 
-def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan:
+def _scan_frames(header: dicomfiles.Header, frames: int, common: dict, ts: str) -> FileScan:
     """One image per frame of an Enhanced or legacy-converted multi-frame image."""
     ds = header.ds
     shared_seq = ds.get("SharedFunctionalGroupsSequence")

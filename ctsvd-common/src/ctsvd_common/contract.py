@@ -68,6 +68,18 @@ class ContractError(Exception):
 R = TypeVar("R", bound="_Record")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data. Unlike ``dataclasses.asdict`` it copies nothing it need not:
+    a manifest lists every slice, and asdict's deep copies cost more than the JSON itself."""
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass
 class _Record:
     """A versioned JSON document: ``to_json`` and ``from_json`` with checks."""
@@ -78,7 +90,7 @@ class _Record:
     NESTED: ClassVar[dict[str, type]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        body = dataclasses.asdict(self)
+        body = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return {"format": self.FORMAT, "version": self.VERSION, **body} if self.FORMAT else body
 
     @classmethod
