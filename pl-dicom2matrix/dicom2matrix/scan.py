@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
 from ctsvd_common import dicomfiles
-from dicom2matrix.values import BadValue, code, integer, number, numbers, text, words
+from ctsvd_common.dicomvalues import BadValue, code, integer, number, numbers, text, words
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 CT_SOP_CLASSES = {CT_IMAGE_STORAGE, "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
@@ -237,23 +237,14 @@ def _classify(path: Path, header: dicomfiles.Header, any_modality: bool) -> File
 
 def check_image_attributes(ds: Dataset) -> int:
     """Check the Image Pixel attributes a volume needs; return the number of frames."""
-    for keyword in ("Rows", "Columns"):
-        if (integer(ds, keyword) or 0) < 1:
-            raise BadValue(f"{keyword} is missing or not a positive integer")
-    allocated = integer(ds, "BitsAllocated")
-    if allocated == 1:
+    if integer(ds, "BitsAllocated") == 1:
         raise Skip("a 1-bit image (a mask or an overlay), not a slice")
-    if allocated not in (8, 16, 32):
-        raise BadValue("BitsAllocated is missing or not 8, 16 or 32")
-    stored = integer(ds, "BitsStored", allocated)
-    if not 1 <= stored <= allocated:
-        raise BadValue("BitsStored is not between 1 and BitsAllocated")
-    if integer(ds, "PixelRepresentation", 0) not in (0, 1):
-        raise BadValue("PixelRepresentation is not 0 or 1")
-    frames = integer(ds, "NumberOfFrames", 1)
-    if frames < 1:
-        raise BadValue("NumberOfFrames is not a positive integer")
-    return frames
+    bad = dicomfiles.invalid_image_attribute(ds)
+    if bad:
+        raise BadValue(bad)
+    if integer(ds, "BitsAllocated") not in (8, 16, 32):
+        raise BadValue("BitsAllocated is not 8, 16 or 32: not supported for a volume")
+    return integer(ds, "NumberOfFrames", 1)
 
 
 def _is_pixel_data(header: dicomfiles.Header) -> bool:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import mmap
 import struct
 import warnings
 import zlib
-from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +33,9 @@ import pydicom
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+from ctsvd_common import dicomvalues
+from ctsvd_common.dicomvalues import BadValue
 
 _PREAMBLE = 128
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -145,10 +146,6 @@ def _looks_like_raw_dataset(ds: Dataset) -> bool:
 
 # -- the image attributes and the pixel data ----------------------------------
 
-class _Invalid(Exception):
-    """An image attribute is unusable; the message names it by keyword."""
-
-
 def invalid_image_attribute(ds: Dataset) -> str | None:
     """Why the image-pixel attributes of ``ds`` cannot describe an image, or None.
 
@@ -158,70 +155,39 @@ def invalid_image_attribute(ds: Dataset) -> str | None:
     try:
         for keyword in ("Rows", "Columns"):
             _at_least(ds, keyword, 1, required=True)
-        bits = _bits_allocated(ds)
+        bits = _at_least(ds, "BitsAllocated", 1, required=True)
+        if bits != 1 and (bits % 8 or bits > 64):
+            raise BadValue("BitsAllocated is not 1 or a multiple of 8")
         stored = _at_least(ds, "BitsStored", 1)
         if stored is not None and stored > bits:
-            raise _Invalid("BitsStored is larger than BitsAllocated")
+            raise BadValue("BitsStored is larger than BitsAllocated")
         high = _at_least(ds, "HighBit", 0)
         if high is not None and not (stored or 1) - 1 <= high < bits:
-            raise _Invalid("HighBit does not fit BitsStored and BitsAllocated")
+            raise BadValue("HighBit does not fit BitsStored and BitsAllocated")
         pixel_representation = _at_least(ds, "PixelRepresentation", 0)
         if pixel_representation is not None and pixel_representation > 1:
-            raise _Invalid("PixelRepresentation is neither 0 nor 1")
+            raise BadValue("PixelRepresentation is neither 0 nor 1")
         _at_least(ds, "SamplesPerPixel", 1)
         _at_least(ds, "NumberOfFrames", 1)
-        _number(ds, "RescaleIntercept")
-        if _number(ds, "RescaleSlope") == 0:
-            raise _Invalid("RescaleSlope is zero")
-    except _Invalid as e:
+        dicomvalues.number(ds, "RescaleIntercept")
+        if dicomvalues.number(ds, "RescaleSlope") == 0:
+            raise BadValue("RescaleSlope is zero")
+    except BadValue as e:
         return str(e)
     return None
 
 
-def _value(ds: Dataset, keyword: str, required: bool) -> object:
-    """The attribute's value; None when it is absent (and optional) or empty."""
-    if keyword not in ds:
-        if required:
-            raise _Invalid(f"{keyword} is missing")
-        return None
-    try:
-        value = ds[keyword].value
-    except Exception:   # a value pydicom cannot convert
-        raise _Invalid(f"{keyword} cannot be read") from None
-    if value is None or value == "":
-        if required:
-            raise _Invalid(f"{keyword} is empty")
-        return None
-    return value
-
-
 def _at_least(ds: Dataset, keyword: str, low: int, required: bool = False) -> int | None:
-    value = _value(ds, keyword, required)
+    if required and keyword not in ds:
+        raise BadValue(f"{keyword} is missing")
+    value = dicomvalues.integer(ds, keyword)
     if value is None:
+        if required:
+            raise BadValue(f"{keyword} is empty")
         return None
-    # bool is an int to Python; a string or a list of values is no integer here.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Invalid(f"{keyword} is not a valid integer")
     if value < low:
-        raise _Invalid(f"{keyword} is {'negative' if low == 0 else 'not a positive integer'}")
-    return int(value)
-
-
-def _bits_allocated(ds: Dataset) -> int:
-    bits = _at_least(ds, "BitsAllocated", 1, required=True)
-    assert bits is not None
-    if bits != 1 and (bits % 8 or bits > 64):
-        raise _Invalid("BitsAllocated is not 1 or a multiple of 8")
-    return bits
-
-
-def _number(ds: Dataset, keyword: str) -> float | None:
-    value = _value(ds, keyword, required=False)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or not math.isfinite(value):
-        raise _Invalid(f"{keyword} is not a valid number")
-    return float(value)
+        raise BadValue(f"{keyword} is {'negative' if low == 0 else 'not a positive integer'}")
+    return value
 
 
 def expected_pixel_bytes(ds: Dataset) -> int:
@@ -268,10 +234,6 @@ def _encapsulated(ds: Dataset) -> bool:
 
 # -- a lean header reader ------------------------------------------------------
 
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-
-
 class Header:
     """What one walk over a file's header found: the wanted attributes, and where the pixels start.
 
@@ -293,8 +255,8 @@ def read_header(path: Path, keywords: Iterator[str] | set[str]) -> Header | None
     thirty attributes of each. Every element on the way is checked as
     :func:`check_complete` checks it (a cut header raises :class:`BadDicom`).
     Returns None where this reader does not apply and pydicom must read the
-    file: not Part 10, deflated or big endian, or a multi-frame object whose
-    functional groups need pydicom's sequences.
+    file: not Part 10, deflated, big endian or an unknown transfer syntax, or
+    a multi-frame object whose functional groups need pydicom's sequences.
     """
     wanted = {tag for k in keywords if (tag := pydicom.datadict.tag_for_keyword(k)) is not None}
     with _mapped(Path(path)) as buf:
@@ -303,15 +265,16 @@ def read_header(path: Path, keywords: Iterator[str] | set[str]) -> Header | None
         walk = _Walk(buf, little=True)
         meta, start = walk.collect(_PREAMBLE + 4, wanted | {0x00020010, 0x00020002}, implicit=False,
                                    group2_only=True)
-        syntax = _text(meta.get(0x00020010))
-        if syntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        syntax = pydicom.uid.UID(_text(meta.get(0x00020010)))
+        # Native little endian, and every compressed syntax (its data set is explicit VR little endian).
+        if not syntax.is_transfer_syntax or syntax.is_deflated or not syntax.is_little_endian:
             return None
-        found, offset = walk.collect(start, wanted | _FUNCTIONAL_GROUPS, implicit=syntax == _IMPLICIT_LE)
+        found, offset = walk.collect(start, wanted | _FUNCTIONAL_GROUPS, implicit=syntax.is_implicit_VR)
         if _FUNCTIONAL_GROUPS & found.keys():
             return None
         ds = Dataset(found)
         ds.file_meta = pydicom.dataset.FileMetaDataset(meta)
-        ds.set_original_encoding(syntax == _IMPLICIT_LE, True, ds._character_set)
+        ds.set_original_encoding(syntax.is_implicit_VR, True, ds._character_set)
         return Header(ds, len(buf), offset, bytes(buf[offset:offset + 12]), bytes(buf[:offset]))
 
 

@@ -7,7 +7,7 @@ by keyword and never quotes the value, which may be PHI.
 
 Numbers and code strings are read from the element's raw bytes while pydicom
 still holds them raw: its own conversion (with validation) costs more than
-parsing the whole header, and the converter reads some thirty values from
+parsing the whole header, and a converter reads some thirty values from
 every file.
 """
 
@@ -86,7 +86,7 @@ def numbers(ds: Dataset, keyword: str, count: int | None = None) -> list[float] 
     except (TypeError, ValueError):
         raise BadValue(f"{keyword} is not a valid number") from None
     if not all(math.isfinite(v) for v in out):
-        raise BadValue(f"{keyword} is not a finite number")
+        raise BadValue(f"{keyword} is not a valid number")   # NaN and infinity are no DS
     if count is not None and len(out) != count:
         raise BadValue(f"{keyword} should hold {count} numbers, it holds {len(out)}")
     return out
