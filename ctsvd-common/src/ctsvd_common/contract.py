@@ -16,6 +16,12 @@ pl-ssvd-denoise adds the factorisation A ≈ U·diag(s)·Vt of the matrix A
     <series>/U.npy  (slices, k)   <series>/s.npy  (k,)   <series>/Vt.npy  (k, pixels)
     <series>/svd.json             parameters, Spark set-up, timings, error
 
+and, with its local mode, a volume denoised by SVDs of small patches across
+neighbouring slices::
+
+    <series>/local.npy            float32 (slices, rows, cols), HU, like volume.npy
+    <series>/local.json           method, parameters, noise estimate, Spark set-up, timings
+
 pl-svd-render writes ``render.json`` beside its denoised volume.
 
 The three JSON documents are written and read only through the typed records
@@ -45,6 +51,8 @@ SVD_U = "U.npy"
 SVD_S = "s.npy"
 SVD_VT = "Vt.npy"
 SVD_JSON = "svd.json"
+LOCAL = "local.npy"
+LOCAL_JSON = "local.json"
 RENDER_JSON = "render.json"
 
 PASSED_FORWARD = (VOLUME, MANIFEST, HEADERS)
@@ -256,6 +264,24 @@ class SvdRecord(_Record):
 
 
 @dataclass
+class LocalRecord(_Record):
+    """``local.json``: how ``local.npy`` was denoised, patch by patch."""
+
+    FORMAT: ClassVar[str] = "ctsvd-local"
+    VERSION: ClassVar[int] = 1
+
+    plugin: str
+    method: str                      # e.g. "local SVD, patches × neighbouring slices, two passes"
+    parameters: dict                 # patch, slab, stride, thresholds...: everything that shaped the result
+    automatic: bool                  # True when no strength was given by the user
+    noise_hu: dict                   # the local noise estimate: {"median", "p10", "p90"} in HU
+    tiles: int
+    spark: dict
+    timings: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RenderRecord(_Record):
     """``render.json``: how a denoised volume was made from its parent's output."""
 
@@ -310,9 +336,18 @@ def write_render(series_dir: Path, record: RenderRecord) -> None:
     record.write(Path(series_dir) / RENDER_JSON)
 
 
-def open_volume(series_dir: Path, manifest: Manifest | None = None) -> np.ndarray:
-    """Memory-map the series volume and check it against its manifest."""
-    path = Path(series_dir) / VOLUME
+def read_local(series_dir: Path) -> LocalRecord:
+    return LocalRecord.read(Path(series_dir) / LOCAL_JSON)
+
+
+def write_local(series_dir: Path, record: LocalRecord) -> None:
+    record.write(Path(series_dir) / LOCAL_JSON)
+
+
+def open_volume(series_dir: Path, manifest: Manifest | None = None, name: str = VOLUME) -> np.ndarray:
+    """Memory-map the series volume (or another of its float32 volumes, such as ``local.npy``)
+    and check it against its manifest."""
+    path = Path(series_dir) / name
     try:
         volume = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
