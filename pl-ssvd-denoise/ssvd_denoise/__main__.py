@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +14,26 @@ from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
-from ssvd_denoise import __version__, session
+from ssvd_denoise import __version__, localspark, localsvd, session
 from ssvd_denoise.blocks import SparkBlocks, auto_partitions
 from ssvd_denoise.halko import stochastic_svd
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
+MODES = ("both", "global", "local")
+
 parser = ArgumentParser(
-    description="Factor each CT series (slices × pixels) as U·diag(s)·Vt with a randomized "
-    "(Halko) SVD distributed over pixels on Apache Spark, the knobs of Mahout's dssvd(k, p, q). "
-    "Input: the series folders of pl-dicom2matrix. Output: the same folders with U.npy, s.npy, "
-    "Vt.npy (the eigen-images) and svd.json added.",
+    description="Denoise each CT series with SVDs on Apache Spark. Global: factor the series (slices × "
+    "pixels) as U·diag(s)·Vt with a randomized (Halko) SVD distributed over pixels, the knobs of Mahout's "
+    "dssvd(k, p, q); render rebuilds it at a rank (the paper's method). Local: denoise small patches "
+    "across neighbouring slices by SVD, each with its own noise estimate, spread over Spark by slabs "
+    "(the recommended output). Input: the series folders of pl-dicom2matrix. Output: the same folders "
+    "with U.npy, s.npy, Vt.npy and svd.json (global) and local.npy and local.json (local) added.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
+parser.add_argument("--mode", type=str, default="both",
+                    help="both, global (the truncated SVD of the whole series) or local (SVDs of patches "
+                    "across neighbouring slices)")
 parser.add_argument("--k", type=int, default=50, help="number of singular components (eigen-images) to compute; clipped to the number of slices")
 parser.add_argument("--oversample", type=int, default=15, help="extra random sample vectors p (the sample has k + p columns)")
 parser.add_argument("--power-iters", dest="power_iters", type=int, default=2, help="power (subspace) iterations q; each is one pass over the data")
@@ -98,6 +106,8 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
 
 def check_options(options: Namespace) -> dict[str, str]:
     """Refuse every unusable flag value before any work; return the extra Spark settings."""
+    if options.mode not in MODES:
+        raise UsageError(f"--mode: expected one of {', '.join(MODES)}, got {options.mode!r}")
     if options.k < 1:
         raise UsageError(f"--k: expected a whole number of 1 or more, got {options.k}")
     for flag, value in (("--oversample", options.oversample), ("--power-iters", options.power_iters),
@@ -161,6 +171,25 @@ def local_reason(e: Exception, series_dir: Path) -> str:
     return str(e).replace(f"{series_dir}{os.sep}", "")
 
 
+def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: Path, shared: bool) -> None:
+    """local.npy and local.json: the series denoised patch by patch across neighbouring slices."""
+    label = stage.rel(item.source)
+    t0 = time.perf_counter()
+    with stage.timed(f"{label}: local SVD denoising"):
+        with atomic.NpyWriter(staging / contract.LOCAL, item.shape) as out:
+            noise, tiles = localspark.denoise(sc, volume_path, out, shared)
+    seconds = round(time.perf_counter() - t0, 3)
+    contract.write_local(staging, contract.LocalRecord(
+        plugin=f"pl-ssvd-denoise {__version__}",
+        method="local SVD: patches × neighbouring slices, Marchenko-Pastur noise per patch, "
+               "Gavish-Donoho shrinkage, an ensemble of three patch geometries",
+        parameters=localsvd.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
+        spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
+        timings={"seconds": seconds}))
+    stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise estimate %.1f HU (median; 10-90%%: %.1f-%.1f)",
+                   label, seconds, tiles, noise["median"], noise["p10"], noise["p90"])
+
+
 def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None:
     series_dir = item.source
     out_dir = stage.outputdir / series_dir.relative_to(stage.inputdir)
@@ -179,6 +208,11 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         stage.log.info("%s: %d slices of %d×%d (%.0f MB), k=%d p=%d q=%d, %d blocks, %s data access",
                        label, m, rows, cols, m * n * 4 / 1e6, options.k, options.oversample,
                        options.power_iters, blocks.partitions, "shared" if shared else "streamed")
+        if options.mode in ("both", "local"):
+            denoise_locally(stage, sc, item, volume_path, staging, shared)
+        if options.mode == "local":
+            stage.output(out_dir, local=True)
+            return
         writer: list = []  # the Vt file, created once the SVD knows k
 
         def vt_out(k: int):
