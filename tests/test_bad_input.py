@@ -74,7 +74,7 @@ def test_a_failing_node_stops_its_descendants_only(tmp_path):
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 1
     record = json.loads((tmp_path / "out" / "pipeline-run.json").read_text())
-    assert [n["status"] for n in record["nodes"]] == ["failed"] + ["skipped"] * 5
+    assert [n["status"] for n in record["nodes"]] == ["failed"] + ["skipped"] * 6
     assert "anonymize: FAILED (exit 1)" in proc.stdout
 
 

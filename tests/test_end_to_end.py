@@ -26,7 +26,7 @@ def pipeline_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     doc = yaml.safe_load((ROOT / "workflows" / "ct-denoise.yml").read_text())
     doc["plugin_tree"].append({"title": "render-full", "plugin": "pl-svd-render v0.1.0", "previous": "ssvd",
-                               "plugin_parameter_defaults": {"rank": str(SLICES), "windows": "lung"}})
+                               "plugin_parameter_defaults": {"use": "global", "rank": str(SLICES), "windows": "lung"}})
     pipeline = work / "pipeline.yml"
     pipeline.write_text(yaml.safe_dump(doc, sort_keys=False))
     out = work / "out"
@@ -41,11 +41,11 @@ def test_every_node_ran_and_the_reports_are_named(pipeline_run):
     proc, out, _ = pipeline_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((out / "pipeline-run.json").read_text())
-    assert [n["status"] for n in record["nodes"]] == ["ok"] * 7
+    assert [n["status"] for n in record["nodes"]] == ["ok"] * 8
     assert [n["title"] for n in record["nodes"]][:3] == ["anonymize", "volume", "ssvd"]
     assert all(n["counts"]["failed"] == 0 and n["counts"]["outputs"] >= 1 for n in record["nodes"])
     assert "node" in proc.stdout and "skipped" in proc.stdout   # the summary table
-    for title in ("render-auto", "render-rank-10", "render-remove-50pct", "render-full"):
+    for title in ("render-local", "render-auto", "render-rank-10", "render-remove-50pct", "render-full"):
         assert f"report ({title}): {out / title / 'index.html'}" in proc.stdout
         assert (out / title / "series-001" / "index.html").exists()
     # Each node read its parent's output, as ChRIS would give it.
@@ -98,7 +98,7 @@ def test_full_rank_rebuild_equals_the_input(pipeline_run):
 def test_pngs_open_at_the_series_size(pipeline_run):
     _, out, _ = pipeline_run
     pngs = sorted((out / "render-auto" / "series-001" / "png").rglob("*.png"))
-    assert len(pngs) == 2 * 2 * SLICES  # two windows, original and denoised
+    assert len(pngs) == 2 * 3 * SLICES  # two windows: original, the published global, and local beside it
     for png in pngs[:: SLICES // 2]:
         with Image.open(png) as img:
             img.load()
@@ -112,3 +112,23 @@ def test_derived_dicom_is_de_identified_and_opens(pipeline_run):
     ds = pydicom.dcmread(files[0])
     assert ds.PatientIdentityRemoved == "YES" and ds.PatientName != truth.identity.patient_name
     assert ds.pixel_array.shape == (SIZE, SIZE)
+
+
+def test_the_recommended_local_output_beats_the_noisy_input_and_the_global_cut(pipeline_run):
+    _, out, truth = pipeline_run
+    local = out / "render-local" / "series-001"
+    record = contract.read_render(local)
+    assert record.denoiser == "local" and record.automatic
+    clean = truth.clean_hu.astype(np.float64)
+    error = lambda v: float(np.sqrt(np.mean((np.asarray(v, np.float64) - clean) ** 2)))
+    denoised = np.load(local / "denoised.npy")
+    global_auto = np.load(out / "render-auto" / "series-001" / "denoised.npy")
+    # This demo squeezes the whole chest into 48 slices of 128², with correlated noise: little
+    # redundancy for any denoiser. Measured: noisy 18.1 HU, local 15.7, global auto 18.6, and every
+    # Gaussian worse than the input (21-54). Local must stay the one that improves it.
+    assert error(denoised) < 0.9 * error(truth.hu)
+    assert error(denoised) < error(global_auto)
+    from scipy.ndimage import gaussian_filter
+    assert error(denoised) < min(error(gaussian_filter(truth.hu, s)) for s in (0.5, 0.7, 1.0))
+    files = sorted((local / "dicom").glob("*.dcm"))
+    assert len(files) == SLICES and "local" in pydicom.dcmread(files[0]).SeriesDescription

@@ -163,6 +163,31 @@ def denoise_patches(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return estimate, weight, sigma
 
 
+def add_row(sums: np.ndarray, weights: np.ndarray, patches: np.ndarray, weight: np.ndarray,
+            xs: list[int], stride: int) -> None:
+    """Add a row of overlapping patches (n, depth, p, p) at columns ``xs`` into ``sums`` (depth, p, cols).
+
+    The patches sit ``stride`` apart, which divides p, except perhaps the last
+    (flush with the edge); the regular ones are added as p / stride strided
+    blocks instead of one by one.
+    """
+    n, p = len(xs), patches.shape[-1]
+    regular = n if xs[-1] == (n - 1) * stride else n - 1
+    if p % stride or regular < 1:
+        regular = 0
+    for j in range(p // stride if regular else 0):
+        cols = slice(j * stride, j * stride + regular * stride)
+        block = patches[:regular, :, :, j * stride:(j + 1) * stride]          # (regular, depth, p, stride)
+        target, wtarget = sums[:, :, cols], weights[:, :, cols]
+        # Setting .shape never copies (it raises instead): the adds must land in sums itself.
+        target.shape = wtarget.shape = (*sums.shape[:2], regular, stride)
+        target += block.transpose(1, 2, 0, 3)
+        wtarget += weight[:regular][None, None, :, None]
+    for i in range(regular, n):
+        sums[:, :, xs[i]:xs[i] + p] += patches[i]
+        weights[:, :, xs[i]:xs[i] + p] += weight[i]
+
+
 def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
                  geometries: tuple[Geometry, ...] = GEOMETRIES) -> tuple[np.ndarray, np.ndarray]:
     """Denoise one tile: its output slices (float32) and the noise (HU) of its patches.
@@ -187,9 +212,8 @@ def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
                 estimate, weight, sigma = denoise_patches(X)
                 if gi == 0 and tile.own_first <= z < tile.own_stop:
                     noise.append(sigma)   # each patch counted once, by the tile of its first slice
-                for i, x in enumerate(xs):
-                    sums[zz, y:y + p, x:x + p] += weight[i] * estimate[i].T.reshape(depth, p, p)
-                    weights[zz, y:y + p, x:x + p] += weight[i]
+                patches = (estimate * weight[:, None, None]).transpose(0, 2, 1).reshape(len(xs), depth, p, p)
+                add_row(sums[zz, y:y + p], weights[zz, y:y + p], patches, weight, xs, g.stride)
         own = slice(tile.own_first - tile.first, tile.own_stop - tile.first)
         out += sums[own] / weights[own]
     out /= len(geometries)

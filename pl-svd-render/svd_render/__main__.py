@@ -1,4 +1,4 @@
-"""pl-svd-render: rebuild denoised CT slices from an SVD, with pictures, a report and DICOM."""
+"""pl-svd-render: publish a denoised CT series (global SVD or local SVD), with pictures, a report and DICOM."""
 
 import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
@@ -11,21 +11,25 @@ from svd_render import __version__
 from svd_render.render import render_all
 
 parser = ArgumentParser(
-    description="Rebuild each series from its leading SVD components (slice i = (U[i,:r]·s[:r]) @ Vt[:r]) "
-    "and write the denoised volume, windowed PNGs of every slice (original and denoised), montages, "
-    "a scree plot, an index.html and a derived DICOM series. Input: the output of pl-ssvd-denoise.",
+    description="Publish one denoised result per series: the global SVD rebuilt at a rank "
+    "(slice i = (U[i,:r]·s[:r]) @ Vt[:r]), or the locally denoised local.npy. Writes the denoised volume, "
+    "windowed PNGs of every slice, montages comparing original, global and local, a scree plot, an "
+    "index.html and a derived DICOM series. Input: the output of pl-ssvd-denoise.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
+parser.add_argument("--use", type=str, default="auto",
+                    help="the result to publish: local (local.npy, denoised by SVDs of small patches), global "
+                    "(the truncated SVD of the whole series, at --rank), or auto (local when the series has it)")
 parser.add_argument("--rank", type=str, default="auto",
-                    help="components to keep: a whole number of 1 or more (clipped to k, with a warning), "
-                    "or 'auto' (Gavish-Donoho optimal hard threshold)")
+                    help="global: components to keep, a whole number of 1 or more (clipped to k, with a warning), "
+                    "or 'auto' (Gavish-Donoho optimal hard threshold); with local published, the global comparison's")
 parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0,
                     help="instead of --rank: remove the last x %% of the k components, 0 <= x < 100 (0 = not used)")
 parser.add_argument("--windows", type=str, default="mediastinum,lung",
                     help="display windows for the PNGs: presets lung, mediastinum, bone, header (the scanner's), "
                     "or NAME:CENTER:WIDTH in HU, comma-separated")
 parser.add_argument("--montage-slices", dest="montage_slices", type=int, default=4,
-                    help="slices shown in each original-versus-denoised montage (1 or more)")
+                    help="slices shown in each montage of original, denoised results and differences (1 or more)")
 parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",
                     help="do not write the derived DICOM series")
 add_policy_flags(parser)
@@ -33,7 +37,7 @@ add_policy_flags(parser)
 
 @chris_plugin(
     parser=parser,
-    title="Denoised CT from SVD components",
+    title="Denoised CT from global or local SVD",
     category="Imaging",
     min_memory_limit="2Gi",
     min_cpu_limit="1000m",

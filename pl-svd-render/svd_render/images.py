@@ -13,6 +13,9 @@ from PIL import Image, ImageDraw
 from ctsvd_common import atomic
 
 DIFFERENCE_WINDOW_HU = 200.0  # original − denoised shown over ±100 HU
+# Montage layout, in pixels: tiles between MIN_TILE and MAX_TILE on their long side,
+# a column of row labels, two lines of column headings, and the gap between tiles.
+MIN_TILE, MAX_TILE, LABEL_W, HEADER, PAD = 160, 256, 70, 30, 4
 # The presets pl-dicom2matrix puts in every manifest, and "header" (the scanner's
 # own window), which only series whose headers carry one have.
 PRESETS = ("lung", "mediastinum", "bone", "header")
@@ -88,24 +91,41 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(tmp, format="PNG", compress_level=3)
 
 
-def montage(rows: list[tuple[str, np.ndarray, np.ndarray]], window: Window, max_side: int = 256) -> Image.Image:
-    """A grid: one row per slice, columns original | denoised | difference, with labels."""
+def tile_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A montage tile's (height, width): large slices shrunk to MAX_TILE, small ones enlarged to MIN_TILE
+    so that column headings fit."""
+    side = max(shape)
+    scale = min(MAX_TILE, max(MIN_TILE, side)) / side
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def montage(original: np.ndarray, results: list[tuple[str, str, np.ndarray]], picks: list[int],
+            window: Window) -> Image.Image:
+    """A grid, one row per picked slice: original | each result | original − each result, with headings.
+
+    ``results``: (name, heading, volume). Differences are windowed over ±DIFFERENCE_WINDOW_HU / 2
+    around 0 HU, so mid-grey is no change whatever the display window.
+    """
     diff_window = Window("difference", 0.0, DIFFERENCE_WINDOW_HU)
-    first = rows[0][1]
-    scale = min(1.0, max_side / max(first.shape))
-    tile_h, tile_w = max(1, round(first.shape[0] * scale)), max(1, round(first.shape[1] * scale))
-    header, label_w, pad = 18, 70, 4
-    canvas = Image.new("L", (label_w + 3 * (tile_w + pad), header + len(rows) * (tile_h + pad)), 0)
+    note = f"+/-{DIFFERENCE_WINDOW_HU / 2:g} HU, grey = 0"
+    # (heading, note, slice index → 8-bit tile)
+    columns = [("original", "", lambda i: window.to_uint8(original[i]))]
+    columns += [(heading, "", lambda i, v=volume: window.to_uint8(v[i])) for _, heading, volume in results]
+    columns += [(f"original - {name}", note, lambda i, v=volume: diff_window.to_uint8(original[i] - v[i]))
+                for name, _, volume in results]
+    tile_h, tile_w = tile_size(original.shape[1:])
+    canvas = Image.new("L", (LABEL_W + len(columns) * (tile_w + PAD), HEADER + len(picks) * (tile_h + PAD)), 0)
     draw = ImageDraw.Draw(canvas)
-    for c, title in enumerate(("original", "denoised", "original - denoised")):
-        draw.text((label_w + c * (tile_w + pad) + 2, 3), title, fill=255)
-    for r, (label, original, denoised) in enumerate(rows):
-        y = header + r * (tile_h + pad)
-        draw.text((2, y + tile_h // 2 - 5), label, fill=255)
-        tiles = (window.to_uint8(original), window.to_uint8(denoised), diff_window.to_uint8(original - denoised))
-        for c, tile in enumerate(tiles):
-            img = Image.fromarray(tile).resize((tile_w, tile_h), Image.Resampling.LANCZOS)
-            canvas.paste(img, (label_w + c * (tile_w + pad), y))
+    for c, (title, subtitle, _) in enumerate(columns):
+        x = LABEL_W + c * (tile_w + PAD) + 2
+        draw.text((x, 3), title, fill=255)
+        draw.text((x, 16), subtitle, fill=160)
+    for r, i in enumerate(picks):
+        y = HEADER + r * (tile_h + PAD)
+        draw.text((2, y + tile_h // 2 - 5), f"slice {i + 1}", fill=255)
+        for c, (_, _, tile) in enumerate(columns):
+            img = Image.fromarray(tile(i)).resize((tile_w, tile_h), Image.Resampling.LANCZOS)
+            canvas.paste(img, (LABEL_W + c * (tile_w + PAD), y))
     return canvas
 
 

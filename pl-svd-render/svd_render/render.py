@@ -1,10 +1,19 @@
-"""One render run: for each series, rebuild, picture, report and write DICOM."""
+"""One render run: for each series, publish one denoised result, picture it against the other, report, write DICOM.
+
+A series folder may hold the global SVD factors (pl-ssvd-denoise's global
+mode), the locally denoised ``local.npy`` (its local mode), or both. ``--use``
+says which one this node publishes as ``denoised.npy``, the derived DICOM
+series and ``render.json``; the pictures and the report show both, so the
+difference is there to see.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from argparse import Namespace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +27,50 @@ from svd_render.rebuild import load_factors, rebuild
 DENOISED = "denoised.npy"
 DICOM_DIR = "dicom"
 PNG_DIR = "png"
+USES = ("auto", "global", "local")
+# What marks a series as holding each denoiser's output, and what to say when it does not.
+PRESENT = {"global": contract.SVD_JSON, "local": contract.LOCAL}
+ABSENT = {"global": f"--use global: this series has no SVD factors ({contract.SVD_JSON}); "
+                    "pl-ssvd-denoise writes them in its global mode",
+          "local": f"--use local: this series has no {contract.LOCAL}; pl-ssvd-denoise writes it in its local mode"}
+
+
+@dataclass
+class Result:
+    """One denoiser's output for a series, and what to say about it."""
+
+    denoiser: str                    # "global" or "local"
+    volume: np.ndarray               # float32 (slices, rows, cols), HU
+    heading: str                     # names it in the montage and the slice viewer
+    summary: str                     # one line for the log
+    method: str
+    automatic: bool
+    parameters: dict
+    description: str                 # the derived series' SeriesDescription, before the source's
+    derivation: str                  # its DerivationDescription
+    facts: list[tuple[str, str]]
+    record: dict = field(default_factory=dict)    # RenderRecord fields only this denoiser has
+    warnings: list[str] = field(default_factory=list)
+    scree: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.heading}{' (automatic)' if self.automatic else ''}"
 
 
 def render_all(stage: Stage, options: Namespace) -> None:
-    wanted_rank, windows = check_options(options)
+    use, wanted_rank, windows = check_options(options)
     dicomfiles.quiet_pydicom()
-    series = [d for d in contract.find_series(stage.inputdir) if (d / contract.SVD_JSON).exists()]
+    series = [d for d in contract.find_series(stage.inputdir) if any((d / f).exists() for f in PRESENT.values())]
     if not series:
-        raise StageError(f"no decomposed series found in {stage.inputdir}: expected folders with "
-                         f"{contract.MANIFEST} and {contract.SVD_JSON} written by pl-ssvd-denoise")
+        raise StageError(f"no denoised or decomposed series found in {stage.inputdir}: expected folders with "
+                         f"{contract.MANIFEST} and {contract.SVD_JSON} or {contract.LOCAL} written by pl-ssvd-denoise")
     entries = []
     for i, series_dir in enumerate(series, 1):
         rel = series_dir.relative_to(stage.inputdir)
         with stage.timed(f"series {i}/{len(series)}: {rel}"), stage.guard(series_dir, "series"):
             try:
-                facts = render_series(stage, series_dir, stage.outputdir / rel, options, wanted_rank, windows)
+                facts = render_series(stage, series_dir, stage.outputdir / rel, options, use, wanted_rank, windows)
             except contract.ContractError as e:
                 raise InputFailed(local_reason(e, series_dir)) from None
             entries.append({"name": str(rel), "href": f"{rel}/index.html", "facts": facts})
@@ -41,12 +79,15 @@ def render_all(stage: Stage, options: Namespace) -> None:
     stage.summary["series"] = len(entries)
 
 
-def check_options(options: Namespace) -> tuple[int | None, list]:
-    """Refuse every unusable flag value before any work; return the rank asked for and the windows."""
+def check_options(options: Namespace) -> tuple[str, int | None, list]:
+    """Refuse every unusable flag value before any work; return the denoiser, the rank asked for and the windows."""
+    use = options.use.strip().lower()
+    if use not in USES:
+        raise UsageError(f"--use: expected one of {', '.join(USES)}, got {options.use!r}")
     if options.montage_slices < 1:
         raise UsageError(f"--montage-slices: expected a whole number of 1 or more, got {options.montage_slices}")
     try:
-        return rank.parse_rank(options.rank, options.percent_removed), images.parse_windows(options.windows)
+        return use, rank.parse_rank(options.rank, options.percent_removed), images.parse_windows(options.windows)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -56,67 +97,137 @@ def local_reason(e: Exception, series_dir: Path) -> str:
     return str(e).replace(f"{series_dir}{os.sep}", "")
 
 
-def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namespace,
+def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: int | None,
+                  percent_removed: float) -> Result:
+    """The truncated SVD of the whole series, at the rank the flags choose."""
+    factors = load_factors(series_dir, shape)
+    svd = factors.record
+    choice = rank.choose(wanted_rank, percent_removed, factors.s, shape[0], shape[1] * shape[2], svd.frobenius_norm)
+    noise = choice.noise
+    setup = f"k = {factors.k}, oversampling {svd.oversample}, {svd.power_iters} power iterations, seed {svd.seed}"
+    return Result(
+        "global", rebuild(factors, choice.rank, shape), f"global r{choice.rank}/{factors.k}",
+        summary=f"global SVD, {choice.describe()} of k = {factors.k}, noise {noise.describe()}",
+        method=choice.method, automatic=choice.automatic,
+        parameters={"k": factors.k, "oversample": svd.oversample, "power_iters": svd.power_iters, "seed": svd.seed,
+                    "rank_rule": choice.rule, "noise_hu": noise.sigma, "noise_estimable": noise.estimable},
+        description=f"SVD denoised global r{choice.rank}/{factors.k}",
+        derivation=(f"Truncated SVD of the series: rank {choice.rank} of {factors.k} components ({choice.method}); "
+                    f"{setup}; pl-svd-render {__version__}"),
+        facts=[("global SVD", setup), ("SVD error ‖A − U S Vt‖ / ‖A‖", f"{svd.relative_error:.4g}"),
+               ("global rank kept", choice.describe()), ("noise from the SVD spectrum", noise.describe())],
+        record={"rank": choice.rank, "k": factors.k, "threshold": choice.threshold,
+                "noise_hu_estimate": noise.sigma if noise.estimable else None},
+        warnings=list(choice.warnings),
+        scree=images.scree_svg(factors.s, choice.rank, choice.threshold))
+
+
+def local_result(series_dir: Path, manifest: contract.Manifest) -> Result:
+    """``local.npy`` as pl-ssvd-denoise wrote it, described by ``local.json``."""
+    local = contract.read_local(series_dir)
+    volume = contract.open_volume(series_dir, manifest, name=contract.LOCAL)
+    strength = "automatic" if local.automatic else "strength given"
+    noise = ", ".join(f"{k} {v:.3g}" for k, v in local.noise_hu.items()) + " HU"
+    return Result(
+        "local", volume, "local", summary=f"local SVD ({strength}), noise {noise}",
+        method=local.method, automatic=local.automatic,
+        parameters={**local.parameters, "noise_hu": local.noise_hu},
+        description="SVD denoised local",
+        derivation=(f"Local SVD denoising ({strength}; noise {noise}); pl-svd-render {__version__}; "
+                    f"{local.method}; parameters {json.dumps(local.parameters, separators=(',', ':'))}"),
+        facts=[("local SVD", f"{local.method} ({strength})"), ("local noise estimate", noise)],
+        warnings=list(local.warnings))
+
+
+def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, use: str, wanted_rank: int | None,
+                 percent_removed: float, warnings: list[str]) -> tuple[Result, Result | None]:
+    """The result to publish, and the other denoiser's when the series has it.
+
+    The published one fails the series when it is absent or unusable; an
+    unusable other one is a failed item that costs only its columns.
+    """
+    load = {"global": lambda: global_result(series_dir, manifest.shape, wanted_rank, percent_removed),
+            "local": lambda: local_result(series_dir, manifest)}
+    present = {name: (series_dir / f).exists() for name, f in PRESENT.items()}
+    chosen = use if use != "auto" else ("local" if present["local"] else "global")
+    if not present[chosen]:
+        raise InputFailed(ABSENT[chosen])
+    published = load[chosen]()
+    (other_name,) = set(load) - {chosen}
+    other = None
+    if present[other_name]:
+        try:
+            other = load[other_name]()
+        except contract.ContractError as e:
+            reason = f"{local_reason(e, series_dir)}; the {other_name} result is left out of the comparison"
+            stage.fail(series_dir, reason)
+            warnings.append(reason)
+    if other is not None:
+        warnings += [f"{other_name} comparison: {w}" for w in other.warnings]
+    if chosen == "local" and (wanted_rank or percent_removed):
+        warnings.append("--rank and --percent-removed apply to the global comparison only: "
+                        "this node publishes local.npy")
+    return published, other
+
+
+def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namespace, use: str,
                   wanted_rank: int | None, window_items: list) -> str:
     label = stage.rel(series_dir)
     manifest = contract.read_manifest(series_dir)
     volume = contract.open_volume(series_dir, manifest)
-    factors = load_factors(series_dir, volume.shape)
     m, rows, cols = volume.shape
-    warnings = []
+    warnings: list[str] = []
     windows, missing = images.resolve_windows(window_items, manifest.window_presets)
     presets = ", ".join(manifest.window_presets) or "none"
     if not windows:
         raise InputFailed(f"--windows: this series has none of the presets asked for (it has: {presets})")
     if missing:
         warnings.append(f"--windows: {', '.join(missing)} left out, not among this series' presets ({presets})")
-    choice = rank.choose(wanted_rank, options.percent_removed, factors.s, m, rows * cols,
-                         factors.record.frobenius_norm)
-    if choice.warning:
-        warnings.append(choice.warning)
+    published, other = load_results(stage, series_dir, manifest, use, wanted_rank, options.percent_removed, warnings)
+    warnings += published.warnings
     for warning in warnings:
         stage.log.warning("%s: %s", label, warning)
-    stage.log.info("%s: %s of k=%d", label, choice.describe(), factors.k)
+    stage.log.info("%s: publishing %s", label, published.summary)
+    if other is not None:
+        stage.log.info("%s: beside it %s", label, other.summary)
 
-    denoised = rebuild(factors, choice.rank, volume.shape)
+    results = [r for r in (published, other) if r is not None]
+    results.sort(key=lambda r: r.denoiser)  # the montage's columns: global before local
+    scree = next((r.scree for r in results if r.scree), None)
     original = np.asarray(volume)
-    change = float(np.linalg.norm(original - denoised) / max(np.linalg.norm(original), 1e-30))
-    removed_hu = float(np.std(original - denoised))
+    denoised = published.volume
+    removed = original - denoised
+    change = float(np.linalg.norm(removed) / max(np.linalg.norm(original), 1e-30))
+    removed_hu = float(np.std(removed))
+    del removed  # a volume's worth of memory, with up to three more held
     headers = None if options.no_dicom else read_headers(stage, series_dir, manifest, warnings)
 
     with atomic.staged_dir(out_dir) as staging:
         atomic.save_npy(staging / DENOISED, denoised)
-        pictures = write_pictures(staging, original, denoised, windows, options.montage_slices)
-        scree = images.scree_svg(factors.s, choice.rank, choice.threshold)
-        atomic.write_text(staging / "scree.svg", scree)
+        pictures = write_pictures(staging, original, published, results, windows, options.montage_slices)
+        if scree:
+            atomic.write_text(staging / "scree.svg", scree)
         dicom_dir = None
         if headers is not None:
-            description = f"SVD denoised r{choice.rank}/{factors.k} {manifest.series.description}".strip()
-            derivation = (f"Truncated SVD: rank {choice.rank} of {factors.k} components "
-                          f"({choice.method}); pl-svd-render {__version__}")
+            description = f"{published.description} {manifest.series.description}".strip()
             (staging / DICOM_DIR).mkdir()
             with stage.guard(out_dir / DICOM_DIR, "derived DICOM series"):
-                derived.write_series(staging / DICOM_DIR, headers, denoised, description, derivation)
+                derived.write_series(staging / DICOM_DIR, headers, denoised, description, published.derivation)
                 dicom_dir = DICOM_DIR
             if dicom_dir is None:  # the guard has failed it; the rest of the series stands
                 shutil.rmtree(staging / DICOM_DIR)
                 warnings.append("the derived DICOM series was not written: see the run report")
         contract.write_render(staging, contract.RenderRecord(
-            plugin=f"pl-svd-render {__version__}", rank=choice.rank, k=factors.k, method=choice.method,
-            threshold=choice.threshold, noise_singular_value=choice.noise_singular_value,
-            noise_hu_estimate=(choice.noise_singular_value / np.sqrt(rows * cols)
-                               if choice.noise_singular_value else None),
-            relative_change=change, removed_std_hu=removed_hu, windows=[w.label for w in windows],
-            denoised=DENOISED, dicom=dicom_dir, warnings=warnings))
-        record = factors.record
+            plugin=f"pl-svd-render {__version__}", denoiser=published.denoiser, automatic=published.automatic,
+            method=published.method, parameters=published.parameters, relative_change=change,
+            removed_std_hu=removed_hu, windows=[w.label for w in windows], denoised=DENOISED, dicom=dicom_dir,
+            warnings=warnings, **published.record))
         facts = [
             ("series", manifest.series.description or label),
             ("volume", f"{m} slices × {rows} × {cols}"),
-            ("SVD", f"k = {factors.k}, oversampling {record.oversample}, "
-                    f"{record.power_iters} power iterations, seed {record.seed}"),
-            ("SVD error ‖A − U S Vt‖ / ‖A‖", f"{record.relative_error:.4g}"),
-            ("rank kept", choice.describe()),
-            ("change ‖A − A_r‖ / ‖A‖", f"{change:.4g}"),
+            ("published", published.title),
+            *(fact for r in results for fact in r.facts),
+            ("change ‖A − denoised‖ / ‖A‖", f"{change:.4g}"),
             ("std of removed part", f"{removed_hu:.1f} HU"),
             ("slice spacing", f"{manifest.geometry.slice_spacing_mm} mm"),
         ]
@@ -125,8 +236,9 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
                                   upstream, warnings)
         atomic.write_text(staging / "index.html", page)
 
-    stage.output(out_dir, rank=choice.rank, k=factors.k, relative_change=round(change, 6))
-    return f"{m} slices, {choice.describe()}, removed {removed_hu:.1f} HU std"
+    stage.output(out_dir, denoiser=published.denoiser, rank=published.record.get("rank"),
+                 relative_change=round(change, 6))
+    return f"{m} slices, published {published.title}, removed {removed_hu:.1f} HU std"
 
 
 def read_headers(stage: Stage, series_dir: Path, manifest: contract.Manifest,
@@ -160,23 +272,27 @@ def _no_dicom(stage: Stage, series_dir: Path, path: Path, problem: str, warnings
     return None
 
 
-def write_pictures(staging: Path, original: np.ndarray, denoised: np.ndarray, windows, montage_slices: int) -> list[dict]:
-    """Per window: every slice as PNG, original and denoised, and a montage of a few slices."""
+def write_pictures(staging: Path, original: np.ndarray, published: Result, results: list[Result], windows,
+                   montage_slices: int) -> list[dict]:
+    """Per window: every slice as PNG (original, the published result as "denoised", and the other
+    denoiser's under its own name), and a montage of a few slices comparing them all."""
     m = original.shape[0]
     picks = sorted(set(np.linspace(0, m - 1, min(max(montage_slices, 1), m) + 2)[1:-1].round().astype(int)))
+    kinds = [("original", "original", original), ("denoised", f"denoised: {published.heading}", published.volume)]
+    kinds += [(r.denoiser, r.heading, r.volume) for r in results if r is not published]
     pictures = []
     for w in windows:
         folder = staging / PNG_DIR / w.name
         folder.mkdir(parents=True)
-        names = {"original": [], "denoised": []}
-        for i in range(m):
-            for kind, vol in (("original", original), ("denoised", denoised)):
-                name = f"{PNG_DIR}/{w.name}/{kind}-{i:04d}.png"
+        slices = []
+        for kind, caption, vol in kinds:
+            names = [f"{PNG_DIR}/{w.name}/{kind}-{i:04d}.png" for i in range(m)]
+            for i, name in enumerate(names):
                 images.save_png(staging / name, w.to_uint8(vol[i]))
-                names[kind].append(name)
+            slices.append({"caption": caption, "files": names})
         montage_name = f"montage-{w.name}.png"
-        grid = images.montage([(f"slice {i + 1}", original[i], denoised[i]) for i in picks], w)
+        grid = images.montage(original, [(r.denoiser, r.heading, r.volume) for r in results], picks, w)
         with atomic.atomic_path(staging / montage_name) as tmp:
             grid.save(tmp, format="PNG")
-        pictures.append({"label": w.label, "montage": montage_name, **names})
+        pictures.append({"label": w.label, "montage": montage_name, "slices": slices})
     return pictures

@@ -10,11 +10,13 @@ from __future__ import annotations
 import html
 import json
 
+from svd_render.images import DIFFERENCE_WINDOW_HU
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
 h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-.viewer img{width:48%;image-rendering:pixelated;background:#000} .muted{color:#777}
+.viewer img{image-rendering:pixelated;background:#000} .muted{color:#777}
 """
 
 
@@ -27,19 +29,21 @@ def _rows(facts: list[tuple[str, object]]) -> str:
 
 
 def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict], slices: int,
-                scree: str, dicom_dir: str | None, upstream: list[dict], warnings: list[str]) -> str:
-    """``windows``: [{"label", "montage", "original": [png...], "denoised": [png...]}];
-    ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
+                scree: str | None, dicom_dir: str | None, upstream: list[dict], warnings: list[str]) -> str:
+    """``windows``: [{"label", "montage", "slices": [{"caption", "files": [png...]}...]}], the first
+    of "slices" the original; ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
     montages = "\n".join(
         f'<h3>{escape(w["label"])}</h3><img src="{escape(w["montage"])}" alt="montage, {escape(w["label"])}">'
         for w in windows)
-    data = json.dumps([{"label": w["label"], "original": w["original"], "denoised": w["denoised"]} for w in windows])
+    data = json.dumps([{"label": w["label"], "slices": w["slices"]} for w in windows])
+    captions = " | ".join(s["caption"] for s in windows[0]["slices"])
     upstream_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in upstream)
                      + "</ul>" if upstream else '<p class="muted">none</p>')
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
                      if warnings else "")
     dicom_html = (f'<p>Derived DICOM series (one file per slice): <a href="{escape(dicom_dir)}/">{escape(dicom_dir)}/</a></p>'
                   if dicom_dir else "")
+    scree_html = f"<h2>Singular values of the global SVD</h2>\n{scree}" if scree else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
 <body>
@@ -51,21 +55,25 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
 <div class="viewer">
 <p><select id="win"></select> slice <input id="idx" type="range" min="0" max="{slices - 1}" value="{slices // 2}">
 <span id="lbl"></span></p>
-<img id="orig" alt="original"> <img id="den" alt="denoised">
-<p class="muted">left: original, right: denoised</p>
+<div id="imgs"></div>
+<p class="muted">from left: {escape(captions)}</p>
 </div>
 <script>
-const W={data};const win=document.getElementById('win'),idx=document.getElementById('idx');
+const W={data};const win=document.getElementById('win'),idx=document.getElementById('idx'),box=document.getElementById('imgs');
 W.forEach((w,i)=>win.add(new Option(w.label,i)));
+const imgs=W[0].slices.map(s=>{{const img=document.createElement('img');img.alt=s.caption;img.title=s.caption;
+img.style.width=(96/W[0].slices.length)+'%';box.append(img,' ');return img;}});
 function show(){{const w=W[win.value],i=+idx.value;
-document.getElementById('orig').src=w.original[i];document.getElementById('den').src=w.denoised[i];
-document.getElementById('lbl').textContent=(i+1)+' / '+w.original.length;}}
+w.slices.forEach((s,j)=>{{imgs[j].src=s.files[i];}});
+document.getElementById('lbl').textContent=(i+1)+' / '+w.slices[0].files.length;}}
 win.onchange=show;idx.oninput=show;show();
 </script>
-<h2>Original against denoised</h2>
+<h2>Original against the denoised results</h2>
+<p class="muted">Columns: the original, each denoised result, and original minus each result in a fixed
+window of &plusmn;{DIFFERENCE_WINDOW_HU / 2:g} HU around 0 (mid-grey: no change; bright: the result is darker
+than the original).</p>
 {montages}
-<h2>Singular values</h2>
-{scree}
+{scree_html}
 <h2>Files skipped or failed upstream</h2>
 {upstream_html}
 </body></html>

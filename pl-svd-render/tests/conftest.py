@@ -4,6 +4,8 @@ The DICOM files come from the phantom; the series folder (volume, pixel-less
 headers, manifest) is built here with the contract's records, as
 pl-dicom2matrix would write it, and the factors are LAPACK's exact SVD, so
 the render is tested against known factors without the converter or Spark.
+The local result stands in for pl-ssvd-denoise's local mode: any float32
+volume of the series' shape, with a ``LocalRecord`` written here.
 """
 
 from pathlib import Path
@@ -13,7 +15,7 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract
-from ctsvd_common.contract import Geometry, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
+from ctsvd_common.contract import Geometry, LocalRecord, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
 from ctsvd_local.phantom import write_demo_series
 
 WINDOW_PRESETS = {"lung": {"center": -600.0, "width": 1500.0}, "mediastinum": {"center": 40.0, "width": 400.0},
@@ -33,8 +35,33 @@ def write_headers(series: Path, files: list[Path]) -> list[str]:
     return names
 
 
+LOCAL_PARAMETERS = {"patch": 8, "slab": 5, "stride": 4, "threshold": "Gavish-Donoho"}
+LOCAL_NOISE = {"median": 24.5, "p10": 21.0, "p90": 28.0}
+
+
+def smoothed(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """A Gaussian-smoothed copy (along every axis, edges repeated): a stand-in for a denoised volume."""
+    offsets = np.arange(-3, 4)
+    kernel = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    out = volume.astype(np.float64)
+    for axis in range(3):
+        padded = np.pad(out, [(3, 3) if a == axis else (0, 0) for a in range(3)], mode="edge")
+        out = sum(w * np.take(padded, np.arange(j, j + out.shape[axis]), axis=axis) for j, w in enumerate(kernel))
+    return out.astype(np.float32)
+
+
+def add_local(series: Path, volume: np.ndarray, automatic: bool = True) -> np.ndarray:
+    """``local.npy`` and ``local.json`` as pl-ssvd-denoise's local mode writes them."""
+    np.save(series / contract.LOCAL, volume.astype(np.float32))
+    contract.write_local(series, LocalRecord(
+        plugin="tests", method="local SVD of 8 × 8 patches × 5 slices (tests)", parameters=LOCAL_PARAMETERS,
+        automatic=automatic, noise_hu=LOCAL_NOISE, tiles=1, spark={}, timings={}))
+    return volume
+
+
 def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: int = 48,
-                      name: str = "series-001"):
+                      name: str = "series-001", svd: bool = True):
     demo = write_demo_series(root / "dicom" / name, slices=slices, size=size, noise_hu=25.0, seed=5)
     series = root / "volume" / name
     series.mkdir(parents=True)
@@ -56,6 +83,8 @@ def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: 
 
     A = demo.hu.reshape(slices, -1).astype(np.float64)
     U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    if not svd:
+        return demo, root / "volume", s
     k = k or slices
     np.save(series / contract.SVD_U, U[:, :k].astype(np.float32))
     np.save(series / contract.SVD_S, s[:k].astype(np.float32))
@@ -74,3 +103,10 @@ def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: 
 @pytest.fixture
 def full_rank(tmp_path):
     return decomposed_series(tmp_path)
+
+
+@pytest.fixture
+def both(tmp_path):
+    """Global factors (k = 8) and a smoothed local.npy in one series folder."""
+    demo, inputdir, s = decomposed_series(tmp_path, k=8)
+    return demo, inputdir, add_local(inputdir / "series-001", smoothed(demo.hu))

@@ -33,6 +33,8 @@ def report(outputdir):
     (["--windows", "my window:0:100"], "--windows"),
     (["--windows", ","], "--windows"),
     (["--montage-slices", "0"], "--montage-slices"),
+    (["--use", "both"], "--use"),
+    (["--use", ""], "--use"),
 ])
 def test_an_unusable_flag_value_exits_2_before_any_work(full_rank, tmp_path, caplog, flags, flag):
     _, inputdir, _ = full_rank

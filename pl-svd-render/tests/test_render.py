@@ -11,7 +11,7 @@ from PIL import Image
 
 from ctsvd_common import contract
 from svd_render.__main__ import main, parser
-from svd_render.rank import choose, gavish_donoho, parse_rank
+from svd_render.rank import choose, gavish_donoho, noise_level, parse_rank
 
 
 def render(inputdir, outputdir, *flags):
@@ -39,7 +39,7 @@ def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
     assert np.abs(denoised - demo.hu).max() < 1e-5 * np.abs(demo.hu).max()
     record = contract.read_render(tmp_path / "out" / "series-001")
     assert record.rank == 16 and record.relative_change < 1e-6 and record.warnings == []
-    assert record.dicom is None
+    assert record.dicom is None and record.denoiser == "global" and not record.automatic
 
 
 def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
@@ -109,7 +109,7 @@ def test_rank_choices():
     assert choose(3, 0, s, 5, 1000, 120).rank == 3
     clipped = choose(9, 0, s, 5, 1000, 120)
     assert clipped.rank == 5 and "clipped" in clipped.method
-    assert clipped.warning == "--rank 9 is more than the k = 5 components: all 5 are kept"
+    assert clipped.warnings == ("--rank 9 is more than the k = 5 components: all 5 are kept",)
     assert parse_rank(" Auto ", 0) is None and parse_rank("7", 0) == 7 and parse_rank("auto", 99.5) is None
     for bad in [("3", 20.0), ("x", 0.0), ("0", 0.0), ("-2", 0.0), ("2.5", 0.0), ("auto", 100.0),
                 ("auto", -1.0), ("auto", float("nan"))]:
@@ -117,20 +117,59 @@ def test_rank_choices():
             parse_rank(*bad)
 
 
-def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
-    rng = np.random.default_rng(0)
-    m, n, true_rank = 60, 20000, 6
-    signal = (rng.standard_normal((m, true_rank)) * [400, 300, 200, 150, 120, 100]) @ rng.standard_normal((true_rank, n)) / 10
-    A = signal + rng.standard_normal((m, n))
+def low_rank_plus_noise(m, n, rank, sigma, seed=0):
+    """A rank-``rank`` signal well above the noise, plus Gaussian noise of known σ."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(400, 100, rank) * sigma / 10
+    return (rng.standard_normal((m, rank)) * scales) @ rng.standard_normal((rank, n)) + sigma * rng.standard_normal((m, n))
+
+
+@pytest.mark.parametrize("m,n,k", [(60, 20000, 20), (60, 20000, 60), (16, 2304, 10), (16, 2304, 16)])
+def test_the_noise_estimate_finds_a_known_sigma(m, n, k):
+    sigma = 4.0  # HU, as on a real series
+    A = low_rank_plus_noise(m, n, 6 if m > 16 else 3, sigma)
     s = np.linalg.svd(A, compute_uv=False)
-    truncated = gavish_donoho(s[:20], m, n, float(np.linalg.norm(A)))
-    full = gavish_donoho(s, m, n, float(np.linalg.norm(A)))
-    assert truncated.rank == full.rank == true_rank
-    assert truncated.noise_singular_value == pytest.approx(np.sqrt(n), rel=0.05)
+    noise = noise_level(s[:k], m, n, float(np.linalg.norm(A)))
+    assert noise.estimable and noise.above == (6 if m > 16 else 3)
+    assert noise.sigma == pytest.approx(sigma, rel=0.02)
+    assert noise.describe() == f"{noise.sigma:.3g} HU"
+
+
+def test_the_noise_is_not_estimable_when_k_stops_above_the_noise_floor():
+    # Signal of rank 30, 20 components computed: the energy beyond k is mostly signal.
+    m, n, sigma = 60, 20000, 4.0
+    A = low_rank_plus_noise(m, n, 30, sigma)
+    s = np.linalg.svd(A, compute_uv=False)
+    noise = noise_level(s[:20], m, n, float(np.linalg.norm(A)))
+    assert not noise.estimable and noise.sigma > 5 * sigma  # only an upper bound
+    assert noise.describe().startswith("not estimable from the computed components (at most about ")
+    choice = choose(None, 0, s[:20], m, n, float(np.linalg.norm(A)))
+    assert choice.rank == 20
+    assert choice.warnings == ("--rank auto: all k = 20 computed components lie above the Gavish-Donoho "
+                               "threshold, so the cut is at k, not where the rule would put it: k is too small "
+                               "for the rule; run pl-ssvd-denoise with a larger --k",)
+    # A full spectrum decaying as 1/i looks flat over its last few components: no floor either.
+    rng = np.random.default_rng(1)
+    left, right = np.linalg.qr(rng.standard_normal((m, m)))[0], np.linalg.qr(rng.standard_normal((n, m)))[0]
+    A = (left * 1e4 / np.arange(1, m + 1)) @ right.T + rng.standard_normal((m, n))
+    full = np.linalg.svd(A, compute_uv=False)
+    assert not noise_level(full, m, n, float(np.linalg.norm(A))).estimable
+
+
+def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
+    m, n = 60, 20000
+    A = low_rank_plus_noise(m, n, 6, 1.0)
+    s = np.linalg.svd(A, compute_uv=False)
+    norm = float(np.linalg.norm(A))
+    truncated = gavish_donoho(s[:20], m, n, noise_level(s[:20], m, n, norm))
+    full = gavish_donoho(s, m, n, noise_level(s, m, n, norm))
+    assert truncated.rank == full.rank == 6 and truncated.warnings == full.warnings == ()
+    assert truncated.threshold == pytest.approx(np.sqrt(2 * n), rel=0.05)  # λ*(β → 0) = √2, σ = 1
+    assert choose(None, 0, s[:20], m, n, norm).automatic and not choose(6, 0, s[:20], m, n, norm).automatic
 
 
 def test_missing_svd_is_reported(tmp_path):
     (tmp_path / "in").mkdir()
     assert render(tmp_path / "in", tmp_path / "out") == 1
     r = report(tmp_path / "out")
-    assert "no decomposed series found" in r["errors"][0]["reason"]
+    assert "no denoised or decomposed series found" in r["errors"][0]["reason"]

@@ -283,23 +283,27 @@ class LocalRecord(_Record):
 
 @dataclass
 class RenderRecord(_Record):
-    """``render.json``: how a denoised volume was made from its parent's output."""
+    """``render.json``: which denoised volume a render node published, and how it was made."""
 
     FORMAT: ClassVar[str] = "ctsvd-render"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     plugin: str
-    rank: int
-    k: int
+    denoiser: str                    # "global" (truncated SVD of the series) or "local" (local.npy)
+    automatic: bool                  # no rank or strength given: --rank auto, or local.json's "automatic"
     method: str
-    threshold: float | None
-    noise_singular_value: float | None
-    noise_hu_estimate: float | None
+    # global: k, oversample, power_iters, seed, rank_rule, noise_hu, noise_estimable;
+    # local: local.json's parameters and its noise_hu
+    parameters: dict
     relative_change: float
     removed_std_hu: float
     windows: list[str]
     denoised: str
     dicom: str | None
+    rank: int | None = None          # global only, as are k and threshold
+    k: int | None = None
+    threshold: float | None = None
+    noise_hu_estimate: float | None = None   # from the SVD spectrum; None when it cannot tell
     warnings: list[str] = field(default_factory=list)
 
 
