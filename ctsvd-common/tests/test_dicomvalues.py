@@ -80,8 +80,26 @@ def test_the_lean_reader_finds_what_pydicom_finds(name):
 
 
 @pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "image_dfl.dcm", "no_meta.dcm"])
-def test_the_lean_reader_leaves_other_encodings_to_pydicom(name):
-    assert dicomfiles.read_header(TEST_FILES / name, {"Rows"}) is None
+def test_the_lean_walk_leaves_other_encodings_to_pydicom(name):
+    assert dicomfiles._lean_header(TEST_FILES / name, {"Rows"}) is None
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "image_dfl.dcm", "MR_small_implicit.dcm"])
+def test_every_header_knows_where_its_pixels_start(name):
+    path = TEST_FILES / name
+    header = dicomfiles.read_header(path, {"Rows"})
+    assert int(header.ds.Rows) > 0 and header.size == path.stat().st_size
+    data = path.read_bytes()
+    if name == "image_dfl.dcm":          # deflated: no offset into the file, no reusable prefix
+        assert header.prefix is None
+    else:
+        assert header.after[:4] in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")   # the Pixel Data tag
+        assert header.prefix == (data[:header.offset] if data[128:132] == b"DICM" else None)
+
+
+def test_a_bare_file_without_identity_is_not_dicom():
+    with pytest.raises(dicomfiles.NotDicom):
+        dicomfiles.read_header(TEST_FILES / "no_meta.dcm", {"Rows"})
 
 
 def test_the_lean_reader_finds_a_cut_header(tmp_path):

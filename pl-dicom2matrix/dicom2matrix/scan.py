@@ -16,7 +16,6 @@ the shared and per-frame functional groups.
 from __future__ import annotations
 
 import io
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,45 +131,10 @@ HEADER_KEYWORDS = {
 
 
 def read_header(path: Path) -> dicomfiles.Header:
-    """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none.
-
-    The lean reader of ``dicomfiles`` serves the common case (little-endian
-    Part 10, classic images); pydicom reads everything else in full.
-    """
+    """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none."""
     if path.name.upper() == "DICOMDIR":
         raise Skip("DICOMDIR: a media directory, not an image")
-    header = dicomfiles.read_header(path, HEADER_KEYWORDS)
-    if header is None:
-        header = _read_with_pydicom(path)
-    if code(header.ds.file_meta, "MediaStorageSOPClassUID") == dicomfiles.MEDIA_DIRECTORY:
-        raise Skip("DICOMDIR: a media directory, not an image")
-    return header
-
-
-def _read_with_pydicom(path: Path) -> dicomfiles.Header:
-    with open(path, "rb") as fp:
-        size = os.fstat(fp.fileno()).st_size
-        head = fp.read(132)
-        if not head:
-            raise dicomfiles.NotDicom("not a DICOM file (empty)")
-        part10 = len(head) == 132 and head[128:] == b"DICM"
-        fp.seek(0)
-        try:
-            ds = pydicom.dcmread(fp, force=not part10, stop_before_pixels=True)
-        except Exception:
-            if part10:
-                raise dicomfiles.BadDicom("unreadable DICOM, truncated or corrupt") from None
-            raise dicomfiles.NotDicom("not a DICOM file (no DICM prefix)") from None
-        offset = fp.tell()
-        after = fp.read(12)
-        if not part10 and not (code(ds, "SOPClassUID").startswith("1.2.840.10008.") and code(ds, "SOPInstanceUID")):
-            raise dicomfiles.NotDicom("not a DICOM file (no DICM prefix)")
-        prefix = None
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-        if part10 and syntax is not None and not syntax.is_deflated:
-            fp.seek(0)
-            prefix = fp.read(offset)
-    return dicomfiles.Header(ds, size, offset, after, prefix)
+    return dicomfiles.read_header(path, HEADER_KEYWORDS)
 
 
 def _scan(path: Path, any_modality: bool) -> FileScan:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import mmap
 import struct
 import warnings
@@ -101,9 +102,10 @@ def _has_dicm_prefix(path: Path) -> bool:
     return len(head) == _PREAMBLE + 4 and head[_PREAMBLE:] == b"DICM"
 
 
-def _read_part10(path: Path, pixels: bool) -> FileDataset:
+def _read_part10(path: Path, pixels: bool, source=None) -> FileDataset:
+    """Read a Part-10 file from ``source`` (its path, or an open file of it)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        return pydicom.dcmread(path if source is None else source, stop_before_pixels=not pixels)
     except Exception as e:  # pydicom raises many types for a cut or corrupt file
         error = type(e).__name__
     _explain_unreadable(path)
@@ -120,10 +122,10 @@ def _explain_unreadable(path: Path) -> None:
     _walk_file(path, little, deflated)
 
 
-def _read_bare(path: Path, pixels: bool) -> FileDataset:
+def _read_bare(path: Path, pixels: bool, source=None) -> FileDataset:
     """A file without the Part 10 preamble counts if it holds SOP identity."""
     try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=not pixels)
+        ds = pydicom.dcmread(path if source is None else source, force=True, stop_before_pixels=not pixels)
     except Exception:
         raise NotDicom("not a DICOM file (no DICM prefix)") from None
     if not _looks_like_raw_dataset(ds):
@@ -235,29 +237,58 @@ def _encapsulated(ds: Dataset) -> bool:
 # -- a lean header reader ------------------------------------------------------
 
 class Header:
-    """What one walk over a file's header found: the wanted attributes, and where the pixels start.
+    """What one read of a file's header found, and where the pixels start.
 
-    ``ds`` holds only the wanted top-level attributes, as pydicom raw elements
-    (converted only when read); ``prefix`` is the file's bytes before the
-    pixel data, a valid pixel-less Part-10 file as it stands; ``after`` the
-    first 12 bytes of the pixel data element (its tag, VR and length).
+    ``ds``: the header (from the lean walk, only the wanted attributes, as
+    pydicom raw elements converted only when read); ``size``: bytes in the
+    file; ``offset``: where the element after the header starts (the pixel
+    data, if any); ``after``: its first 12 bytes (tag, VR and length);
+    ``prefix``: the file's bytes before it, when they are a valid pixel-less
+    Part-10 file as they stand, else None.
     """
 
     def __init__(self, ds: Dataset, size: int, offset: int, after: bytes, prefix: bytes):
         self.ds, self.size, self.offset, self.after, self.prefix = ds, size, offset, after, prefix
 
 
-def read_header(path: Path, keywords: Iterator[str] | set[str]) -> Header | None:
-    """Walk a little-endian Part-10 file's elements up to its pixel data, keeping ``keywords``.
+def read_header(path: Path, keywords: Iterator[str] | set[str]) -> Header:
+    """Read a file's header, up to its pixel data, once; or raise :class:`NotDicom` / :class:`BadDicom`.
 
-    About five times faster than pydicom's full parse, which converts and
-    keeps every element: a converter reading thousands of slices wants some
-    thirty attributes of each. Every element on the way is checked as
-    :func:`check_complete` checks it (a cut header raises :class:`BadDicom`).
-    Returns None where this reader does not apply and pydicom must read the
-    file: not Part 10, deflated, big endian or an unknown transfer syntax, or
-    a multi-frame object whose functional groups need pydicom's sequences.
+    A little-endian Part-10 file is walked element by element and only
+    ``keywords`` are kept (about twice as fast as pydicom's parse, which
+    converts and keeps every element: a converter reading thousands of slices
+    wants some thirty attributes of each); every element on the way is
+    checked as :func:`check_complete` checks it. Everything else (no preamble,
+    deflated, big endian, multi-frame functional groups) is read by pydicom
+    in full, with the same reasons as :func:`read`.
     """
+    path = Path(path)
+    header = _lean_header(path, keywords)
+    if header is None:
+        header = _pydicom_header(path)
+    if str(header.ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
+        raise NotDicom("DICOMDIR: a media directory, not an image")
+    return header
+
+
+def _pydicom_header(path: Path) -> Header:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise NotDicom("not a DICOM file (empty)")
+        part10 = _has_dicm_prefix(path)
+        ds = _read_part10(path, False, f) if part10 else _read_bare(path, False, f)
+        offset = f.tell()
+        after = f.read(12)
+        prefix = None
+        if part10 and not _deflated(ds):
+            f.seek(0)
+            prefix = f.read(offset)
+    return Header(ds, size, offset, after, prefix)
+
+
+def _lean_header(path: Path, keywords: Iterator[str] | set[str]) -> Header | None:
+    """The walk of :func:`read_header`, or None where it does not apply."""
     wanted = {tag for k in keywords if (tag := pydicom.datadict.tag_for_keyword(k)) is not None}
     with _mapped(Path(path)) as buf:
         if len(buf) < _PREAMBLE + 4 or buf[_PREAMBLE:_PREAMBLE + 4] != b"DICM":
