@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.pixel_data_handlers.util import apply_modality_lut
+from pydicom.pixels import apply_modality_lut
 
 from ctsvd_local import phantom as P
 
