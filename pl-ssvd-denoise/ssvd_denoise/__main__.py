@@ -181,8 +181,8 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     seconds = round(time.perf_counter() - t0, 3)
     contract.write_local(staging, contract.LocalRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
-        method="local SVD: patches × neighbouring slices, Marchenko-Pastur noise per patch, "
-               "Gavish-Donoho shrinkage, an ensemble of three patch geometries",
+        method="local SVD: patches followed across neighbouring slices and across rows, "
+               "Marchenko-Pastur noise per patch, Gavish-Donoho shrinkage, an ensemble of three estimates",
         parameters=localsvd.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
         spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
         timings={"seconds": seconds}))

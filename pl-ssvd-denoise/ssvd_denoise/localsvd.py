@@ -20,8 +20,9 @@ denoises such patches one by one, the way MP-PCA does for diffusion MRI
 4. Patches overlap (stride ``s`` in-plane, ``zs`` across slices); each
    voxel is the weighted mean of its estimates, weights 1 / (1 + rank kept),
    so confident low-rank patches count more.
-5. The whole estimate is made for three patch geometries and averaged: their
-   errors are partly independent, and the mean is better than any one.
+5. The estimate is made for a few patch geometries, followed across slices
+   and across rows (:data:`ENSEMBLE`), and averaged: their errors are partly
+   independent, and the mean is better than any one.
 
 Everything is deterministic. The volume is processed in **tiles**, slabs of
 whole slices: a tile owns a run of output slices, computes every patch that
@@ -58,16 +59,32 @@ class Geometry:
     slab_stride: int
 
 
-# The ensemble, averaged. Each alone: 39.6–39.7 dB; their mean 40.0 dB on the
-# same simulated crop, where the best Gaussian gives 38.1 dB.
 GEOMETRIES = (Geometry(8, 16, 4, 8), Geometry(8, 24, 4, 8), Geometry(6, 24, 3, 8))
 
 
-def parameters(geometries: tuple[Geometry, ...] = GEOMETRIES) -> dict:
+@dataclass(frozen=True)
+class Pass:
+    """Patches of ``geometries`` followed along volume ``axis`` (0: across slices, 1: across rows)."""
+
+    axis: int
+    geometries: tuple[Geometry, ...]
+
+
+# The ensemble, every (axis, geometry) estimate weighing the same in the mean.
+# Patches followed across slices keep in-plane noise in the components they
+# keep; patches followed across rows see it as noise. On a simulated low-dose
+# stack (96 × 256², 1000 views, noisy 32.9 dB): three geometries across slices
+# 39.5 dB; two across slices and one across rows, at the same cost, 40.8 dB.
+ENSEMBLE = (Pass(0, GEOMETRIES[:2]), Pass(1, GEOMETRIES[:1]))
+
+
+def parameters(ensemble: tuple[Pass, ...] = ENSEMBLE) -> dict:
     """The parameters that shape the result, as ``local.json`` records them."""
-    return {"geometries": [asdict(g) for g in geometries], "noise_variance_factor": NOISE_VARIANCE_FACTOR,
+    return {"passes": [{"axis": ("slices", "rows")[p.axis], "geometries": [asdict(g) for g in p.geometries]}
+                       for p in ensemble],
+            "noise_variance_factor": NOISE_VARIANCE_FACTOR,
             "noise_estimate": "Marchenko-Pastur fit per patch", "shrinkage": "Gavish-Donoho, Frobenius loss",
-            "aggregation": "weights 1 / (1 + rank kept), mean over geometries"}
+            "aggregation": "weights 1 / (1 + rank kept); mean over every (axis, geometry) estimate"}
 
 
 # --------------------------------------------------------------------------- grids and tiles
@@ -227,8 +244,38 @@ def noise_summary(sigmas: list[np.ndarray]) -> dict:
     return {"p10": round(p10, 2), "median": round(median, 2), "p90": round(p90, 2)}
 
 
+def along(volume: np.ndarray, axis: int) -> np.ndarray:
+    """A view of ``volume`` with ``axis`` first: the axis a pass's patches follow."""
+    return np.moveaxis(volume, axis, 0)
+
+
+def denoise_pass(volume: np.ndarray, p: Pass, tile_count: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One pass of the ensemble, in this process: the mean of its geometries (float32, the volume's
+    orientation) and the per-patch noise of its first geometry."""
+    v = along(np.asarray(volume), p.axis)
+    out = np.empty(volume.shape, np.float32)
+    out_v = along(out, p.axis)
+    sigmas = []
+    for tile in tiles(v.shape[0], tile_count, p.geometries):
+        out_v[tile.own_first:tile.own_stop], sigma = denoise_tile(v[tile.first:tile.stop], tile, v.shape[0],
+                                                                  p.geometries)
+        sigmas.append(sigma)
+    return out, sigmas
+
+
+def combine(estimates: list[np.ndarray], ensemble: tuple[Pass, ...] = ENSEMBLE) -> np.ndarray:
+    """The ensemble's mean from its passes' means (each weighs as many geometries as it has).
+
+    Elementwise, so a slice of the inputs gives that slice of the result,
+    whatever the chunking.
+    """
+    weights = [len(p.geometries) for p in ensemble]
+    total = sum(w * np.asarray(e, np.float64) for w, e in zip(weights, estimates))
+    return (total / sum(weights)).astype(np.float32)
+
+
 def denoise(volume: np.ndarray, tile_count: int = 1,
-            geometries: tuple[Geometry, ...] = GEOMETRIES) -> tuple[np.ndarray, dict]:
+            ensemble: tuple[Pass, ...] = ENSEMBLE) -> tuple[np.ndarray, dict]:
     """Denoise a (slices, rows, cols) HU volume in this process; returns it (float32) and the noise estimate.
 
     ``tile_count`` only changes how the work is cut, never the result.
@@ -236,10 +283,9 @@ def denoise(volume: np.ndarray, tile_count: int = 1,
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected a (slices, rows, cols) volume, got shape {volume.shape}")
-    out = np.empty(volume.shape, np.float32)
-    sigmas = []
-    for tile in tiles(volume.shape[0], tile_count, geometries):
-        out[tile.own_first:tile.own_stop], sigma = denoise_tile(volume[tile.first:tile.stop], tile,
-                                                                volume.shape[0], geometries)
-        sigmas.append(sigma)
-    return out, noise_summary(sigmas)
+    estimates, noise = [], None
+    for p in ensemble:
+        estimate, sigmas = denoise_pass(volume, p, tile_count)
+        estimates.append(estimate)
+        noise = noise if noise is not None else sigmas   # the first pass's patches estimate the noise
+    return combine(estimates, ensemble), noise_summary(noise)
