@@ -13,7 +13,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -420,6 +423,171 @@ def test_readme_spark_settings_match_the_manifests():
     assert conf["spark.kubernetes.driver.ownPersistentVolumeClaim"] == "false"
 
 
+# --- the executor template with Spark itself (pyspark 4.3 on this machine) -------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text(errors="replace"):
+        if proc.poll() is not None:
+            pytest.fail(f"{log.name}: exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{log.name}: {text!r} not seen within {seconds} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def spark_driver(tmp_path_factory):
+    """A Spark driver in this process, attached to a standalone master with no
+    workers: executors come only from what the tests start."""
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    work = tmp_path_factory.mktemp("spark-driver")
+    spark_home = Path(pyspark.__file__).parent
+    port = free_port()
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
+    log = work / "master.log"
+    master = subprocess.Popen([str(spark_home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
+                               "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port())],
+                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(log, "I have been elected leader", master)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        spark = (SparkSession.builder.master(f"spark://127.0.0.1:{port}").appName("executor-template")
+                 .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
+                 .config("spark.executor.cores", "1").getOrCreate())
+        try:
+            yield spark, work
+        finally:
+            spark.stop()
+    finally:
+        stop(master)
+
+
+def test_executor_template_command_starts_a_working_spark_executor(spark_driver):
+    """The template's command, run with the environment Spark gives executor pods
+    (BasicExecutorFeatureStep), starts KubernetesExecutorBackend from pyspark's
+    jars; it registers with a real driver and runs Python tasks."""
+    spark, work = spark_driver
+    sc = spark.sparkContext
+    conf = dict(sc.getConf().getAll())
+    (container,) = executor_template(rendered("overlays/openshift"))["spec"]["containers"]
+    java_opts = [f"-Dspark.driver.port={conf['spark.driver.port']}", *conf["spark.executor.extraJavaOptions"].split()]
+    env = {
+        **os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SPARK_DRIVER_URL": f"spark://CoarseGrainedScheduler@127.0.0.1:{conf['spark.driver.port']}",
+        "SPARK_EXECUTOR_ID": "1", "SPARK_EXECUTOR_CORES": "1", "SPARK_APPLICATION_ID": sc.applicationId,
+        "SPARK_EXECUTOR_POD_IP": "127.0.0.1", "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_EXECUTOR_POD_NAME": "ssvd-exec-1", "SPARK_EXECUTOR_MEMORY": "512m",
+        **{f"SPARK_JAVA_OPT_{i}": opt for i, opt in enumerate(java_opts)},
+    }
+    log = work / "executor.log"
+    # Kubernetes appends the args Spark sets ("executor") to the template's command.
+    executor = subprocess.Popen(container["command"] + ["executor"], env=env, stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(log, "Successfully registered with driver", executor)
+        assert sc.parallelize(range(100), 4).map(lambda x: x * x).sum() == sum(x * x for x in range(100))
+        assert "KubernetesExecutorBackend" in log.read_text()
+    finally:
+        stop(executor)
+
+
+def test_spark_loads_the_executor_template_from_the_template_server(spark_driver, tmp_path):
+    """Spark's own loader (KubernetesUtils.loadPodFromTemplate) downloads the
+    template from a URL served the way the spark-templates Deployment serves
+    the ConfigMap, and reads it as the executor pod."""
+    spark, _ = spark_driver
+    objects = rendered("overlays/openshift")
+    for key, text in find(objects, "ConfigMap", "spark-executor-template")["data"].items():
+        (tmp_path / key).write_text(text)
+    served = find(objects, "Deployment", "spark-templates")["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    command = [sys.executable if c == "python" else c for c in served["command"]]
+    command[command.index("8080")] = str(port)
+    command[command.index("/templates")] = str(tmp_path)
+    command[command.index("0.0.0.0")] = "127.0.0.1"
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = readme_spark_conf()["spark.kubernetes.executor.podTemplateFile"].replace(
+            "spark-templates:8080", f"127.0.0.1:{port}")
+        jvm = spark._jvm
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the template server did not start"
+                time.sleep(0.2)
+        client = jvm.io.fabric8.kubernetes.client.KubernetesClientBuilder().build()
+        pod = jvm.org.apache.spark.deploy.k8s.KubernetesUtils.loadPodFromTemplate(
+            client, url, jvm.scala.Option.apply(None), spark.sparkContext._jsc.sc().conf())
+        client.close()
+    finally:
+        stop(server)
+    container = pod.container()
+    assert container.getName() == "spark-executor"
+    assert {m.getMountPath(): m.getSubPathExpr() for m in container.getVolumeMounts()} == {
+        "/share/incoming": "$(STOREBASE_JOB_DIR)/incoming", "/share/outgoing": "$(STOREBASE_JOB_DIR)/outgoing"}
+    spec = pod.pod().getSpec()
+    assert spec.getSecurityContext().getRunAsNonRoot()
+    assert spec.getVolumes().get(0).getPersistentVolumeClaim().getClaimName() == "storebase"
+
+
+# --- register.py, offline --------------------------------------------------------
+
+def load_register():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("register", OPENSHIFT / "register.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_register_builds_cube_admin_requests(tmp_path):
+    register = load_register()
+    assert register._admin("https://cube.example.org/api/v1/") == "https://cube.example.org/chris-admin/api/v1/"
+    assert register._admin("http://cube:8000/api/v1") == "http://cube:8000/chris-admin/api/v1/"
+    descriptor = tmp_path / "pl-ssvd-denoise.json"
+    descriptor.write_text('{"name": "pl-ssvd-denoise"}')
+    headers, body = register.multipart({"compute_names": "host,openshift"}, {"fname": descriptor})
+    boundary = headers["Content-Type"].split("boundary=")[1].encode()
+    parts = body.split(b"--" + boundary)
+    assert parts[0] == b"" and parts[-1] == b"--\r\n"
+    assert b'name="compute_names"\r\n\r\nhost,openshift\r\n' in parts[1]
+    assert b'name="fname"; filename="pl-ssvd-denoise.json"' in parts[2]
+    assert parts[2].endswith(b'{"name": "pl-ssvd-denoise"}\r\n')
+
+
+def test_register_exit_codes(monkeypatch, capsys):
+    register = load_register()
+    monkeypatch.delenv("PFCON_USER", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        register.main(["check", "--pfcon", "http://127.0.0.1:9/api/v1/"])
+    assert stopped.value.code == 2 and "PFCON_USER" in capsys.readouterr().err
+    monkeypatch.setenv("PFCON_USER", "pfcon")
+    monkeypatch.setenv("PFCON_PASSWORD", "not-a-real-one")
+    closed = free_port()  # nothing listens there: CUBE would refuse too, so the script stops first
+    assert register.main(["check", "--pfcon", f"http://127.0.0.1:{closed}/api/v1/"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"register.py: POST http://127.0.0.1:{closed}/api/v1/auth-token/:") and "\n" not in error
+
+
 # --- live checks, opt-in ---------------------------------------------------------
 
 def test_live_server_side_dry_run():
@@ -442,10 +610,6 @@ def test_live_pfcon_answers_like_cube_needs():
     issues a token and reports the configuration CUBE registers."""
     if not os.environ.get("PFCON_URL"):
         pytest.skip("set PFCON_URL, PFCON_USER and PFCON_PASSWORD to check a deployed pfcon")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("register", OPENSHIFT / "register.py")
-    register = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(register)
-    info = register.pfcon_info(os.environ["PFCON_URL"], os.environ["PFCON_USER"], os.environ["PFCON_PASSWORD"])
+    info = load_register().pfcon_info(os.environ["PFCON_URL"], os.environ["PFCON_USER"], os.environ["PFCON_PASSWORD"])
     assert info["container_env"] == "kubernetes" and info["compute_volume_type"] == "kubernetes_pvc"
     assert info["pfcon_innetwork"] is False
