@@ -9,8 +9,8 @@ so the tests render the overlays with this, and check it against
 * ``patches``: strategic-merge patches, inline (``patch``) or from a file
   (``path``), applied to the resource they name or to every resource a
   ``target`` (kind, name, namespace) selects;
-* ``namespace``: set on every namespaced object, and, as kustomize 5 does, on
-  RoleBinding subjects named ``default``;
+* ``namespace``: set on every namespaced object and, as kustomize 5 does, as
+  the name of a Namespace object and on RoleBinding subjects named ``default``;
 * ``labels`` with ``includeSelectors: false`` and no ``includeTemplates``:
   added to each object's own ``metadata.labels``;
 * ``images``: ``newName``, ``newTag`` and ``digest`` for the containers and
@@ -144,7 +144,9 @@ def strategic_merge(original, patch, field: str | None = None):
 
 def _set_namespace(objects: list[dict], namespace: str) -> None:
     for obj in objects:
-        if obj.get("kind") not in CLUSTER_SCOPED:
+        if obj.get("kind") == "Namespace":
+            obj.setdefault("metadata", {})["name"] = namespace
+        elif obj.get("kind") not in CLUSTER_SCOPED:
             obj.setdefault("metadata", {})["namespace"] = namespace
         if obj.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
             for subject in obj.get("subjects", []):

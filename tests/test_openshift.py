@@ -114,7 +114,8 @@ def test_renderer_resources_namespace_labels_images(tmp_path):
                      "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\n"
                      "subjects: [{kind: ServiceAccount, name: default, namespace: old},"
                      " {kind: ServiceAccount, name: app, namespace: old}]\n"
-                     "---\nkind: ClusterRole\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {name: cr}\n",
+                     "---\nkind: ClusterRole\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {name: cr}\n"
+                     "---\nkind: Namespace\napiVersion: v1\nmetadata: {name: old}\n",
     })
     write(tmp_path / "overlay", {
         "kustomization.yaml": "resources: [../base]\nnamespace: prod\n"
@@ -122,7 +123,7 @@ def test_renderer_resources_namespace_labels_images(tmp_path):
                               "images: [{name: busybox, newName: mirror/busybox, digest: 'sha256:abc'}]\n",
     })
     objects = kustomize_lite.render(tmp_path / "overlay")
-    web, rb, cr = objects
+    web, rb, cr, ns = objects
     assert web["metadata"] == {"name": "web", "namespace": "prod", "labels": {"tier": "front", "team": "x"}}
     assert web["spec"]["selector"] == {"matchLabels": {"app": "web"}}  # selectors untouched
     assert web["spec"]["template"]["metadata"]["labels"] == {"app": "web"}
@@ -130,6 +131,7 @@ def test_renderer_resources_namespace_labels_images(tmp_path):
     assert images == ["registry.example:5000/team/web:2.0", "mirror/busybox@sha256:abc"]
     assert [s["namespace"] for s in rb["subjects"]] == ["prod", "old"]  # kustomize 5: only "default"
     assert "namespace" not in cr["metadata"]  # cluster-scoped
+    assert ns["metadata"] == {"name": "prod", "labels": {"team": "x"}}  # kustomize renames the Namespace
 
 
 def test_renderer_strategic_merge_patches(tmp_path):
@@ -349,7 +351,8 @@ def test_pfcon_configuration_is_consistent(name):
     pfcon = pfcon_pod(objects)
     assert config["APPLICATION_MODE"] == "production"  # else built-in development credentials
     assert config["CONTAINER_ENV"] == "kubernetes"  # the only engine that reads JOB_NAMESPACE
-    assert {o["metadata"]["namespace"] for o in objects} == {config["JOB_NAMESPACE"]}
+    namespaces = {o["metadata"]["name"] if o["kind"] == "Namespace" else o["metadata"]["namespace"] for o in objects}
+    assert namespaces == {config["JOB_NAMESPACE"]}
     assert (config["PFCON_INNETWORK"], config["STORAGE_ENV"]) == ("false", "zipfile")
     assert config["COMPUTE_VOLUME_TYPE"] == "kubernetes_pvc"
     claim = find(objects, "PersistentVolumeClaim", config["VOLUME_NAME"])
@@ -365,6 +368,15 @@ def test_pfcon_configuration_is_consistent(name):
         assert "CONTAINER_USER" not in config  # the SCC picks the UID; a fixed one would be refused
     else:  # pfcon's jobs run as pfcon does, so both write in storeBase
         assert config["CONTAINER_USER"] == f"{pod_sc['runAsUser']}:{pod_sc['runAsGroup']}"
+
+
+def test_kubernetes_namespace_admits_pfcons_jobs():
+    """pfcon's job pods set no seccomp profile or runAsNonRoot, so Pod Security
+    "restricted" would refuse them: enforce "baseline", warn about the rest."""
+    objects = rendered("overlays/kubernetes")
+    labels = find(objects, "Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
 
 
 def test_the_credentials_secret_is_documented():
@@ -400,6 +412,23 @@ def test_kubernetes_executor_template_differs_only_in_its_uid():
     for field in ("runAsUser", "runAsGroup", "fsGroup"):
         del pod_sc[field]
     assert kubernetes == openshift
+
+
+def test_readme_pipeline_node_matches_the_command_line():
+    """The README's pipeline node and its command line give the plugin the same
+    settings, under parameter names the plugin has."""
+    block = re.search(r"```yaml\n(  - title: ssvd\n.*?)```", README.read_text(), re.S)
+    assert block, "openshift/README.md shows no pipeline node for ssvd"
+    (node,) = yaml.safe_load(block.group(1))
+    params = node["plugin_parameter_defaults"]
+    from ssvd_denoise.session import parse_conf
+    assert parse_conf(params["spark_conf"]) == readme_spark_conf()
+    command = re.search(r"ssvd_denoise --master (\S+) --data-access (\S+)", README.read_text())
+    assert (params["master"], params["data_access"]) == command.groups()
+    help_text = subprocess.run([str(Path(sys.executable).parent / "ssvd_denoise"), "--help"], capture_output=True,
+                               text=True, timeout=120, check=True).stdout
+    for name in params:
+        assert f"--{name.replace('_', '-')}" in help_text, f"ssvd_denoise has no parameter {name}"
 
 
 def test_readme_spark_settings_match_the_manifests():
