@@ -10,6 +10,7 @@
 
     # register plugins with it, from descriptors made inside each image:
     #   podman run --rm IMAGE chris_plugin_info -d IMAGE > pl-ssvd-denoise.json
+    # (a plugin CUBE already has gets exactly these compute resources instead)
     register.py plugins --cube https://cube.example.org/api/v1/ --compute host,openshift pl-*.json
 
 Credentials come from the environment, never the command line:
@@ -27,6 +28,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -96,8 +98,23 @@ def add_compute_resource(cube: str, admin: tuple[str, str], name: str, pfcon: st
 
 
 def register_plugin(cube: str, admin: tuple[str, str], descriptor: Path, compute_names: str) -> dict:
+    """Register the plugin on ``compute_names``; if CUBE already has that name and
+    version, set its compute resources to ``compute_names`` instead (CUBE's
+    update replaces the list, so name every resource it should keep)."""
     headers, body = multipart({"compute_names": compute_names}, {"fname": descriptor})
-    return _request("POST", _admin(cube), headers={**_basic(*admin), **headers}, body=body)
+    try:
+        return _request("POST", _admin(cube), headers={**_basic(*admin), **headers}, body=body)
+    except Failed as e:
+        if "already exists" not in str(e):
+            raise
+    plugin = json.loads(descriptor.read_text())
+    query = urllib.parse.urlencode({"name_exact": plugin["name"], "version": plugin["version"]})
+    found = _request("GET", f"{api_url(cube)}plugins/search/?{query}", headers=_basic(*admin))
+    (match,) = [p for p in found.get("results", []) if p.get("version") == plugin["version"]] or [None]
+    if match is None:
+        raise Failed(f"{plugin['name']} {plugin['version']}: CUBE says it exists but does not list it")
+    headers, body = _json({"compute_names": compute_names})
+    return _request("PUT", f"{_admin(cube)}{match['id']}/", headers={**_basic(*admin), **headers}, body=body)
 
 
 def _admin(cube: str) -> str:
