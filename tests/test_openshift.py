@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -442,6 +443,9 @@ def test_readme_spark_settings_match_the_manifests():
         f"http://{server['metadata']['name']}:{server['spec']['ports'][0]['port']}/{key}"
     assert conf["spark.kubernetes.namespace"] == NAMESPACE
     assert conf["spark.kubernetes.container.image"] == served["containers"][0]["image"]
+    # executors run the node's own image: the name its descriptor gives it (tests/test_packaging.py)
+    version = tomllib.loads((ROOT / "pl-ssvd-denoise" / "pyproject.toml").read_text())["project"]["version"]
+    assert conf["spark.kubernetes.container.image"] == f"docker.io/fnndsc/pl-ssvd-denoise:{version}"
     # the pod's memory is heap + overhead; the template's limit says the same
     limits = executor_template(objects)["spec"]["containers"][0]["resources"]["limits"]
     heap, overhead = (int(conf[k].rstrip("g")) for k in ("spark.executor.memory", "spark.executor.memoryOverhead"))
@@ -493,9 +497,10 @@ def spark_driver(tmp_path_factory):
     master = subprocess.Popen([str(spark_home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
                                "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port())],
                               env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    local_ip = os.environ.get("SPARK_LOCAL_IP")
     try:
         wait_for(log, "I have been elected leader", master)
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
         spark = (SparkSession.builder.master(f"spark://127.0.0.1:{port}").appName("executor-template")
                  .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
                  .config("spark.executor.cores", "1").getOrCreate())
@@ -505,6 +510,10 @@ def spark_driver(tmp_path_factory):
             spark.stop()
     finally:
         stop(master)
+        if local_ip is None:
+            os.environ.pop("SPARK_LOCAL_IP", None)
+        else:
+            os.environ["SPARK_LOCAL_IP"] = local_ip
 
 
 def test_executor_template_command_starts_a_working_spark_executor(spark_driver):
