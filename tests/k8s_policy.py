@@ -112,6 +112,26 @@ def resource_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
+def probe_problems(objects: list[dict]) -> list[str]:
+    """Every long-running container has a liveness probe, and one behind a
+    Service a readiness probe too (so it gets traffic only when it answers)."""
+    problems = []
+    selectors = [(o["metadata"].get("namespace"), o["spec"].get("selector") or {})
+                 for o in objects if o.get("kind") == "Service"]
+    for owner, where, template in pod_templates(objects):
+        if owner.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        served = any(ns == owner["metadata"].get("namespace") and sel and sel.items() <= labels.items()
+                     for ns, sel in selectors)
+        for container in template.get("spec", {}).get("containers", []):
+            if "livenessProbe" not in container:
+                problems.append(f"{where} container {container.get('name')}: no livenessProbe")
+            if served and "readinessProbe" not in container:
+                problems.append(f"{where} container {container.get('name')}: behind a Service, no readinessProbe")
+    return problems
+
+
 # --- secrets ----------------------------------------------------------------
 
 def secret_problems(objects: list[dict]) -> list[str]:

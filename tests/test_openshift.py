@@ -251,6 +251,11 @@ def test_every_container_has_requests_and_limits(name):
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_every_server_has_probes(name):
+    assert policy.probe_problems(rendered(name)) == []
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_no_secret_values_in_plain_sight(name):
     assert policy.secret_problems(rendered(name)) == []
 
@@ -300,6 +305,15 @@ def test_resource_check_catches_a_missing_limit():
     pfcon_pod(bad)["spec"]["containers"][0]["resources"]["limits"].pop("memory")
     assert policy.resource_problems(bad) == [
         f"Deployment {NAMESPACE}/pfcon container pfcon: no limits for ['memory']"]
+
+
+def test_probe_check_catches_missing_probes():
+    bad = copy.deepcopy(rendered("overlays/openshift"))
+    pfcon_pod(bad)["spec"]["containers"][0].pop("readinessProbe")
+    find(bad, "Deployment", "spark-templates")["spec"]["template"]["spec"]["containers"][0].pop("livenessProbe")
+    assert policy.probe_problems(bad) == [
+        f"Deployment {NAMESPACE}/pfcon container pfcon: behind a Service, no readinessProbe",
+        f"Deployment {NAMESPACE}/spark-templates container http: no livenessProbe"]
 
 
 def test_secret_check_catches_plain_credentials():
