@@ -1,7 +1,11 @@
-"""ctsvd-local: run the suite's ChRIS pipeline on this machine, or write the demo series.
+"""ctsvd-local: run the suite's ChRIS pipeline on this machine, write the demo series,
+and keep the ChRIS files (descriptors, pipeline JSON) in step with the code.
 
-    ctsvd-local run  [--pipeline FILE] [INPUTDIR] OUTPUTDIR
+    ctsvd-local run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume] [INPUTDIR] OUTPUTDIR
     ctsvd-local demo [--slices N] [--size S] OUTDIR
+    ctsvd-local descriptors [--check]     workflows/descriptors/*.json from the code
+    ctsvd-local pipelines [--check]       validate workflows/*.yml, write workflows/json/*.json
+    ctsvd-local check FILE...             validate pipeline files against the descriptors
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from ctsvd_local import catalog, descriptors, runner, validate
 from ctsvd_local import pipeline as pipelines
-from ctsvd_local import runner
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
 DEMO_DIR = "demo-input"
@@ -45,11 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     demo_p = sub.add_parser("demo", help="write the synthetic low-dose CT demo series into OUTDIR")
     _add_demo_options(demo_p)
     demo_p.add_argument("outdir", type=Path)
+    for name, helptext in (("descriptors", "write workflows/descriptors/*.json as the images make them"),
+                           ("pipelines", "validate workflows/*.yml and write workflows/json/*.json")):
+        sub.add_parser(name, help=helptext).add_argument(
+            "--check", action="store_true", help="write nothing; exit 1 when a checked-in file is stale")
+    check_p = sub.add_parser("check", help="validate pipeline files against the plugins' descriptors")
+    check_p.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         write_demo(args.outdir, args.demo_slices, args.demo_size, args.demo_seed)
         return 0
+    if args.command == "descriptors":
+        return descriptors.write_all(check=args.check)
+    if args.command == "pipelines":
+        return catalog.sync(check=args.check)
+    if args.command == "check":
+        known = descriptors.load_all()
+        found = [line for f in args.files for line in validate.problems(f, known)]
+        print("\n".join(found) if found else f"{len(args.files)} pipeline file(s) sound")
+        return 1 if found else 0
 
     if len(args.dirs) > 2:
         parser.error("give at most INPUTDIR and OUTPUTDIR")

@@ -12,7 +12,6 @@ go on, as in ChRIS.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,11 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctsvd_common import atomic
+from ctsvd_local import descriptors
+from ctsvd_local.descriptors import BIN, ENV  # the plugins' commands live beside this interpreter
 from ctsvd_local.pipeline import Node, Pipeline
-
-BIN = Path(sys.executable).parent
-# The plugins' commands live beside this interpreter; chris_plugin_info looks them up on PATH.
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 class RunError(Exception):
@@ -66,11 +63,10 @@ def describe(name: str, version: str) -> Plugin:
         raise RunError(f"plugin {name} is not installed in {sys.prefix}") from None
     if installed != version:
         raise RunError(f"the pipeline asks for {name} v{version}, but v{installed} is installed")
-    info = subprocess.run([str(BIN / "chris_plugin_info"), "-d", f"localhost/fnndsc/{name}:{version}", name],
-                          capture_output=True, text=True, env=ENV)
-    if info.returncode != 0:
-        raise RunError(f"chris_plugin_info failed for {name}: {info.stderr.strip().splitlines()[-1:]}")
-    descriptor = json.loads(info.stdout)
+    try:
+        descriptor = descriptors.make(name)
+    except descriptors.DescriptorError as e:
+        raise RunError(str(e)) from None
     return Plugin(name, version, BIN / descriptor["selfexec"], {p["name"]: p for p in descriptor["parameters"]})
 
 
