@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ctsvd_local import catalog, descriptors, runner, validate
+from ctsvd_local import catalog, descriptors, resume, runner, validate
 from ctsvd_local import pipeline as pipelines
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, help="ChRIS pipeline YAML (default: %(default)s)")
     _add_demo_options(run_p)
     run_p.add_argument("dirs", nargs="+", metavar="[INPUTDIR] OUTPUTDIR")
+    run_p.add_argument("--set", dest="assignments", action="append", default=[], metavar="TITLE.PARAM=VALUE",
+                       help="override one node's parameter, e.g. --set ssvd.k=30 (repeatable)")
+    run_p.add_argument("--resume", action="store_true",
+                       help="reuse the nodes whose outputs in OUTPUTDIR are complete from an earlier run")
     demo_p = sub.add_parser("demo", help="write the synthetic low-dose CT demo series into OUTDIR")
     _add_demo_options(demo_p)
     demo_p.add_argument("outdir", type=Path)
@@ -83,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         if not inputdir.is_dir():
             print(f"error: {inputdir}: not a folder", file=sys.stderr)
             return 1
+    elif (outputdir / DEMO_DIR).is_dir() and any((outputdir / DEMO_DIR).iterdir()):
+        if not args.resume:
+            print(f"error: {outputdir / DEMO_DIR} holds an earlier demo series: add --resume to run on it "
+                  "again, or give another OUTPUTDIR", file=sys.stderr)
+            return 1
+        inputdir = outputdir / DEMO_DIR
+        print(f"demo: the earlier series in {inputdir}")
     else:
         inputdir = write_demo(outputdir / DEMO_DIR, args.demo_slices, args.demo_size, args.demo_seed)
     outputdir.mkdir(parents=True, exist_ok=True)
@@ -90,17 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline: {pipe.name} ({len(pipe.nodes)} nodes) on {inputdir}")
     t0 = time.perf_counter()
     try:
-        results = runner.run(pipe, inputdir, outputdir)
+        results = runner.run(pipe, inputdir, outputdir, assignments=args.assignments, reuse=args.resume)
     except runner.RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    failed = [r for r in results if r.status != "ok"]
+    failed = [r for r in results if r.status not in resume.OK]
     print(runner.summary_table(results))
     print(f"pipeline {'finished' if not failed else 'FAILED'} in {time.perf_counter() - t0:.1f} s: "
           f"{len(results) - len(failed)} of {len(results)} nodes ok; record: {outputdir / 'pipeline-run.json'}")
     for r in results:
         report = Path(r.output) / "index.html"
-        if r.status == "ok" and report.exists():
+        if r.status in resume.OK and report.exists():
             print(f"report ({r.title}): {report}")
     return 1 if failed else 0
 

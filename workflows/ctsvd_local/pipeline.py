@@ -50,6 +50,7 @@ class Pipeline:
     name: str
     nodes: list[Node]  # parents before children, siblings in file order
     doc: dict[str, Any] = field(default_factory=dict)  # the file as read
+    source: str = ""  # where it was read from
 
     @property
     def root(self) -> Node:
@@ -133,7 +134,7 @@ def load(path: Path) -> Pipeline:
     if len(ordered) != len(nodes):
         unreachable = sorted({n.title for n in nodes} - {n.title for n in ordered})
         raise PipelineError(f"{path}: nodes not connected to the root (a cycle?): {', '.join(unreachable)}")
-    return Pipeline(str(doc.get("name", Path(path).stem)), ordered, doc)
+    return Pipeline(str(doc.get("name", Path(path).stem)), ordered, doc, str(path))
 
 
 def cube_json(pipeline: Pipeline) -> dict[str, Any]:

@@ -99,6 +99,11 @@ def problems(path: Path, descriptors: dict[tuple[str, str], dict]) -> list[str]:
         doc = pipelines.read(path)
     except pipelines.PipelineError as e:
         return [str(e)]
+    return problems_in(doc, path, descriptors)
+
+
+def problems_in(doc: Any, path: Path | str, descriptors: dict[tuple[str, str], dict]) -> list[str]:
+    """Every problem of a pipeline read from path, one line each, each naming path."""
     if not isinstance(doc, dict) or not isinstance(doc.get("plugin_tree"), list) or not doc["plugin_tree"]:
         return [f"{path}: no plugin_tree list"]
     out = [f"{path}: unknown key {k!r}" for k in sorted(set(doc) - PIPELINE_KEYS)]
