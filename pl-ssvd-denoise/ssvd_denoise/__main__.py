@@ -26,8 +26,8 @@ parser = ArgumentParser(
     description="Denoise each CT series with SVDs on Apache Spark. Global: factor the series (slices × "
     "pixels) as U·diag(s)·Vt with a randomized (Halko) SVD distributed over pixels, the knobs of Mahout's "
     "dssvd(k, p, q); render rebuilds it at a rank (the paper's method). Local: denoise small patches "
-    "across neighbouring slices by SVD, each with its own noise estimate, spread over Spark by slabs "
-    "(the recommended output). Input: the series folders of pl-dicom2matrix. Output: the same folders "
+    "across neighbouring slices by SVD, each with its own noise estimate, then Wiener-filter groups of "
+    "similar patches in their higher-order SVD basis, spread over Spark by slabs (the recommended output). Input: the series folders of pl-dicom2matrix. Output: the same folders "
     "with U.npy, s.npy, Vt.npy and svd.json (global) and local.npy and local.json (local) added.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
