@@ -31,13 +31,16 @@ def test_chris_plugin_descriptor():
     assert info["category"] == "DICOM"
     assert info["min_memory_limit"] == "500Mi" and info["min_cpu_limit"] == "1000m"
     params = {p["flag"]: p for p in info["parameters"]}
-    assert set(params) == {"--keep-dates", "--keep-uids", "--keep-device-id", "--keep-patient-chars",
-                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report",
+    assert set(params) == {"--keep-dates", "--shift-dates", "--clean-descriptors", "--keep-safe-private",
+                           "--keep-uids", "--keep-device-id", "--keep-patient-chars",
+                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report", "--workers",
                            "--strict"}
     for flag, p in params.items():
         assert p["optional"] is True and p["help"]
         if flag == "--pseudonym-key":
             assert (p["type"], p["action"], p["default"]) == ("str", "store", "")
+        elif flag == "--workers":
+            assert (p["type"], p["action"], p["default"]) == ("int", "store", 0)
         else:
             assert (p["type"], p["action"], p["default"]) == ("bool", "store_true", False)
 
