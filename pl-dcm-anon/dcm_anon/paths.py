@@ -62,7 +62,11 @@ class PathNamer:
 
     def learn(self, ds: Dataset, pseudonym: str) -> None:
         """Remember this file's identifying values, to be replaced by ``pseudonym``."""
-        new = {v.lower(): pseudonym for v in identifying_values(ds) if v.lower() not in self._replacements}
+        self.learn_values(identifying_values(ds), pseudonym)
+
+    def learn_values(self, identifying: list[str], pseudonym: str) -> None:
+        """Remember ``identifying`` (from :func:`identifying_values`), to be replaced by ``pseudonym``."""
+        new = {v.lower(): pseudonym for v in identifying if v.lower() not in self._replacements}
         if new:
             self._replacements.update(new)
             # Longest first, so "DOE^JANE" goes before "DOE".

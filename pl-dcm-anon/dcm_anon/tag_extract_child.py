@@ -6,11 +6,16 @@ dcm_anon or ctsvd_common, so this file imports nothing but the standard
 library and pfdicom_tagExtract.
 
     python -I tag_extract_child.py OUTDIR STEM FORMATS
+
+It is started before there is anything to list, so that its imports overlap
+the de-identification; it starts walking when the line GO arrives on its
+standard input, and ends without doing anything when the input closes first.
 """
 
 import sys
 
 EXIT_IMPORT = 4   # pfdicom_tagExtract is not importable in this interpreter
+GO = b"go\n"
 
 
 def extract(outdir: str, stem: str, formats: str) -> int:
@@ -19,6 +24,8 @@ def extract(outdir: str, stem: str, formats: str) -> int:
         from pfdicom_tagExtract.pfdicom_tagExtract import pfdicom_tagExtract
     except ImportError:
         return EXIT_IMPORT
+    if sys.stdin.buffer.readline() != GO:
+        return 0   # cancelled: nothing was written to list
     args = parserSA.parse_args([
         "--inputDir", ".", "--relativeDir",     # paths relative to the linked view
         "--outputDir", outdir,
