@@ -112,7 +112,13 @@ class Deidentifier:
     def apply(self, ds: FileDataset) -> None:
         """De-identify ``ds`` in place: body, file meta, preamble and the de-identification record."""
         previous_ltim = str(ds.get("LongitudinalTemporalInformationModified", "") or "").strip().upper()
+        pseudonym = self.patient_pseudonym(ds)
         self.body(ds)
+        # A file without a patient ID or name still gets the pseudonym of the
+        # identity it has (see dcm_anon.identity), so its patient can be followed.
+        for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
+            if tag not in ds or ds[tag].is_empty:
+                ds.add_new(tag, vr, pseudonym)
         self._file_meta(ds)
         ds.preamble = b"\x00" * 128   # it may hold a TIFF header, with PHI in it
         self._record(ds, previous_ltim)
