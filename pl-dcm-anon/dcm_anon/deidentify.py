@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -10,7 +11,7 @@ from pydicom.datadict import dictionary_VR, get_entry
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from dcm_anon import __version__
@@ -24,10 +25,10 @@ from dcm_anon.uids import Pseudonyms
 
 PROFILE_NAME = "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile"
 
-PATIENT_ID = Tag(0x0010, 0x0020)
-PATIENT_NAME = Tag(0x0010, 0x0010)
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
 # Padding after the dataset: meaningless, and it may carry leftover bytes.
-TRAILING_PADDING = Tag(0xFFFC, 0xFFFC)
+TRAILING_PADDING = 0xFFFCFFFC
 
 DUMMY_TEXT = "ANONYMIZED"   # fits every text VR, CS and AE included (max 16 chars)
 _DUMMY_BY_VR: dict[str, object] = {
@@ -47,7 +48,8 @@ _IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "A
 _FILE_META_KEPT = ("FileMetaInformationVersion", "MediaStorageSOPClassUID", "TransferSyntaxUID")
 
 
-def _known_public(tag: BaseTag) -> bool:
+@functools.lru_cache(maxsize=None)
+def _known_public(tag: int) -> bool:
     """Is ``tag`` in pydicom's dictionary, repeating groups (60xx...) included?"""
     try:
         get_entry(tag)
@@ -62,7 +64,8 @@ _TYPE_UID_WORDS = ("ClassUID", "SOPClasses", "TransferSyntaxUID", "CodingSchemeU
                    "ContextGroupExtensionCreatorUID", "MappingResourceUID")
 
 
-def _names_a_type(tag: BaseTag) -> bool:
+@functools.lru_cache(maxsize=None)
+def _names_a_type(tag: int) -> bool:
     try:
         keyword = get_entry(tag)[4]
     except KeyError:
@@ -199,31 +202,35 @@ class Deidentifier:
     def _dataset(self, ds: Dataset, context: _File) -> None:
         pseudonym = self.patient_pseudonym(ds) if PATIENT_ID in ds or PATIENT_NAME in ds else None
         safe = safe_private_tags(ds, self.safe_private) if self.safe_private is not None else ()
+        # Plain ints: this loop runs for every element of every file, and BaseTag's
+        # comparisons and properties are Python code.
         for tag in list(ds.keys()):
-            if tag.is_private:
-                if tag not in safe:
+            t = int(tag)
+            group, element = t >> 16, t & 0xFFFF
+            if group & 1:
+                if t not in safe:
                     del ds[tag]   # private data cannot be judged unless the allow-list vouches for it
                 continue
-            if tag.element == 0x0000 or tag.group in (0x0000, 0x0002) or tag == TRAILING_PADDING:
+            if element == 0 or group in (0x0000, 0x0002) or t == TRAILING_PADDING:
                 # Group lengths would be stale; command (0000) and file meta
                 # (0002) elements do not belong in the dataset (the file meta
                 # is rebuilt on its own).
                 del ds[tag]
                 continue
-            if tag in (PATIENT_ID, PATIENT_NAME):
+            if t == PATIENT_ID or t == PATIENT_NAME:
                 ds[tag].value = pseudonym
                 continue
             vr = _vr(ds.get_item(tag), tag)
-            action = self.profile.action(tag)
+            action = self.profile.action(t)
             if action is None:
-                if vr is None or vr == "UN" or not _known_public(tag):
+                if vr is None or vr == "UN" or not _known_public(t):
                     del ds[tag]        # not in the dictionary: we cannot judge it
                     continue
                 action = KEEP
                 # The table lists only some instance UIDs (not e.g. Target or
                 # Volume Frame of Reference UID); an original UID kept anywhere
                 # would link the output back to the source, so all are mapped.
-                if vr == "UI" and not self.keep_uids and not _names_a_type(tag):
+                if vr == "UI" and not self.keep_uids and not _names_a_type(t):
                     action = MAP_UID
                 # A date the table does not list moves with the others, or it
                 # would give the shift away.

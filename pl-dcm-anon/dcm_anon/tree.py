@@ -17,6 +17,7 @@ from dcm_anon.paths import PathNamer, identifying_values
 from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.workers import ordered_map, worker_count
+from dcm_anon.writer import write_part10
 
 PROGRESS_EVERY = 50
 TEMP_PREFIX = ".dcm_anon-"   # hidden: a later stage reading this folder never takes it for input
@@ -164,7 +165,7 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
     try:
         with os.fdopen(fd, "wb") as f:
             # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
-            ds.save_as(f, enforce_file_format=True)
+            write_part10(ds, f)
     except Exception as e:
         Path(temp).unlink(missing_ok=True)
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
