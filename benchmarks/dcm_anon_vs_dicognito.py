@@ -15,7 +15,10 @@ second process adds).
 
 Prints, per variant, the wall time of every run, the median and files per
 second, then the ratio of files per second against dicognito, and the cost
-of the tag report set against the de-identification's own time.
+of the tag report set against the de-identification's own time. On a
+shared machine the wall time depends on what else runs, so it also prints
+the CPU time each variant used (its processes and their children, from
+``getrusage``) and the load average before and after.
 dicognito must be installed: ``.venv/bin/pip install -r benchmarks/requirements.txt``.
 """
 
@@ -25,6 +28,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,17 +56,21 @@ def write_series(folder: Path, slices: int, size: int) -> int:
     return len(write_demo_series(folder, slices=slices, size=size, seed=1).files)
 
 
-def run_once(label: str, inputdir: Path, outputdir: Path) -> float:
+def run_once(label: str, inputdir: Path, outputdir: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and its children)."""
     shutil.rmtree(outputdir, ignore_errors=True)
     os.sync()   # what the last run wrote is flushed before this one is timed
     folders = [outputdir, inputdir] if label == PEER else [inputdir, outputdir]   # dicognito: -o OUT IN
     command = [*VARIANTS[label], *map(str, folders)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def count_written(outputdir: Path) -> int:
@@ -96,31 +104,39 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(os.sched_getaffinity(0))} CPU(s); dicognito {peer_version}; {args.repeats} alternated run(s)")
 
     times: dict[str, list[float]] = {label: [] for label in VARIANTS}
+    cpus: dict[str, list[float]] = {label: [] for label in VARIANTS}
+    load_before = os.getloadavg()[0]
     deid: list[float] = []
     for label in VARIANTS:                       # one untimed round: page cache, .pyc files
         run_once(label, inputdir, work / "warm")
     for _ in range(args.repeats):
         for label in VARIANTS:
             out = work / "out"
-            times[label].append(run_once(label, inputdir, out))
+            wall, cpu = run_once(label, inputdir, out)
+            times[label].append(wall)
+            cpus[label].append(cpu)
             written = count_written(out)
             if written != files:
                 raise SystemExit(f"{label} wrote {written} of {files} files")
             if label == OURS:
                 deid.append(deidentification_seconds(out))
 
-    print(f"\n{'tool':28} {'median':>9} {'files/s':>9}   runs")
+    print(f"load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"\n{'tool':28} {'median':>9} {'files/s':>9} {'CPU s':>7} {'CPU ms/file':>12}   runs (wall s)")
     rate = {}
     for label, runs in times.items():
-        median = statistics.median(runs)
+        median, cpu = statistics.median(runs), statistics.median(cpus[label])
         rate[label] = files / median
-        print(f"{label:28} {median:8.2f}s {rate[label]:9.1f}   " + " ".join(f"{t:.2f}" for t in runs))
+        print(f"{label:28} {median:8.2f}s {rate[label]:9.1f} {cpu:7.2f} {1000 * cpu / files:12.2f}   "
+              + " ".join(f"{t:.2f}" for t in runs))
     print(f"\nfiles/s ratio, dcm_anon (default flags) / dicognito: {rate[OURS] / rate[PEER]:.2f}x")
     for label in VARIANTS:
         if label not in (PEER, OURS):
             print(f"files/s ratio, {label} / dicognito: {rate[label] / rate[PEER]:.2f}x")
     report_cost = statistics.median(times[OURS]) - statistics.median(times[NO_REPORT])
     deid_median = statistics.median(deid)
+    cpu_ratio = statistics.median(cpus[PEER]) / statistics.median(cpus[OURS])
+    print(f"CPU time ratio, dicognito / dcm_anon (default flags): {cpu_ratio:.2f}x")
     print(f"tag report: adds {report_cost:.2f} s to the run; de-identification itself {deid_median:.2f} s; "
           f"ratio {report_cost / deid_median:.2f}")
     if args.workdir is None:
