@@ -92,6 +92,13 @@ def _vr(raw, tag: BaseTag) -> str | None:
     return vr
 
 
+def _empty(elem) -> bool:
+    """Has this element (decoded or not) an empty value?"""
+    if elem.is_raw:
+        return not elem.value
+    return elem.is_empty
+
+
 class Deidentifier:
     """Applies the chosen profile to datasets, with one UID mapping for the whole run.
 
@@ -236,8 +243,18 @@ class Deidentifier:
                 # would give the shift away.
                 elif self.shift_dates and vr in SHIFTERS:
                     action = SHIFT_DATES
-            if action == KEEP and vr != "SQ":
-                continue               # written back as read, never decoded
+            if vr != "SQ":
+                # The commonest actions need no decoding either.
+                if action == KEEP:
+                    continue           # written back as read
+                if action == REMOVE:
+                    del ds[tag]
+                    continue
+                if action in (ZERO, DUMMY) and _empty(ds.get_item(tag)):
+                    continue           # empty already: nothing to hide (see _act)
+                if action == ZERO and len(vr) == 2:   # not an ambiguous "US or SS"
+                    ds.add_new(tag, vr, None)
+                    continue
             self._act(ds, ds[tag], action, context)
 
     def patient_pseudonym(self, ds: Dataset) -> str:
