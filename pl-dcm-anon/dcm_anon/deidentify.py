@@ -228,6 +228,8 @@ class Deidentifier:
                 ds[tag].value = pseudonym
                 continue
             vr = _vr(ds.get_item(tag), tag)
+            if vr == "UN":
+                vr = ds[tag].VR        # decoded: pydicom gives a known public tag its real VR
             action = self.profile.action(t)
             if action is None:
                 if vr is None or vr == "UN" or not _known_public(t):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def _ct(path: Path, **attrs) -> Path:
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.PixelData = np.arange(16, dtype="<i2").tobytes()
     for keyword, value in attrs.items():
-        if isinstance(value, tuple):          # (tag, VR, value): a private element
+        if isinstance(value, tuple):        # (tag, VR, value): a private element
             ds.add_new(*value)
         else:
             setattr(ds, keyword, value)
@@ -345,3 +346,20 @@ def test_workers_change_nothing_in_the_output(tmp_path, run):
     for rel in one:
         assert (outs[1] / rel).read_bytes() == (outs[2] / rel).read_bytes()
     assert not list(outs[2].glob(".dcm_anon-*"))                  # no temporary file left behind
+
+
+def test_public_attributes_stored_as_un_are_kept_with_their_real_vr(tmp_path, run):
+    """Some writers store known public attributes with VR UN (pydicom's rtdose_rle_1frame.dcm does):
+    the undecoded fast path must still recognise and keep them, as decoding them does."""
+    path = _ct(tmp_path / "in" / "a.dcm", PatientID="MRN-UN-1", ImagePositionPatient=[189.4, 199.4, -761.87])
+    data = path.read_bytes()
+    # Re-encode (0020,0032) DS as (0020,0032) UN: reserved bytes and a 4-byte length.
+    at = data.index(b"\x20\x00\x32\x00DS")
+    length = struct.unpack("<H", data[at + 6:at + 8])[0]
+    path.write_bytes(data[:at] + b"\x20\x00\x32\x00UN\x00\x00" + struct.pack("<L", length) + data[at + 8:])
+    assert pydicom.dcmread(path).get_item(0x00200032).VR == "UN"   # really stored as UN
+    out = tmp_path / "out"
+    assert run(tmp_path / "in", out, "--no-tag-report") == 0
+    (ds,) = _read_all(out)
+    assert ds["ImagePositionPatient"].VR == "DS" and [float(v) for v in ds.ImagePositionPatient] == \
+        [189.4, 199.4, -761.87]
