@@ -287,7 +287,7 @@ def test_clean_descriptors_keeps_descriptions_without_identity(series, outdir, r
     assert "113105" in [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
 
 
-def test_no_phi_in_any_output_byte_with_every_option_that_keeps_more(series, outdir, run):
+def test_no_phi_in_any_output_byte_with_every_option_that_keeps_more(series, outdir, run, caplog):
     flags = ["--shift-dates", "--clean-descriptors", "--keep-safe-private"]
     assert run(series.root, outdir, *flags) == 0
     forbidden = [*series.phi_strings, STUDY_DATE, *series.original_uids]
@@ -300,6 +300,9 @@ def test_no_phi_in_any_output_byte_with_every_option_that_keeps_more(series, out
         data = path.read_bytes()
         for text in forbidden:
             assert text.encode() not in data, f"{text!r} found in {path.relative_to(outdir)}"
+    assert "finished" in caplog.text
+    for text in forbidden:
+        assert text not in caplog.text
 
 
 # -- pseudonyms ---------------------------------------------------------------
