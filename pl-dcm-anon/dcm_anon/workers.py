@@ -50,5 +50,10 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
     if workers <= 1:
         yield from map(function, items)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
         yield from pool.map(function, items, chunksize=CHUNK)
+    finally:
+        # Closed early (an interrupt, a fatal error): the files not started are dropped,
+        # the ones under way finish, so nothing writes after the caller cleans up.
+        pool.shutdown(wait=True, cancel_futures=True)
