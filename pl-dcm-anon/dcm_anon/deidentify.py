@@ -15,7 +15,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from dcm_anon import __version__
-from dcm_anon.dates import SHIFTERS, shift_values
+from dcm_anon.dates import SHIFTERS, shift_da, shift_values
 from dcm_anon.descriptors import Identifying
 from dcm_anon.identity import patient_identity
 from dcm_anon.profile import (CLEAN, DUMMY, KEEP, MAP_UID, MAP_UIDS_INSIDE, PROFILE_CODE, REMOVE,
@@ -258,6 +258,16 @@ class Deidentifier:
                     ds.add_new(tag, vr, None)
                     continue
             self._act(ds, ds[tag], action, context)
+
+    def dates_in_names(self, dates: list[str], ds: Dataset) -> dict[str, str]:
+        """What a file name's copy of each of this file's ``dates`` becomes (read before :meth:`apply`)."""
+        if self.keep_dates:
+            return {}
+        pseudonym = self.patient_pseudonym(ds)
+        if not self.shift_dates:
+            return {d: pseudonym for d in dates}
+        days = self.pseudonyms.date_shift_days(patient_identity(ds))
+        return {d: shift_da(d, days) or pseudonym for d in dates}
 
     def patient_pseudonym(self, ds: Dataset) -> str:
         """One pseudonym per patient identity at this level (see :mod:`dcm_anon.identity`)."""

@@ -13,7 +13,7 @@ from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, Usa
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
-from dcm_anon.paths import PathNamer, identifying_values
+from dcm_anon.paths import PathNamer, date_values, identifying_values
 from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.workers import ordered_map, worker_count
@@ -44,6 +44,7 @@ class _Done:
     temp: Path
     identifying: list[str]          # for the output's name; held in memory only
     pseudonym: str
+    dates: dict[str, str]           # the file's dates → what its name says instead
     counts: tuple[str, str, str] = ("", "", "")   # mapped study, series, patient
     error: BaseException | None = field(default=None)
 
@@ -157,6 +158,7 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
 
     # Before the header loses them: its identifying values must not survive in a name.
     identifying, pseudonym = identifying_values(ds), deidentifier.patient_pseudonym(ds)
+    dates = deidentifier.dates_in_names(date_values(ds), ds)
     try:
         deidentifier.apply(ds)
     except Exception as e:
@@ -170,7 +172,7 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
         Path(temp).unlink(missing_ok=True)
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
     counts = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID"))
-    return _Done(Path(temp), identifying, pseudonym, counts)
+    return _Done(Path(temp), identifying, pseudonym, dates, counts)
 
 
 def _place(stage: Stage, namer: PathNamer, path: Path, outcome: _Done | BaseException, tally: _Tally,
@@ -179,7 +181,7 @@ def _place(stage: Stage, namer: PathNamer, path: Path, outcome: _Done | BaseExce
     if isinstance(outcome, BaseException):
         raise outcome
     namer.learn_values(outcome.identifying, outcome.pseudonym)
-    rel = namer.claim(path.relative_to(stage.inputdir))
+    rel = namer.claim(path.relative_to(stage.inputdir), outcome.dates)
     dest = stage.outputdir / rel
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -117,7 +118,21 @@ def test_shifted_dates_keep_intervals_within_a_patient_and_differ_across_patient
         data = path.read_bytes()
         for days in dates.values():
             for day in days:
-                assert day.encode() not in data
+                assert day.encode() not in data and day not in str(path)
+        # Each file was named after its study date: now after its shifted one.
+        assert path.name == f"{pydicom.dcmread(path).StudyDate}.dcm"
+
+
+def test_dates_in_names_follow_the_headers(two_patients, tmp_path, run):
+    root, dates = two_patients
+    assert run(root, tmp_path / "kept", "--no-tag-report", "--keep-dates") == 0
+    assert run(root, tmp_path / "basic", "--no-tag-report") == 0
+    kept = sorted(p.name for p in output_dicoms(tmp_path / "kept"))
+    assert kept == sorted(f"{d}.dcm" for days in dates.values() for d in days)
+    for path in output_dicoms(tmp_path / "basic"):
+        # Removed from the header, so removed from the name: the patient's pseudonym stands in.
+        pseudonym = str(pydicom.dcmread(path).PatientID)
+        assert pseudonym == path.parent.name and re.fullmatch(rf"{pseudonym}(-\d)?\.dcm", path.name)
 
 
 def test_the_shift_is_reproducible_with_the_key_and_secret_without(two_patients, tmp_path, run):
