@@ -19,12 +19,17 @@ from typing import BinaryIO
 from pydicom.dataset import FileDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 _UNDEFINED = 0xFFFFFFFF
 # Decoded values of these VRs are plain bytes, written as they are (the pixel data, mostly).
 _BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+# Decoded binary numbers (image attributes the reader checked, mostly): packed directly.
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+# Decoded text that is plain ASCII is the same bytes in every character set DICOM allows.
+_ASCII_VRS = frozenset({"CS", "SH", "LO", "DA", "TM", "DT", "UI", "AS", "IS", "DS"})
 _SHORT = struct.Struct("<HH2sH")         # tag, VR, 2-byte length
 _LONG = struct.Struct("<HH2sHL")         # tag, VR, reserved, 4-byte length
 _IMPLICIT = struct.Struct("<HHL")         # tag, 4-byte length
@@ -49,12 +54,10 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
             continue                               # retired group lengths: pydicom skips them too
         elem = ds.get_item(tag)
         if elem.is_raw:
-            copy = elem.value is not None and elem.length != _UNDEFINED and (implicit or elem.VR)
+            value = elem.value if elem.length != _UNDEFINED and (implicit or elem.VR) else None
         else:
-            copy = (elem.VR in _BYTES_VRS and type(elem.value) is bytes and len(elem.value) % 2 == 0
-                    and not elem.is_undefined_length)
-        if copy:
-            value = elem.value
+            value = _encoded(elem)
+        if value is not None:
             if implicit:
                 fp.write(_IMPLICIT.pack(tag.group, tag.element, len(value)))
             elif elem.VR in EXPLICIT_VR_LENGTH_32:
@@ -67,3 +70,27 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
             fp.write(value)
         else:
             write_data_element(out, elem, encoding)
+
+
+def _encoded(elem) -> bytes | None:
+    """The value of a decoded element as pydicom would write it, for the simple cases; else None."""
+    vr, value = elem.VR, elem.value
+    if elem.is_undefined_length:
+        return None
+    if vr in _BYTES_VRS:
+        return value if type(value) is bytes and len(value) % 2 == 0 else None
+    values = value if isinstance(value, (list, tuple, MultiValue)) else [] if value is None else [value]
+    if vr in _NUMBER_FORMATS:
+        if not all(type(v) in (int, float) for v in values):
+            return None
+        try:
+            return struct.pack(f"<{len(values)}{_NUMBER_FORMATS[vr]}", *values)
+        except struct.error:
+            return None
+    if vr in _ASCII_VRS and all(type(v) in (str, UID) for v in values):
+        text = "\\".join(values)
+        if not text.isascii():
+            return None
+        data = text.encode("ascii")
+        return data + (b"\x00" if vr == "UI" else b" ") if len(data) % 2 else data
+    return None
