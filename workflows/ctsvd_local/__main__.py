@@ -1,6 +1,6 @@
 """ctsvd-local: run the suite's ChRIS pipeline on this machine, or write the demo series.
 
-    ctsvd-local run  [--pipeline FILE] [INPUTDIR] OUTPUTDIR
+    ctsvd-local run  [--pipeline FILE] [--engine docker|podman [--image TEMPLATE]] [INPUTDIR] OUTPUTDIR
     ctsvd-local demo [--slices N] [--size S] OUTDIR
 """
 
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a pipeline file on INPUTDIR (or on a demo series) into OUTPUTDIR")
     run_p.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, help="ChRIS pipeline YAML (default: %(default)s)")
+    run_p.add_argument("--engine", choices=["docker", "podman"],
+                       help="run each node in its plugin's image with this engine, not from .venv")
+    run_p.add_argument("--image", default=runner.Engine.image_template, metavar="TEMPLATE",
+                       help="with --engine, the images' names (default: %(default)s)")
     _add_demo_options(run_p)
     run_p.add_argument("dirs", nargs="+", metavar="[INPUTDIR] OUTPUTDIR")
     demo_p = sub.add_parser("demo", help="write the synthetic low-dose CT demo series into OUTDIR")
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline: {pipe.name} ({len(pipe.nodes)} nodes) on {inputdir}")
     t0 = time.perf_counter()
     try:
-        results = runner.run(pipe, inputdir, outputdir)
+        engine = runner.Engine(args.engine, args.image) if args.engine else None
+        results = runner.run(pipe, inputdir, outputdir, engine=engine)
     except runner.RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

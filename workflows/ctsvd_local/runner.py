@@ -6,7 +6,9 @@ folder, and every node writes a folder of its own, named after its title.
 Flags come from the node's ``plugin_parameter_defaults``, translated with the
 plugin's own ChRIS descriptor (the JSON ``chris_plugin_info`` prints, which is
 what CUBE registers). A node that fails stops its descendants; its siblings
-go on, as in ChRIS.
+go on, as in ChRIS. With an ``Engine`` (docker or podman), each node runs in its
+plugin's image instead, one container per node with the parent's output
+mounted on /incoming and its own folder on /outgoing, as pfcon runs it.
 """
 
 from __future__ import annotations
@@ -35,11 +37,38 @@ class RunError(Exception):
 
 
 @dataclass
+class Engine:
+    """A container engine (docker or podman) and the images' names, e.g. localhost/fnndsc/{name}:{version}."""
+    program: str
+    image_template: str = "localhost/fnndsc/{name}:{version}"
+
+    def image(self, name: str, version: str) -> str:
+        return self.image_template.format(name=name, version=version)
+
+    def user(self) -> str:
+        # Your own UID, so that the outputs are yours; as root, an arbitrary UID
+        # in group 0, as OpenShift would give (the images are made for it).
+        return f"{os.getuid()}:{os.getgid()}" if os.getuid() else "1000321:0"
+
+    def argv(self, image: str, command: list[str], mounts: tuple[tuple[Path, str, str], ...] = ()) -> list[str]:
+        """``program run`` of ``command`` in ``image``, with (source, target, mode) mounts and no network:
+        plugins only read and write files."""
+        volumes = [a for source, target, mode in mounts for a in ("-v", f"{source}:{target}:{mode}")]
+        return [self.program, "run", "--rm", "--network", "none", "--user", self.user(), *volumes, image, *command]
+
+    def prepare_output(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.getuid():
+            out.chmod(0o775)  # writable by the container's group 0
+
+
+@dataclass
 class Plugin:
     name: str
     version: str
     command: Path
     parameters: dict[str, dict]
+    image: str | None = None  # run in this image rather than from this interpreter's folder
 
     def argv(self, node: Node) -> list[str]:
         args: list[str] = []
@@ -58,8 +87,10 @@ class Plugin:
         return [str(self.command), *args]
 
 
-def describe(name: str, version: str) -> Plugin:
-    """The installed plugin ``name``, checked against ``version``, with its descriptor."""
+def describe(name: str, version: str, engine: Engine | None = None) -> Plugin:
+    """The installed plugin ``name`` (or its image), checked against ``version``, with its descriptor."""
+    if engine is not None:
+        return _describe_image(name, version, engine)
     try:
         installed = metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -72,6 +103,17 @@ def describe(name: str, version: str) -> Plugin:
         raise RunError(f"chris_plugin_info failed for {name}: {info.stderr.strip().splitlines()[-1:]}")
     descriptor = json.loads(info.stdout)
     return Plugin(name, version, BIN / descriptor["selfexec"], {p["name"]: p for p in descriptor["parameters"]})
+
+
+def _describe_image(name: str, version: str, engine: Engine) -> Plugin:
+    image = engine.image(name, version)
+    info = subprocess.run(engine.argv(image, ["chris_plugin_info", "-d", image]), capture_output=True, text=True)
+    if info.returncode != 0:
+        raise RunError(f"chris_plugin_info failed in {image}: {info.stderr.strip().splitlines()[-1:]}")
+    descriptor = json.loads(info.stdout)
+    if descriptor["version"] != version:
+        raise RunError(f"the pipeline asks for {name} v{version}, but {image} holds v{descriptor['version']}")
+    return Plugin(name, version, Path(descriptor["selfexec"]), {p["name"]: p for p in descriptor["parameters"]}, image)
 
 
 def node_dir(outputdir: Path, node: Node) -> Path:
@@ -110,11 +152,12 @@ def summary_table(results: list[NodeRun]) -> str:
                      for row in rows)
 
 
-def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str], Any] = print) -> list[NodeRun]:
+def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str], Any] = print,
+        engine: Engine | None = None) -> list[NodeRun]:
     """Run every node; return what happened to each. Nothing is raised for a failing node."""
     plugins = {(n.plugin_name, n.plugin_version): None for n in pipeline.nodes}
     for key in plugins:
-        plugins[key] = describe(*key)
+        plugins[key] = describe(*key, engine=engine)
     inputs = {pipeline.root.title: inputdir}
     runs: dict[str, NodeRun] = {}
     for i, node in enumerate(pipeline.nodes, 1):
@@ -126,7 +169,12 @@ def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str]
             continue
         out = node_dir(outputdir, node)
         record.output = str(out)
-        record.command = [*plugin.argv(node), str(inputs[node.title]), str(out)]
+        if engine is None:
+            record.command = [*plugin.argv(node), str(inputs[node.title]), str(out)]
+        else:
+            engine.prepare_output(out)
+            record.command = engine.argv(plugin.image, [*plugin.argv(node), "/incoming", "/outgoing"],
+                                         ((inputs[node.title], "/incoming", "ro"), (out, "/outgoing", "rw")))
         say(f"[{i}/{len(pipeline.nodes)}] {node.title} ({record.plugin}): {' '.join(record.command)}")
         t0 = time.perf_counter()
         code = subprocess.run(record.command, env=ENV).returncode
