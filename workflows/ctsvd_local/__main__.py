@@ -1,7 +1,8 @@
 """ctsvd-local: run the suite's ChRIS pipeline on this machine, write the demo series,
 and keep the ChRIS files (descriptors, pipeline JSON) in step with the code.
 
-    ctsvd-local run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume] [INPUTDIR] OUTPUTDIR
+    ctsvd-local run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume]
+                     [--engine docker|podman [--image TEMPLATE]] [INPUTDIR] OUTPUTDIR
     ctsvd-local demo [--slices N] [--size S] OUTDIR
     ctsvd-local descriptors [--check]     workflows/descriptors/*.json from the code
     ctsvd-local pipelines [--check]       validate workflows/*.yml, write workflows/json/*.json
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ctsvd_local import catalog, descriptors, resume, runner, validate
 from ctsvd_local import pipeline as pipelines
+from ctsvd_local.engine import Engine
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
 DEMO_DIR = "demo-input"
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="override one node's parameter, e.g. --set ssvd.k=30 (repeatable)")
     run_p.add_argument("--resume", action="store_true",
                        help="reuse the nodes whose outputs in OUTPUTDIR are complete from an earlier run")
+    run_p.add_argument("--engine", choices=["docker", "podman"],
+                       help="run each node in its plugin's image with this engine, not from .venv")
+    run_p.add_argument("--image", default=Engine.image_template, metavar="TEMPLATE",
+                       help="with --engine, the images' names (default: %(default)s)")
     demo_p = sub.add_parser("demo", help="write the synthetic low-dose CT demo series into OUTDIR")
     _add_demo_options(demo_p)
     demo_p.add_argument("outdir", type=Path)
@@ -101,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline: {pipe.name} ({len(pipe.nodes)} nodes) on {inputdir}")
     t0 = time.perf_counter()
     try:
-        results = runner.run(pipe, inputdir, outputdir, assignments=args.assignments, reuse=args.resume)
+        engine = Engine(args.engine, args.image) if args.engine else None
+        results = runner.run(pipe, inputdir, outputdir, assignments=args.assignments, reuse=args.resume,
+                             engine=engine)
     except runner.RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

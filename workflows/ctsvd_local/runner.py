@@ -13,7 +13,9 @@ CUBE registers them (validate.py). ``--set TITLE.PARAM=VALUE`` overrides a
 node's parameter (overrides.py); a node's compute resource is reported, but
 every node runs here; ``resume`` reuses the nodes whose earlier outputs are
 complete (resume.py). Each node's time and peak memory (of its whole process
-tree, measure.py) go into the record and the table.
+tree, measure.py) go into the record and the table. With an engine (docker or
+podman), each node runs in its plugin's image instead, one container per node
+(engine.py); the peak memory is then the engine client's, not the container's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable
 from ctsvd_common import atomic
 from ctsvd_local import descriptors, measure, overrides, resume, validate
 from ctsvd_local.descriptors import BIN, ENV  # the plugins' commands live beside this interpreter
+from ctsvd_local.engine import Engine, EngineError
 from ctsvd_local.pipeline import Node, Pipeline
 
 
@@ -42,6 +45,7 @@ class Plugin:
     version: str
     command: Path
     parameters: dict[str, dict]
+    image: str | None = None  # with an engine, the node runs in this image
 
     def argv(self, node: Node) -> list[str]:
         args: list[str] = []
@@ -60,8 +64,15 @@ class Plugin:
         return [str(self.command), *args]
 
 
-def describe(name: str, version: str) -> Plugin:
-    """The installed plugin ``name``, checked against ``version``, with its descriptor."""
+def describe(name: str, version: str, engine: Engine | None = None) -> Plugin:
+    """The installed plugin ``name`` (or its image), checked against ``version``, with its descriptor."""
+    if engine is not None:
+        try:
+            descriptor = engine.descriptor(name, version)
+        except EngineError as e:
+            raise RunError(str(e)) from None
+        return Plugin(name, version, Path(descriptor["selfexec"]), {p["name"]: p for p in descriptor["parameters"]},
+                      engine.image(name, version))
     try:
         installed = metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -122,7 +133,7 @@ def check(pipeline: Pipeline) -> None:
 
 
 def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str], Any] = print, *,
-        assignments: list[str] = (), reuse: bool = False) -> list[NodeRun]:
+        assignments: list[str] = (), reuse: bool = False, engine: Engine | None = None) -> list[NodeRun]:
     """Run every node; return what happened to each. Nothing is raised for a failing node.
 
     assignments are --set TITLE.PARAM=VALUE overrides; with reuse, nodes whose earlier
@@ -130,7 +141,7 @@ def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str]
     check(pipeline)
     plugins = {(n.plugin_name, n.plugin_version): None for n in pipeline.nodes}
     for key in plugins:
-        plugins[key] = describe(*key)
+        plugins[key] = describe(*key, engine=engine)
     try:
         overridden = overrides.apply(pipeline, list(assignments), {
             n.title: plugins[(n.plugin_name, n.plugin_version)].parameters for n in pipeline.nodes})
@@ -150,7 +161,8 @@ def run(pipeline: Pipeline, inputdir: Path, outputdir: Path, say: Callable[[str]
             continue
         out = node_dir(outputdir, node)
         record.output = str(out)
-        record.command = [*plugin.argv(node), str(inputs[node.title]), str(out)]
+        record.command = ([*plugin.argv(node), str(inputs[node.title]), str(out)] if engine is None else
+                          engine.node_command(plugin.image, plugin.argv(node), inputs[node.title], out))
         report = out / f"{plugin.command.name}.report.json"
         if reuse and (node.previous is None or node.previous in reused):
             reason = resume.why_not(earlier.get(node.title), record.command, report)
