@@ -5,13 +5,13 @@
     register.py check --pfcon https://pfcon-chris-compute.apps.example.org/api/v1/
 
     # add the compute resource (CUBE refuses it unless pfcon answers)
-    register.py compute --cube https://cube.example.org/api/v1/ --name openshift \\
+    register.py compute --cube https://cube.example.org/api/v1/ --name moc \\
         --pfcon https://pfcon-chris-compute.apps.example.org/api/v1/ --description "SVD on OpenShift"
 
     # register plugins with it, from descriptors made inside each image:
     #   podman run --rm IMAGE chris_plugin_info -d IMAGE > pl-ssvd-denoise.json
     # (a plugin CUBE already has gets exactly these compute resources instead)
-    register.py plugins --cube https://cube.example.org/api/v1/ --compute host,openshift pl-*.json
+    register.py plugins --cube https://cube.example.org/api/v1/ --compute host,moc pl-*.json
 
 Credentials come from the environment, never the command line:
 PFCON_USER / PFCON_PASSWORD (the Secret pfcon-credentials) and CUBE_USER /
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--pfcon", required=True, help="pfcon's API URL, ending in /api/v1/")
     compute = sub.add_parser("compute", help="add pfcon to CUBE as a compute resource")
     compute.add_argument("--cube", required=True, help="CUBE's API URL, ending in /api/v1/")
-    compute.add_argument("--name", required=True, help="compute resource name, e.g. openshift")
+    compute.add_argument("--name", required=True, help="compute resource name, e.g. moc")
     compute.add_argument("--pfcon", required=True, help="pfcon's API URL as CUBE will reach it")
     compute.add_argument("--description", default="", help="shown in CUBE")
     plugins = sub.add_parser("plugins", help="register plugin descriptors with compute resources")
