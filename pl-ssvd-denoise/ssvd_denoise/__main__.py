@@ -141,6 +141,8 @@ def check_series(stage: Stage, series_dir: Path, k: int) -> Series:
     m, rows, cols = volume.shape
     if m < 2:
         raise InputFailed(f"the volume has {m} slice(s); an SVD needs at least 2")
+    if min(rows, cols) < 2:
+        raise InputFailed(f"the slices are {rows} x {cols} pixels; the local SVD needs 2 or more each way")
     if m > rows * cols:
         raise InputFailed(f"the volume has more slices ({m}) than pixels per slice ({rows * cols})")
     nonfinite, nonzero = scan_values(volume)

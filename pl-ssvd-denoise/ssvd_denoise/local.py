@@ -30,5 +30,7 @@ def denoise(volume: np.ndarray, tile_count: int = 1) -> tuple[np.ndarray, dict]:
     """Denoise a (slices, rows, cols) HU volume: the result (float32) and the first stage's noise
     estimate (HU). ``tile_count`` only changes how the work is cut, never the result."""
     volume = np.asarray(volume)
+    if volume.ndim != 3 or min(volume.shape) < 2:
+        raise ValueError(f"expected a (slices, rows, cols) volume, 2 or more each way, got shape {volume.shape}")
     pilot, noise = localsvd.denoise(volume, tile_count)
     return wiener.denoise(volume, pilot, tile_count), noise

@@ -223,7 +223,8 @@ def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
     noise = []
     for gi, g in enumerate(geometries):
         p, depth = min(g.patch, rows, cols), min(g.slices, slices)
-        ys, xs = starts(rows, p, g.stride), starts(cols, p, g.stride)
+        step = min(g.stride, p)   # a patch clipped to a small image must not leave gaps between patches
+        ys, xs = starts(rows, p, step), starts(cols, p, step)
         sums, weights = np.zeros(region.shape), np.zeros(region.shape)
         for z in _touching(slices, g, tile.own_first, tile.own_stop):
             slab = region[z - tile.first:z - tile.first + depth]
@@ -235,7 +236,7 @@ def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
                 if gi == 0 and tile.own_first <= z < tile.own_stop:
                     noise.append(sigma)   # each patch counted once, by the tile of its first slice
                 patches = (estimate * weight[:, None, None]).transpose(0, 2, 1).reshape(len(xs), depth, p, p)
-                add_row(sums[zz, y:y + p], weights[zz, y:y + p], patches, weight, xs, g.stride)
+                add_row(sums[zz, y:y + p], weights[zz, y:y + p], patches, weight, xs, step)
         own = slice(tile.own_first - tile.first, tile.own_stop - tile.first)
         out += sums[own] / weights[own]
     out /= len(geometries)

@@ -103,15 +103,22 @@ def match(pilot: np.ndarray, ys: np.ndarray, xs: np.ndarray, s: Settings) -> tup
     distance = np.full((len(offsets), len(ys), len(xs)), np.inf)
     for o, (dy, dx) in enumerate(offsets):
         y0, y1, x0, x1 = max(0, -dy), min(rows, rows - dy), max(0, -dx), min(cols, cols - dx)
+        if y0 >= y1 or x0 >= x1:
+            continue   # the shift leaves the image: no candidate there
         d2 = np.zeros((rows, cols))
         d2[y0:y1, x0:x1] = np.square(pilot[:, y0:y1, x0:x1] - pilot[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum(0)
         inside = ((ys + dy >= 0) & (ys + dy + s.patch <= rows))[:, None] & \
                  ((xs + dx >= 0) & (xs + dx + s.patch <= cols))[None, :]
-        distance[o] = np.where(inside, _window_sums(d2, s.patch, ys, xs), np.inf)
+        # A candidate outside the image is never taken (NaN, which sorts last, would be).
+        distance[o] = np.where(inside, np.nan_to_num(_window_sums(d2, s.patch, ys, xs), nan=np.inf), np.inf)
     # The reference first, whatever ties flat regions make: every pixel must be some group's member.
     distance[len(offsets) // 2] = -1.0
     group = min(s.group, len(offsets))
-    best = np.argsort(distance.reshape(len(offsets), -1), axis=0, kind="stable")[:group].T   # (refs, group)
+    flat = distance.reshape(len(offsets), -1)
+    best = np.argsort(flat, axis=0, kind="stable")[:group]
+    # An image smaller than the search window may have fewer candidates than members: the
+    # reference stands in for the missing ones.
+    best = np.where(np.isinf(np.take_along_axis(flat, best, axis=0)), len(offsets) // 2, best).T   # (refs, group)
     refs_y = np.repeat(ys, len(xs))[:, None]
     refs_x = np.tile(xs, len(ys))[:, None]
     return refs_y + offsets[best, 0], refs_x + offsets[best, 1]
@@ -165,7 +172,7 @@ def filter_slab(noisy: np.ndarray, pilot: np.ndarray, s: Settings = SETTINGS) ->
     their weights, both shaped like the slab."""
     depth, rows, cols = noisy.shape
     p = min(s.patch, rows, cols)
-    s = Settings(p, depth, s.stride, s.slab_stride, s.search, s.group)
+    s = Settings(p, depth, min(s.stride, p), s.slab_stride, s.search, s.group)   # no gaps on small images
     corner_y, corner_x = match(pilot, np.array(starts(rows, p, s.stride)), np.array(starts(cols, p, s.stride)), s)
     offsets = np.arange(p)
     plane = np.arange(depth).reshape(1, depth, 1, 1, 1) * rows

@@ -132,6 +132,23 @@ def test_the_hosvd_transform_is_orthonormal_and_inverts():
     assert np.allclose(wiener.transform(coefficients, bases, inverse=True), groups, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(3, 48, 48), (3, 48, 64), (5, 7, 9), (2, 3, 3), (2, 20, 30)])
+def test_small_and_thin_series_are_denoised_everywhere(shape):
+    """Patches and search windows clipped to a small image leave no pixel uncovered (a 3-slice
+    48 x 48 series once gave NaN in the first stage and an index error in the second)."""
+    clean = np.zeros(shape, np.float32)
+    clean[:, :, shape[2] // 2:] = 100.0
+    noisy = clean + np.random.default_rng(1).normal(0, 10, shape).astype(np.float32)
+    denoised, _ = local.denoise(noisy)
+    assert denoised.shape == shape and np.isfinite(denoised).all()
+    assert rmse(denoised, clean) < rmse(noisy, clean)
+
+
+def test_a_single_row_or_slice_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="2 or more each way"):
+        local.denoise(np.zeros((3, 1, 5), np.float32))
+
+
 def test_the_tiling_never_changes_a_byte(stack):
     _, noisy, denoised, _ = stack
     for count in (2, 3, 7):
