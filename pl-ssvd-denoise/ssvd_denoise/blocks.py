@@ -46,8 +46,11 @@ def auto_partitions(m: int, n: int, parallelism: int) -> int:
     return parallelism * max(1, math.ceil(needed / parallelism))
 
 
-def _add(a: tuple, b: tuple) -> tuple:
-    return tuple(x + y for x, y in zip(a, b))
+def _add_into(a: tuple | None, b: tuple | None) -> tuple | None:
+    """``a + b`` elementwise, reusing ``a``'s arrays; None is the empty sum."""
+    if a is None or b is None:
+        return b if a is None else a
+    return tuple(np.add(x, y, out=x) if isinstance(x, np.ndarray) else x + y for x, y in zip(a, b))
 
 
 def _mapped_block(path: str, m: int, n: int, columns: tuple[int, int]) -> np.ndarray:
@@ -79,9 +82,9 @@ class NumpyBlocks:
 
     def sum_over_blocks(self, kernel: Callable) -> tuple:
         results = [kernel(self.A[:, c0:c1]) for c0, c1 in self.ranges]
-        total = results[0]
-        for r in results[1:]:
-            total = _add(total, r)
+        total = None
+        for r in results:
+            total = _add_into(total, r)
         return total
 
     def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
@@ -119,7 +122,13 @@ class SparkBlocks:
 
     def sum_over_blocks(self, kernel: Callable) -> tuple:
         load = self._load
-        return self._rdd.map(lambda item: kernel(load(item))).treeReduce(_add, depth=2)
+
+        def fold(total, item):
+            result = kernel(load(item))
+            return result if total is None else _add_into(total, result)
+
+        # Partial sums meet up a tree of executors, so the driver receives a few, not one per block.
+        return self._rdd.treeAggregate(None, fold, _add_into, depth=2)
 
     def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
         load = self._load
@@ -131,7 +140,7 @@ class SparkBlocks:
                 _write_into(path, _columns_of(item), values)
                 return (stats,)
 
-            return self._rdd.map(write_block).treeReduce(_add, depth=2)[0]
+            return self._rdd.map(write_block).treeReduce(_add_into, depth=2)[0]
 
         target = np.load(out, mmap_mode="r+") if isinstance(out, Path) else out
         stats = 0

@@ -261,6 +261,10 @@ class SvdRecord(_Record):
     spark: dict
     timings: dict
     warnings: list[str] = field(default_factory=list)   # e.g. k clipped to the slice count
+    # Added within version 1 (readers of older files get the defaults, which are what those files did):
+    # "gram" (exact, from A·Aᵀ) or "randomized" (Halko, with oversample, power_iters and seed), and why.
+    method: str = "randomized"
+    method_reason: str = ""
 
 
 @dataclass
