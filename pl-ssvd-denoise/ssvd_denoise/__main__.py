@@ -85,7 +85,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         return
 
     if (why := session.unreachable_master(options.master)) is not None:
-        raise StageError(f"cannot reach the Spark master {options.master}: {why}")
+        raise StageError(why)
     with stage.timed(f"starting Spark ({options.master})"):
         try:
             spark = session.start(options.master, extra_conf)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from functools import partial
 from pathlib import Path
 
+from ssvd_denoise import masterprobe
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+# A live master answers the reachability probe in milliseconds.
+PROBE_SECONDS = 10.0
 
 
 def parse_conf(text: str) -> dict[str, str]:
@@ -22,23 +26,25 @@ def parse_conf(text: str) -> dict[str, str]:
     return conf
 
 
-def unreachable_master(master: str, timeout: float = 5.0) -> str | None:
-    """Why no master of a ``spark://`` URL answers, or None; other masters are not probed.
+def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why no master of a ``spark://`` URL answers, in one line, or None; other masters are not probed.
 
-    Without this, Spark retries for about a minute and then fails with a
-    message that names neither the master nor the cause.
+    Each address (standby masters are comma-separated) is asked in Spark's own
+    RPC protocol (see :mod:`masterprobe`): a port that merely accepts is no master.
     """
     if not master.startswith("spark://"):
         return None
     reasons = []
-    for address in master[len("spark://"):].split(","):  # standby masters are comma-separated
+    for address in master[len("spark://"):].split(","):
         host, _, port = address.strip().rpartition(":")
         try:
-            with socket.create_connection((host, int(port)), timeout=timeout):
-                return None
-        except (OSError, ValueError) as e:
-            reasons.append(f"{address}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
-    return "; ".join(reasons)
+            why = masterprobe.probe(host, int(port), timeout)
+        except ValueError:
+            why = "not host:port"
+        if why is None:
+            return None
+        reasons.append(f"{address.strip()}: {why}")
+    return f"no Spark master answered at {master} within {timeout:g} s ({'; '.join(reasons)})"
 
 
 def failure_reason(e: BaseException) -> str:

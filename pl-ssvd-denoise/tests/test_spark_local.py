@@ -123,7 +123,8 @@ def test_an_unreachable_master_is_named_at_once(series_input, tmp_path):
     inputdir, _ = series_input
     proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", "--master", "spark://127.0.0.1:1",
                            str(inputdir), str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
-    assert _one_error(proc).endswith("cannot reach the Spark master spark://127.0.0.1:1: 127.0.0.1:1: Connection refused")
+    assert _one_error(proc).endswith("no Spark master answered at spark://127.0.0.1:1 within 10 s "
+                                     "(127.0.0.1:1: Connection refused)")
 
 
 def test_missing_java_is_one_line(series_input, tmp_path):

@@ -13,6 +13,7 @@ import pyspark
 import pytest
 
 from ctsvd_common import contract
+from ssvd_denoise import masterprobe
 from ssvd_denoise.__main__ import main, parser
 
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -82,3 +83,10 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, series_inp
     assert np.max(np.abs(s - reference) / reference) < 1e-3
     Vt = np.load(tmp_path / "cluster" / "series-001" / contract.SVD_VT)
     assert np.allclose(Vt @ Vt.T, np.eye(8), atol=1e-4)
+
+
+def test_the_probe_hears_a_real_master(standalone_master):
+    host, port = standalone_master[len("spark://"):].rsplit(":", 1)
+    t0 = time.monotonic()
+    assert masterprobe.probe(host, int(port), 10) is None
+    assert time.monotonic() - t0 < 2
