@@ -19,6 +19,7 @@ from ssvd_denoise.blocks import SparkBlocks, auto_partitions
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.interrupts import Interrupted, signals_raise
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
@@ -63,7 +64,19 @@ add_policy_flags(parser)
 )
 def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
     return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
-                     lambda stage: decompose_all(stage, options))
+                     lambda stage: decompose_all_until_stopped(stage, options))
+
+
+def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
+    """:func:`decompose_all`, turning SIGTERM and SIGINT into a run-ending error that the report keeps."""
+    try:
+        with signals_raise():
+            decompose_all(stage, options)
+    except (Interrupted, KeyboardInterrupt) as e:
+        name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
+        stage.summary["interrupted"] = name
+        raise StageError(f"the run was interrupted by {name}: the series in progress was discarded, "
+                         f"{len(stage.outputs)} finished series were kept") from None
 
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
@@ -107,7 +120,8 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
-        spark.stop()
+        if (why := session.stop(spark)) is not None:
+            stage.log.warning("Spark did not stop cleanly: %s", why)
 
 
 def check_options(options: Namespace) -> dict[str, str]:

@@ -96,6 +96,22 @@ def start(master: str, extra_conf: dict[str, str]):
     return spark
 
 
+def stop(spark) -> str | None:
+    """Stop Spark; why it did not stop cleanly, or None.
+
+    After a signal has cut a Py4J call short, the gateway may refuse further
+    calls. The JVM then ends with this process anyway: it exits when its
+    standard input, a pipe from here, closes.
+    """
+    from py4j.protocol import Py4JError
+
+    try:
+        spark.stop()
+    except (Py4JError, OSError) as e:
+        return failure_reason(e)
+    return None
+
+
 def describe(sc) -> dict:
     """The facts about the cluster that the SVD's JSON records."""
     # The JVM lists the driver among the block managers; in local mode it is the executor.
