@@ -63,6 +63,8 @@ add_policy_flags(parser)
     min_cpu_limit="2000m",
 )
 def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
+    # Executors resolve relative paths against their own working folder, not ours.
+    inputdir, outputdir = Path(inputdir).absolute(), Path(outputdir).absolute()
     return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
                      lambda stage: decompose_all_until_stopped(stage, options))
 
@@ -219,7 +221,8 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
     partitions = options.partitions or auto_partitions(m, n, sc.defaultParallelism)
 
     with atomic.staged_dir(out_dir) as staging:
-        contract.pass_forward(series_dir, staging)
+        how = contract.pass_forward(series_dir, staging)
+        stage.log.info("%s: volume, manifest and headers passed forward (%s)", label, how)
         volume_path = series_dir / contract.VOLUME
         shared = {"shared": True, "stream": False}.get(options.data_access)
         if shared is None:

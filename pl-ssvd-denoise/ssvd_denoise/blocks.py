@@ -26,8 +26,12 @@ from typing import Callable
 
 import numpy as np
 
-# Block edges fall on multiples of 1024 float32 pixels (4 KiB), so no two
-# tasks ever write into the same page of the output file.
+# Block edges fall on multiples of 1024 float32 pixels (4 KiB of a row). They
+# are not page edges of the output file: a .npy's data start after its header
+# (byte 128), so two neighbouring tasks may write into one page. That is safe
+# on one host (one page cache) and on NFS (clients write back byte ranges);
+# where several hosts share a file system that writes back whole pages, use
+# stream data access, which sends Vt through the driver.
 ALIGN = 1024
 MAX_BLOCK_BYTES = 256 << 20
 

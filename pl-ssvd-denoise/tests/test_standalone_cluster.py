@@ -90,3 +90,14 @@ def test_the_probe_hears_a_real_master(standalone_master):
     t0 = time.monotonic()
     assert masterprobe.probe(host, int(port), 10) is None
     assert time.monotonic() - t0 < 2
+
+
+def test_relative_paths_are_resolved_before_the_executors_are_asked(standalone_master, series_input, tmp_path,
+                                                                     monkeypatch):
+    inputdir, _ = series_input
+    monkeypatch.chdir(inputdir.parent)
+    args = ["--k", "4", "--mode", "global", "--master", standalone_master,
+            "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
+    assert main(parser.parse_args(args), Path(inputdir.name), Path("relative-out")) == 0
+    record = contract.read_svd(tmp_path / "relative-out" / "series-001")
+    assert record.spark["data_access"] == "shared" and record.method == "gram"
