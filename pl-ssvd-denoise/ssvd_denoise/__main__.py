@@ -15,7 +15,7 @@ from pyspark.errors import PySparkException
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
 from ssvd_denoise import __version__, localspark, localsvd, session
-from ssvd_denoise.blocks import SparkBlocks, auto_partitions
+from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
@@ -218,7 +218,6 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
     m, rows, cols = item.shape
     n = rows * cols
     label = stage.rel(series_dir)
-    partitions = options.partitions or auto_partitions(m, n, sc.defaultParallelism)
 
     with atomic.staged_dir(out_dir) as staging:
         how = contract.pass_forward(series_dir, staging)
@@ -227,7 +226,10 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         shared = {"shared": True, "stream": False}.get(options.data_access)
         if shared is None:
             shared = session.executors_see(sc, [volume_path, staging])
-        blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
+        partitions = options.partitions or auto_partitions(
+            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
+        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
+            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
         stage.log.info("%s: %d slices of %d×%d (%.0f MB), %d blocks, %s data access",
                        label, m, rows, cols, m * n * 4 / 1e6, blocks.partitions, "shared" if shared else "streamed")
         if options.mode in ("both", "local"):
