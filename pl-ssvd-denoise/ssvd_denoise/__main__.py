@@ -14,7 +14,7 @@ from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
-from ssvd_denoise import __version__, localspark, localsvd, session
+from ssvd_denoise import __version__, kubernetes, localspark, localsvd, session
 from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
@@ -52,6 +52,7 @@ parser.add_argument("--data-access", dest="data_access", type=str, default="auto
                     "blocks, Spark caches them), auto (shared when every executor sees the file)")
 parser.add_argument("--spark-conf", dest="spark_conf", type=str, default="",
                     help="extra Spark settings, comma-separated key=value pairs, e.g. spark.executor.memory=4g")
+kubernetes.add_flags(parser)
 add_policy_flags(parser)
 
 
@@ -83,6 +84,9 @@ def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
     extra_conf = check_options(options)
+    if kubernetes.is_kubernetes(options.master):
+        # --spark-conf still has the last word.
+        extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
     series = contract.find_series(stage.inputdir)
     if not series:
         raise StageError(f"no series found in {stage.inputdir}: expected folders with "
@@ -136,6 +140,8 @@ def check_options(options: Namespace) -> dict[str, str]:
                         ("--partitions", options.partitions), ("--seed", options.seed)):
         if value < 0:
             raise UsageError(f"{flag}: expected a whole number of 0 or more, got {value}")
+    if kubernetes.is_kubernetes(options.master) and (why := kubernetes.check(options)) is not None:
+        raise UsageError(why)
     try:
         return session.parse_conf(options.spark_conf)
     except ValueError as e:
