@@ -113,6 +113,11 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     try:
         sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
+        with stage.timed("starting the Python workers"):
+            try:
+                session.start_workers(sc)
+            except (Py4JError, PySparkException) as e:
+                raise StageError(f"Spark cannot run this plugin's Python tasks: {session.failure_reason(e)}") from None
         for i, item in enumerate(ready, 1):
             stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
             with stage.guard(item.source, "series"):

@@ -36,10 +36,11 @@ from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, 
 
 METHODS = ("auto", "gram", "randomized")
 
-# Up to here the Gram pass plus eigh took no longer than the four randomized
-# passes (k=50, p=15, q=2) on 2 cores, and the driver holds G (m² float64:
-# 32 MiB at 2048) comfortably; see the README for the measurement.
-GRAM_MAX_SLICES = 2048
+# Measured in process, one BLAS thread, n = 65536, k = 50, p = 15, q = 2
+# (best of two): Gram route / randomized route took 0.5-0.9 at m = 1024,
+# 1.06 at 1536, 2-5 at 2048. Up to here the exact route costs no more time;
+# G is 18 MiB and its eigh well under a second on the driver.
+GRAM_MAX_SLICES = 1536
 
 
 def choose_method(requested: str, m: int) -> tuple[str, str]:
