@@ -14,12 +14,11 @@ from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
-from ssvd_denoise import __version__, kubernetes, localspark, localsvd, session
+from ssvd_denoise import __version__, interrupts, kubernetes, localspark, localsvd, session
 from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
-from ssvd_denoise.interrupts import Interrupted, signals_raise
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
@@ -73,10 +72,10 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
 def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
     """:func:`decompose_all`, turning SIGTERM and SIGINT into a run-ending error that the report keeps."""
     try:
-        with signals_raise():
+        with interrupts.signals_raise():
             decompose_all(stage, options)
-    except (Interrupted, KeyboardInterrupt) as e:
-        name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
+    except (interrupts.Interrupted, KeyboardInterrupt) as e:
+        name = e.signal_name if isinstance(e, interrupts.Interrupted) else "SIGINT"
         stage.summary["interrupted"] = name
         raise StageError(f"the run was interrupted by {name}: the series in progress was discarded, "
                          f"{len(stage.outputs)} finished series were kept") from None
@@ -110,6 +109,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
             spark = session.start(options.master, extra_conf)
         except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
             raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
+    interrupts.reclaim()
     try:
         sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)

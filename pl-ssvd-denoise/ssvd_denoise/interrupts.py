@@ -33,8 +33,10 @@ def _raise(signum, _frame):
 def signals_raise() -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise :class:`Interrupted` (main thread only; elsewhere a no-op).
 
-    PySpark installs its own SIGINT handler while a SparkContext runs; it
-    cancels the jobs and raises KeyboardInterrupt, which callers treat alike.
+    PySpark installs its own SIGINT handler when a SparkContext starts (it
+    calls into the JVM from inside the handler, which fails noisily when the
+    signal cut a call short); :func:`reclaim` puts ours back. Spark's jobs are
+    cancelled when the unwinding stops Spark.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -45,3 +47,9 @@ def signals_raise() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def reclaim() -> None:
+    """Make SIGINT raise :class:`Interrupted` again, after PySpark took it over (main thread only)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _raise:
+        signal.signal(signal.SIGINT, _raise)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from functools import partial
@@ -105,11 +106,22 @@ def stop(spark) -> str | None:
     """
     from py4j.protocol import Py4JError
 
+    quiet = _WithoutPy4JTraceback()
+    logging.getLogger().addFilter(quiet)
     try:
         spark.stop()
     except (Py4JError, OSError) as e:
         return failure_reason(e)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     return None
+
+
+class _WithoutPy4JTraceback(logging.Filter):
+    """Py4J logs a broken gateway call with its traceback on the root logger; :func:`stop` says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exception while sending command."
 
 
 def describe(sc) -> dict:
