@@ -1,5 +1,8 @@
-# chris_plugin_info reports the "Home-page" metadata as the plugin's documentation
-# link in its ChRIS descriptor, and pyproject.toml has no field for it.
+# URLs live here because pyproject.toml cannot write the "Home-page" metadata,
+# which chris_plugin_info reports as the plugin's documentation link. "Source"
+# becomes the descriptor's public_repo (workflows/ctsvd_local/descriptors.py
+# passes it to chris_plugin_info, which has no metadata key of its own for it).
 from setuptools import setup
 
-setup(url="https://github.com/FNNDSC/ct-svd-denoise/tree/main/pl-dcm-anon#readme")
+SOURCE = "https://github.com/FNNDSC/ct-svd-denoise/tree/main/pl-dcm-anon"
+setup(url=f"{SOURCE}#readme", project_urls={"Source": SOURCE})

@@ -20,6 +20,22 @@ def test_dicom2matrix_benchmark_runs_and_reports_ratios(tmp_path):
     assert re.search(r"4 slices \d+ MiB, 8 slices \d+ MiB, ratio [\d.]+", proc.stdout)
 
 
+def test_dcm_anon_benchmark_runs_against_dicognito_and_reports_ratios(tmp_path):
+    pytest.importorskip("dicognito")   # benchmarks/requirements.txt
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dcm_anon_vs_dicognito.py"), "--slices", "12",
+                           "--size", "32", "--repeats", "1", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("dicognito", "dcm_anon", "dcm_anon --no-tag-report", "dcm_anon --workers 1"):
+        assert re.search(rf"^{re.escape(label)}\s+[\d.]+s\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", proc.stdout,
+                         re.MULTILINE), proc.stdout
+    assert re.search(r"files/s ratio, dcm_anon \(default flags\) / dicognito: [\d.]+x", proc.stdout)
+    assert re.search(r"tag report: adds -?[\d.]+ s to the run; de-identification itself [\d.]+ s; ratio -?[\d.]+",
+                     proc.stdout)
+    # Both tools really wrote every file (the script checks, and the folders are there).
+    assert len(list((tmp_path / "warm").rglob("*.dcm"))) >= 12
+
+
 def test_ssvd_methods_benchmark_runs_every_peer_and_reports_ratios(tmp_path):
     pytest.importorskip("sklearn", reason="pip install -r benchmarks/requirements.txt")
     pytest.importorskip("dask.array", reason="pip install -r benchmarks/requirements.txt")

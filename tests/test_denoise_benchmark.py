@@ -42,12 +42,13 @@ def _table(stdout: str) -> dict[str, dict]:
 def test_table_has_every_method_and_gaussian_beats_noisy(run):
     proc, tmp = run
     rows = _table(proc.stdout)
-    assert {"noisy input", "gaussian 3-D", "TV 3-D Chambolle", "ours: local SVD",
+    assert {"noisy input", "gaussian 3-D", "TV 3-D Chambolle", "ours: local SVD", "ours: local SVD, stage 1 only",
             "ours: global SVD, GD rank", "ours: global SVD, oracle rank"} <= set(rows)
     assert not any(name.startswith(("BM3D", "BM4D")) for name in rows)
     assert "bm3d: skipped" in proc.stdout and "bm4d: skipped" in proc.stdout
     assert float(rows["gaussian 3-D"]["psnr"]) > float(rows["noisy input"]["psnr"])
     assert float(rows["TV 3-D Chambolle"]["psnr"]) > float(rows["noisy input"]["psnr"])
+    assert float(rows["ours: local SVD"]["psnr"]) > float(rows["noisy input"]["psnr"]) + 3.0
     # the oracle rank is at least as good as the automatic one: it is chosen among all ranks
     oracle, automatic = rows["ours: global SVD, oracle rank"], rows["ours: global SVD, GD rank"]
     assert float(oracle["psnr"]) >= float(automatic["psnr"])

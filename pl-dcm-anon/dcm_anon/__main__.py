@@ -17,10 +17,10 @@ DISPLAY_TITLE = "DICOM de-identification (PS3.15 Basic Profile)"
 parser = ArgumentParser(
     description="De-identify the DICOM files of the input tree by the DICOM PS3.15 Annex E "
                 "Basic Application Level Confidentiality Profile and write them to the output "
-                "tree at the same relative paths. Non-DICOM files are not copied. UIDs are "
-                "replaced consistently across all files; PatientID and PatientName become one "
-                "pseudonym per patient. Writes dcm_anon.report.json and a tag listing of the "
-                "de-identified files in tag-report/.",
+                "tree at the same relative paths, with the profile's options as flags. Non-DICOM "
+                "files are not copied. UIDs are replaced consistently across all files; PatientID "
+                "and PatientName become one pseudonym per patient. Writes dcm_anon.report.json "
+                "and a tag listing of the de-identified files in tag-report/.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
 for _option in RETAIN_OPTIONS:
@@ -32,6 +32,9 @@ parser.add_argument("--pseudonym-key", dest="pseudonym_key", type=str, default="
                          "(the mapping cannot be reproduced)")
 parser.add_argument("--no-tag-report", dest="no_tag_report", action="store_true", default=False,
                     help="do not make the tag listing of the output in tag-report/")
+parser.add_argument("--workers", dest="workers", type=int, default=0,
+                    help="processes that de-identify files side by side; 0: one per CPU this "
+                         "container may use (fewer for small inputs)")
 add_policy_flags(parser)
 parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
 

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Iterable
 
 import pydicom
-from pydicom.datadict import get_entry
+from pydicom.datadict import dictionary_VR, get_entry
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from dcm_anon import __version__
-from dcm_anon.profile import (DUMMY, KEEP, MAP_UID, MAP_UIDS_INSIDE, PROFILE_CODE, REMOVE, ZERO,
-                              Profile, RetainOption)
+from dcm_anon.dates import SHIFTERS, shift_da, shift_values
+from dcm_anon.descriptors import Identifying
+from dcm_anon.identity import patient_identity
+from dcm_anon.profile import (CLEAN, DUMMY, KEEP, MAP_UID, MAP_UIDS_INSIDE, PROFILE_CODE, REMOVE,
+                              SHIFT_DATES, ZERO, Profile, RetainOption)
+from dcm_anon.safe_private import load_allow_list, safe_private_tags
 from dcm_anon.uids import Pseudonyms
 
 PROFILE_NAME = "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile"
 
-PATIENT_ID = Tag(0x0010, 0x0020)
-PATIENT_NAME = Tag(0x0010, 0x0010)
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
 # Padding after the dataset: meaningless, and it may carry leftover bytes.
-TRAILING_PADDING = Tag(0xFFFC, 0xFFFC)
+TRAILING_PADDING = 0xFFFCFFFC
 
 DUMMY_TEXT = "ANONYMIZED"   # fits every text VR, CS and AE included (max 16 chars)
 _DUMMY_BY_VR: dict[str, object] = {
@@ -33,13 +39,17 @@ _DUMMY_BY_VR: dict[str, object] = {
     "OB": b"\x00\x00", "OW": b"\x00\x00", "OF": b"\x00\x00\x00\x00", "OD": b"\x00" * 8,
     "OL": b"\x00\x00\x00\x00", "OV": b"\x00" * 8, "UN": b"\x00\x00", "OB or OW": b"\x00\x00",
 }
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})   # what Clean Descriptors can clean
+_IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "DA", "DT", "TM",
+                              "AS", "UR"})
 
 # Only these file meta elements are kept; the rest (source, sending and
 # receiving AE titles and addresses, private information) can identify sites.
 _FILE_META_KEPT = ("FileMetaInformationVersion", "MediaStorageSOPClassUID", "TransferSyntaxUID")
 
 
-def _known_public(tag: BaseTag) -> bool:
+@functools.lru_cache(maxsize=None)
+def _known_public(tag: int) -> bool:
     """Is ``tag`` in pydicom's dictionary, repeating groups (60xx...) included?"""
     try:
         get_entry(tag)
@@ -54,7 +64,8 @@ _TYPE_UID_WORDS = ("ClassUID", "SOPClasses", "TransferSyntaxUID", "CodingSchemeU
                    "ContextGroupExtensionCreatorUID", "MappingResourceUID")
 
 
-def _names_a_type(tag: BaseTag) -> bool:
+@functools.lru_cache(maxsize=None)
+def _names_a_type(tag: int) -> bool:
     try:
         keyword = get_entry(tag)[4]
     except KeyError:
@@ -62,24 +73,93 @@ def _names_a_type(tag: BaseTag) -> bool:
     return any(word in keyword for word in _TYPE_UID_WORDS)
 
 
+@dataclass
+class _File:
+    """What the whole file shares while its levels are de-identified."""
+
+    shift_days: int = 0
+    identifying: Identifying | None = None
+
+
+def _vr(raw, tag: BaseTag) -> str | None:
+    """The VR of an element without decoding its value (implicit VR: the dictionary's)."""
+    vr = raw.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    return vr
+
+
+def _empty(elem) -> bool:
+    """Has this element (decoded or not) an empty value?"""
+    if elem.is_raw:
+        return not elem.value
+    return elem.is_empty
+
+
 class Deidentifier:
-    """Applies the chosen profile to datasets, with one UID mapping for the whole run."""
+    """Applies the chosen profile to datasets, with one UID mapping for the whole run.
+
+    Elements the profile keeps are never decoded: they are written back as the
+    bytes they were read as, which is most of the speed of a run.
+    """
 
     def __init__(self, profile: Profile, pseudonyms: Pseudonyms, options: Iterable[RetainOption]):
         self.profile = profile
         self.pseudonyms = pseudonyms
         self.options = tuple(options)
-        self.keep_dates = any(o.dest == "keep_dates" for o in self.options)
-        self.keep_uids = any(o.dest == "keep_uids" for o in self.options)
+        chosen = {o.dest for o in self.options}
+        self.keep_dates = "keep_dates" in chosen
+        self.shift_dates = "shift_dates" in chosen
+        self.keep_uids = "keep_uids" in chosen
+        self.clean_descriptors = "clean_descriptors" in chosen
+        self.safe_private = load_allow_list() if "keep_safe_private" in chosen else None
 
     # -- the whole file ---------------------------------------------------
 
     def apply(self, ds: FileDataset) -> None:
         """De-identify ``ds`` in place: body, file meta, preamble and the de-identification record."""
-        self._dataset(ds)
+        previous_ltim = str(ds.get("LongitudinalTemporalInformationModified", "") or "").strip().upper()
+        pseudonym = self.patient_pseudonym(ds)
+        self.body(ds)
+        # A file without a patient ID or name still gets the pseudonym of the
+        # identity it has (see dcm_anon.identity), so its patient can be followed.
+        for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
+            if tag not in ds or ds[tag].is_empty:
+                ds.add_new(tag, vr, pseudonym)
         self._file_meta(ds)
         ds.preamble = b"\x00" * 128   # it may hold a TIFF header, with PHI in it
-        self._record(ds)
+        self._record(ds, previous_ltim)
+
+    def body(self, ds: Dataset) -> None:
+        """De-identify the dataset itself, at every level (no file meta, no record)."""
+        self._dataset(ds, self._file_context(ds))
+
+    def _file_context(self, ds: Dataset) -> _File:
+        context = _File()
+        if self.shift_dates:
+            context.shift_days = self.pseudonyms.date_shift_days(patient_identity(ds))
+        if self.clean_descriptors:
+            context.identifying = Identifying(self._identifying_values(ds))
+        return context
+
+    def _identifying_values(self, ds: Dataset) -> list[str]:
+        """The text of every element the Basic Profile would not keep, and of every person name."""
+        values: list[str] = []
+        for elem in ds.iterall():
+            if elem.VR not in _IDENTIFYING_VRS or elem.tag.is_private:
+                continue
+            action = self.profile.basic(elem.tag)
+            if elem.VR != "PN" and action in (None, KEEP, MAP_UID, MAP_UIDS_INSIDE):
+                continue
+            if self.profile.action(elem.tag) == CLEAN and elem.VR != "PN":
+                continue   # the descriptions themselves are what is cleaned, not what identifies
+            value = elem.value
+            for item in (value if isinstance(value, (MultiValue, list, tuple)) else [value]):
+                values.append(str(item or ""))
+        return values
 
     def _file_meta(self, ds: FileDataset) -> None:
         old = ds.file_meta
@@ -95,65 +175,126 @@ class Deidentifier:
         meta.ImplementationVersionName = "PYDICOM " + pydicom.__version__
         ds.file_meta = meta
 
-    def _record(self, ds: Dataset) -> None:
-        """Say in the file what was done to it (PS3.15 E.1.1)."""
+    def _record(self, ds: Dataset, previous_ltim: str) -> None:
+        """Say in the file what was done to it (PS3.15 E.1.1), after what earlier de-identifiers said."""
         ds.PatientIdentityRemoved = "YES"
         # LO allows 64 characters per value, so the method is several values.
-        ds.DeidentificationMethod = [PROFILE_NAME, f"dcm_anon {__version__}",
-                                     *(o.meaning for o in self.options)]
-        codes = Sequence()
+        earlier = ds.get("DeidentificationMethod") or []
+        earlier = [str(v) for v in (earlier if isinstance(earlier, (MultiValue, list)) else [earlier]) if v]
+        ours = [PROFILE_NAME, f"dcm_anon {__version__}", *(o.meaning for o in self.options)]
+        ds.DeidentificationMethod = [*earlier, *(m for m in ours if m not in earlier)]
+        codes = Sequence(ds.get("DeidentificationMethodCodeSequence") or [])
+        present = {(str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) for c in codes}
         for value, meaning in [PROFILE_CODE, *((o.code, o.meaning) for o in self.options)]:
+            if (value, "DCM") in present:
+                continue   # already on record; a second copy would add nothing
             item = Dataset()
             item.CodeValue = value
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = meaning
             codes.append(item)
         ds.DeidentificationMethodCodeSequence = codes
-        if not self.keep_dates:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
-        elif ds.get("LongitudinalTemporalInformationModified", "") not in ("MODIFIED", "REMOVED"):
-            # What an earlier de-identifier did to the dates stays on record.
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        ds.LongitudinalTemporalInformationModified = self._ltim(previous_ltim)
+
+    def _ltim(self, previous: str) -> str:
+        """What the dates now are, given what the input said had been done to them."""
+        if self.keep_dates:
+            return previous if previous in ("MODIFIED", "REMOVED") else "UNMODIFIED"
+        if self.shift_dates:
+            return "REMOVED" if previous == "REMOVED" else "MODIFIED"
+        return "REMOVED"
 
     # -- one dataset level --------------------------------------------------
 
-    def _dataset(self, ds: Dataset) -> None:
+    def _dataset(self, ds: Dataset, context: _File) -> None:
         pseudonym = self.patient_pseudonym(ds) if PATIENT_ID in ds or PATIENT_NAME in ds else None
+        safe = safe_private_tags(ds, self.safe_private) if self.safe_private is not None else ()
+        # Plain ints: this loop runs for every element of every file, and BaseTag's
+        # comparisons and properties are Python code.
         for tag in list(ds.keys()):
-            tag = Tag(tag)
-            if (tag.is_private or tag.element == 0x0000 or tag.group in (0x0000, 0x0002)
-                    or tag == TRAILING_PADDING):
-                # Private data cannot be judged; group lengths would be stale;
-                # command (0000) and file meta (0002) elements do not belong in
-                # the dataset (the file meta is rebuilt on its own).
+            t = int(tag)
+            group, element = t >> 16, t & 0xFFFF
+            if group & 1:
+                if t not in safe:
+                    del ds[tag]   # private data cannot be judged unless the allow-list vouches for it
+                continue
+            if element == 0 or group in (0x0000, 0x0002) or t == TRAILING_PADDING:
+                # Group lengths would be stale; command (0000) and file meta
+                # (0002) elements do not belong in the dataset (the file meta
+                # is rebuilt on its own).
                 del ds[tag]
                 continue
-            if tag in (PATIENT_ID, PATIENT_NAME):
+            if t == PATIENT_ID or t == PATIENT_NAME:
                 ds[tag].value = pseudonym
                 continue
-            elem = ds[tag]
-            action = self.profile.action(tag)
+            vr = _vr(ds.get_item(tag), tag)
+            if vr == "UN":
+                vr = ds[tag].VR        # decoded: pydicom gives a known public tag its real VR
+            action = self.profile.action(t)
             if action is None:
-                if elem.VR == "UN" or not _known_public(tag):
+                if vr is None or vr == "UN" or not _known_public(t):
                     del ds[tag]        # not in the dictionary: we cannot judge it
                     continue
                 action = KEEP
                 # The table lists only some instance UIDs (not e.g. Target or
                 # Volume Frame of Reference UID); an original UID kept anywhere
                 # would link the output back to the source, so all are mapped.
-                if elem.VR == "UI" and not self.keep_uids and not _names_a_type(tag):
+                if vr == "UI" and not self.keep_uids and not _names_a_type(t):
                     action = MAP_UID
-            self._act(ds, elem, action)
+                # A date the table does not list moves with the others, or it
+                # would give the shift away.
+                elif self.shift_dates and vr in SHIFTERS:
+                    action = SHIFT_DATES
+            if vr != "SQ":
+                # The commonest actions need no decoding either.
+                if action == KEEP:
+                    continue           # written back as read
+                if action == REMOVE:
+                    del ds[tag]
+                    continue
+                if action in (ZERO, DUMMY) and _empty(ds.get_item(tag)):
+                    continue           # empty already: nothing to hide (see _act)
+                if action == ZERO and len(vr) == 2:   # not an ambiguous "US or SS"
+                    ds.add_new(tag, vr, None)
+                    continue
+            self._act(ds, ds[tag], action, context)
+
+    def dates_in_names(self, dates: list[str], ds: Dataset) -> dict[str, str]:
+        """What a file name's copy of each of this file's ``dates`` becomes (read before :meth:`apply`)."""
+        if self.keep_dates:
+            return {}
+        pseudonym = self.patient_pseudonym(ds)
+        if not self.shift_dates:
+            return {d: pseudonym for d in dates}
+        days = self.pseudonyms.date_shift_days(patient_identity(ds))
+        return {d: shift_da(d, days) or pseudonym for d in dates}
 
     def patient_pseudonym(self, ds: Dataset) -> str:
-        """One pseudonym per distinct PatientID at this level (the name stands in when there is no ID)."""
-        source = str(ds.get(PATIENT_ID).value or "").strip() if PATIENT_ID in ds else ""
-        if not source and PATIENT_NAME in ds:
-            source = str(ds[PATIENT_NAME].value or "").strip()
-        return self.pseudonyms.patient(source)
+        """One pseudonym per patient identity at this level (see :mod:`dcm_anon.identity`)."""
+        return self.pseudonyms.patient(patient_identity(ds))
 
-    def _act(self, ds: Dataset, elem, action: str) -> None:
+    def _act(self, ds: Dataset, elem, action: str, context: _File) -> None:
         vr = elem.VR
+        if action == SHIFT_DATES:
+            if vr in SHIFTERS:
+                if elem.is_empty:
+                    return
+                shifted = shift_values(vr, elem.value, context.shift_days)
+                if shifted is not None:
+                    elem.value = shifted
+                    return
+            elif vr == "TM":
+                return                 # whole days: the time of day is the same after the shift
+            action = self.profile.basic(elem.tag) or REMOVE   # not a date we can move
+        elif action == CLEAN:
+            if vr in _TEXT_VRS and context.identifying is not None:
+                if elem.is_empty:
+                    return
+                cleaned = context.identifying.clean(str(elem.value))
+                if cleaned is not None:
+                    elem.value = cleaned
+                    return
+            action = self.profile.basic(elem.tag) or REMOVE
         if action == REMOVE:
             del ds[elem.tag]
         elif action == ZERO:
@@ -175,18 +316,18 @@ class Deidentifier:
             elif vr == "SQ":
                 # X/Z/U*: keep the sequence; every instance UID inside is mapped
                 # by the table (Referenced SOP Instance UID) or the rule above.
-                self._items(elem)
+                self._items(elem, context)
             else:
                 del ds[elem.tag]   # not a UID after all: remove rather than guess
         elif action == KEEP:
             if vr == "SQ":
-                self._items(elem)
+                self._items(elem, context)
         else:  # pragma: no cover - the profile only yields the actions above
             raise ValueError(f"unknown action {action!r}")
 
-    def _items(self, elem) -> None:
+    def _items(self, elem, context: _File) -> None:
         for item in elem.value or ():
-            self._dataset(item)
+            self._dataset(item, context)
 
     def _map_uids(self, elem) -> None:
         value = elem.value

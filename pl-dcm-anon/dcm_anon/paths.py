@@ -9,7 +9,11 @@ therefore de-identified like the header it belongs to:
   mapped UID, so a file named after its SOPInstanceUID is named after its
   new one, consistently across the run;
 * every identifying value seen in the headers so far (patient name and its
-  parts, IDs, accession number, birth date) becomes the patient's pseudonym.
+  parts, IDs, accession number, birth date) becomes the patient's pseudonym;
+* every study, series, acquisition, content or creation date of the file
+  (``19001231-076.dcm``) says what its header now says: the shifted date with
+  ``--shift-dates``, itself with ``--keep-dates``, else the pseudonym. This
+  one is per file, not learned: patients share dates.
 
 Logs and the run report name input files the same way, so no original UID
 or name reaches them either. A limit: a file that is not DICOM, in a folder
@@ -33,6 +37,23 @@ UID_TOKEN = re.compile(r"(?<![\d.])\d+(?:\.\d+){3,}(?!\d|\.\d)")
 MIN_VALUE_LENGTH = 3
 _IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
                 "StudyID", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
+
+
+# Dates a file or folder name may carry (exports often name files after the study date).
+NAME_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate")
+
+
+def date_values(ds: Dataset) -> list[str]:
+    """The file's full dates (YYYYMMDD) that a file or folder name might repeat."""
+    out = []
+    for keyword in NAME_DATES:
+        try:
+            value = str(ds.get(keyword) or "").strip()
+        except Exception:
+            continue
+        if len(value) == 8 and value.isdigit():
+            out.append(value)
+    return list(dict.fromkeys(out))
 
 
 def identifying_values(ds: Dataset) -> list[str]:
@@ -62,7 +83,11 @@ class PathNamer:
 
     def learn(self, ds: Dataset, pseudonym: str) -> None:
         """Remember this file's identifying values, to be replaced by ``pseudonym``."""
-        new = {v.lower(): pseudonym for v in identifying_values(ds) if v.lower() not in self._replacements}
+        self.learn_values(identifying_values(ds), pseudonym)
+
+    def learn_values(self, identifying: list[str], pseudonym: str) -> None:
+        """Remember ``identifying`` (from :func:`identifying_values`), to be replaced by ``pseudonym``."""
+        new = {v.lower(): pseudonym for v in identifying if v.lower() not in self._replacements}
         if new:
             self._replacements.update(new)
             # Longest first, so "DOE^JANE" goes before "DOE".
@@ -81,9 +106,15 @@ class PathNamer:
     def __call__(self, relative: Path) -> Path:
         return Path(*(self.component(part) for part in Path(relative).parts))
 
-    def claim(self, relative: Path) -> Path:
-        """The output path of input ``relative``; never one another input already took."""
+    def claim(self, relative: Path, dates: dict[str, str] | None = None) -> Path:
+        """The output path of input ``relative``; never one another input already took.
+
+        ``dates`` maps this file's dates to what its name says instead.
+        """
         out = self(relative)
+        if dates:
+            pattern = re.compile(r"(?<!\d)(" + "|".join(map(re.escape, dates)) + r")(?!\d)")
+            out = Path(*(pattern.sub(lambda m: dates[m.group()], part) for part in out.parts))
         candidate, n = out, 1
         while self._taken.get(candidate, relative) != relative:
             n += 1

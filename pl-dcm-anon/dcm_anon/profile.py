@@ -20,11 +20,13 @@ DUMMY = "D"              # replace the value by a dummy valid for the VR
 KEEP = "K"               # keep it as it is
 MAP_UID = "U"            # replace the UID(s) by the consistent mapping
 MAP_UIDS_INSIDE = "U*"   # keep the sequence, map every UID inside it
+SHIFT_DATES = "shift"    # Modified Dates option: move dates by the patient's shift
+CLEAN = "clean"          # Clean Descriptors option: keep the text without identifying words
 
 # A compound code (X/Z, X/D, ...) lets the de-identifier choose; we take the
 # choice that also keeps the object valid when the IOD needs the attribute.
-# C (clean) would mean rewriting free text; we never do that, so a basic C
-# falls back to removal.
+# A basic C (clean) falls back to removal: cleaning is what the Clean
+# Descriptors option does, for its own column only.
 _BASIC_ACTIONS = {
     "X": REMOVE,
     "Z": ZERO,
@@ -59,6 +61,21 @@ RETAIN_OPTIONS: tuple[RetainOption, ...] = (
     RetainOption("--keep-dates", "keep_dates", "rtnLongFullDatesOpt", "113106",
                  "Retain Longitudinal Temporal Information Full Dates Option",
                  "keep dates and times (Retain Longitudinal Temporal Information Full Dates Option)"),
+    RetainOption("--shift-dates", "shift_dates", "rtnLongModifDatesOpt", "113107",
+                 "Retain Longitudinal Temporal Information Modified Dates Option",
+                 "move every date back by one whole number of days per patient, derived from the "
+                 "key, so intervals are kept (Retain Longitudinal Temporal Information Modified "
+                 "Dates Option)"),
+    RetainOption("--clean-descriptors", "clean_descriptors", "cleanDescOpt", "113105",
+                 "Clean Descriptors Option",
+                 "keep descriptions, protocol names and comments with every identifying word of "
+                 "the file, and anything like a date, number or e-mail address, taken out "
+                 "(Clean Descriptors Option)"),
+    RetainOption("--keep-safe-private", "keep_safe_private", "rtnSafePrivOpt", "113111",
+                 "Retain Safe Private Option",
+                 "keep the private attributes on the shipped allow-list of CT reconstruction, "
+                 "kernel and dose parameters; all other private attributes are removed "
+                 "(Retain Safe Private Option)"),
     RetainOption("--keep-uids", "keep_uids", "rtnUIDsOpt", "113110",
                  "Retain UIDs Option",
                  "keep the original UIDs (Retain UIDs Option)"),
@@ -73,6 +90,10 @@ RETAIN_OPTIONS: tuple[RetainOption, ...] = (
                  "Retain Institution Identity Option",
                  "keep institution name, address and department (Retain Institution Identity Option)"),
 )
+# Options that say C (clean) in their column and what cleaning means for them;
+# under every other option a C leaves the basic action.
+_CLEANING = {"rtnLongModifDatesOpt": SHIFT_DATES, "cleanDescOpt": CLEAN}
+EXCLUSIVE = ("keep_dates", "shift_dates")   # full dates or modified dates, not both
 
 PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 
@@ -89,15 +110,25 @@ def load_table() -> list[dict]:
 
 
 def resolve_row(row: dict, retain_columns: Iterable[str]) -> str:
-    """The action for one table row under the chosen options."""
+    """The action for one table row under the chosen options.
+
+    K (keep) in any chosen column wins; then a C (clean) of an option that
+    cleans (shift dates, clean descriptors); else the basic action.
+    """
+    basic = basic_action(row)
+    marks = {column: str(row.get(column, "")).strip().upper() for column in retain_columns}
+    if "K" in marks.values():
+        return KEEP
+    for column, mark in marks.items():
+        if mark == "C" and column in _CLEANING:
+            return _CLEANING[column]
+    return basic
+
+
+def basic_action(row: dict) -> str:
     basic = str(row["basicProfile"]).strip().upper()
     if basic not in _BASIC_ACTIONS:
         raise ValueError(f"unknown action {basic!r} for {row.get('tag')} in the profile table")
-    # An option column holds K (keep) or C (clean). We do not clean text, so
-    # only K changes anything; under C the basic action stays.
-    for column in retain_columns:
-        if str(row.get(column, "")).strip().upper() == "K":
-            return KEEP
     return _BASIC_ACTIONS[basic]
 
 
@@ -106,33 +137,44 @@ class Profile:
 
     def __init__(self, rows: list[dict], retain_columns: Iterable[str] = ()):
         retain_columns = tuple(retain_columns)
-        self._exact: dict[int, str] = {}
-        self._patterns: list[tuple[int, int, str]] = []   # (mask, value, action)
+        self._exact: dict[int, tuple[str, str]] = {}              # tag → (action, basic action)
+        self._patterns: list[tuple[int, int, tuple[str, str]]] = []   # (mask, value, actions)
+        self._cache: dict[int, tuple[str, str] | None] = {}
         for row in rows:
             m = _TAG.fullmatch(str(row["tag"]).strip())
             if m is None:
                 # "(GGGG,EEEE) WHERE GGGG IS ODD": private attributes. They are
-                # all removed by rule before the table is consulted.
+                # removed, or kept by the safe-private allow-list, by rule.
                 continue
-            action = resolve_row(row, retain_columns)
+            actions = (resolve_row(row, retain_columns), basic_action(row))
             hex8 = (m[1] + m[2]).upper()
             if "X" in hex8:
                 mask = int("".join("0" if c == "X" else "F" for c in hex8), 16)
                 value = int(hex8.replace("X", "0"), 16)
-                self._patterns.append((mask, value, action))
+                self._patterns.append((mask, value, actions))
             else:
-                self._exact[int(hex8, 16)] = action
+                self._exact[int(hex8, 16)] = actions
+
+    def _lookup(self, tag: int) -> tuple[str, str] | None:
+        try:
+            return self._cache[tag]
+        except KeyError:
+            pass
+        found = self._exact.get(tag)
+        if found is None:
+            found = next((a for mask, value, a in self._patterns if tag & mask == value), None)
+        self._cache[tag] = found
+        return found
 
     def action(self, tag: int) -> str | None:
         """The action for ``tag``, or None when the table does not list it."""
-        tag = int(tag)
-        found = self._exact.get(tag)
-        if found is not None:
-            return found
-        for mask, value, action in self._patterns:
-            if tag & mask == value:
-                return action
-        return None
+        found = self._lookup(int(tag))
+        return None if found is None else found[0]
+
+    def basic(self, tag: int) -> str | None:
+        """The Basic Profile's action for ``tag`` (what a clean or shift falls back to)."""
+        found = self._lookup(int(tag))
+        return None if found is None else found[1]
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._patterns)

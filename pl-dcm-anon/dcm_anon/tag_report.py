@@ -11,6 +11,13 @@ pins are in tag-report-requirements.txt). Its interpreter is, in this order:
 Without one, the tag report fails with one line saying how to make it; the
 de-identified files are written all the same.
 
+It costs little because it overlaps the de-identification: the child is
+started with the run, spends its start-up (about 1.5 s of imports: pydicom 2,
+matplotlib, faker) while the files are being de-identified, then waits for
+the word to go. It is one process for the whole output, and it is shown one
+file per folder: the one pfdicom_tagExtract would list anyway (the first in
+name order), so its walk reads nothing else.
+
 The child (tag_extract_child.py, run by path in isolated mode) imports neither
 dcm_anon nor ctsvd_common. It runs there also because importing
 pfdicom_tagExtract switches off all logging in the process
@@ -19,8 +26,8 @@ child runs with a time limit, its output is captured and never shown (we do
 not forward a third-party tool's text into our logs), and it sees only a
 private temporary folder:
 
-* input: symbolic links to exactly the DICOM files this run wrote, so no
-  report, no skipped file and no earlier output is ever read;
+* input: symbolic links to the first DICOM file this run wrote in each
+  folder, so no report, no skipped file and no earlier output is ever read;
 * output: a temporary folder. Its ``.json`` and ``.html`` files are then
   copied atomically into ``<outputdir>/tag-report/``, the only place written.
 
@@ -31,6 +38,7 @@ folder layout of the output tree is kept.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,62 +94,109 @@ def _runnable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def write_tag_report(stage: Stage, written: list[Path]) -> int:
-    """Make ``tag-report/`` for the files ``written`` (relative to the output folder).
+class TagReport:
+    """The tag report of one run: started early, finished (or cancelled) once the files are written."""
 
-    Returns how many report files were published. Any failure is recorded with
-    ``stage.fail("tag-report", ...)``; the de-identified files stay as they are.
-    """
-    try:
-        return _make(stage.outputdir, written)
-    except TagReportError as e:
-        stage.fail(REPORT_DIR, str(e))
-    except Exception as e:   # e.g. no symbolic links on this file system, disk full
-        stage.fail(REPORT_DIR, f"cannot make the tag report ({type(e).__name__})")
-    return 0
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._error: str | None = None
+        try:
+            self._start()
+        except TagReportError as e:
+            self._error = str(e)
+        except Exception as e:
+            self._error = f"cannot make the tag report ({type(e).__name__})"
+        if self._error is not None:
+            self._cleanup()
 
+    def _start(self) -> None:
+        python = tag_report_python()
+        self._tmp = Path(tempfile.mkdtemp(prefix="dcm_anon-tag-report-"))
+        view = self._tmp / "view"
+        view.mkdir()
+        # Isolated mode (-I): no PYTHONPATH or user site from our environment, and
+        # the child's own folder (dcm_anon/, which has a profile.py) is not on its path.
+        command = [str(python), "-I", "-W", "ignore", tag_extract_child.__file__, str(self._tmp / "out"),
+                   STEM, FORMATS]
+        env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(self._tmp / "mpl")}
+        try:
+            # Its output is never shown (a third-party tool's text stays out of our logs).
+            self._proc = subprocess.Popen(command, cwd=view, env=env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as e:
+            raise TagReportError(f"cannot start the tag-report environment's Python ({type(e).__name__})") from None
 
-def _make(outputdir: Path, written: list[Path]) -> int:
-    python = tag_report_python()
-    outputdir = Path(outputdir).resolve()
-    folders = sorted({Path(rel).parent for rel in written})
-    with tempfile.TemporaryDirectory(prefix="dcm_anon-tag-report-") as tmp:
-        tmp = Path(tmp)
-        view, staged = tmp / "view", tmp / "out"
-        for rel in written:
-            link = view / _TREE / rel
+    def finish(self, written: list[Path]) -> int:
+        """Make ``tag-report/`` for the files ``written`` (relative to the output folder).
+
+        Returns how many report files were published. Any failure is recorded with
+        ``stage.fail("tag-report", ...)``; the de-identified files stay as they are.
+        """
+        try:
+            if self._error is not None:
+                raise TagReportError(self._error)
+            return self._make(written)
+        except TagReportError as e:
+            self.stage.fail(REPORT_DIR, str(e))
+        except Exception as e:   # e.g. no symbolic links on this file system, disk full
+            self.stage.fail(REPORT_DIR, f"cannot make the tag report ({type(e).__name__})")
+        finally:
+            self.cancel()
+        return 0
+
+    def cancel(self) -> None:
+        """Stop the child if it still runs (nothing to report) and remove the temporary folder."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdin is not None:
+                proc.stdin.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _make(self, written: list[Path]) -> int:
+        assert self._tmp is not None and self._proc is not None
+        outputdir = Path(self.stage.outputdir).resolve()
+        first: dict[Path, Path] = {}
+        for rel in sorted(Path(r) for r in written):
+            first.setdefault(rel.parent, rel)
+        for rel in first.values():
+            link = self._tmp / "view" / _TREE / rel
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(outputdir / rel)
-        _run_child(python, view, staged, tmp, limit=timeout_for(len(folders)))
+        self._run(limit=timeout_for(len(first)))
 
-        made = staged / _TREE
-        missing = [f for f in folders if not (made / f / f"{STEM}.json").is_file()]
+        made = self._tmp / "out" / _TREE
+        missing = [f for f in first if not (made / f / f"{STEM}.json").is_file()]
         published = 0
         for src in sorted(made.rglob("*")) if made.is_dir() else ():
             if src.is_symlink() or not src.is_file() or src.suffix not in PUBLISHED_SUFFIXES:
                 continue
             atomic.copy_file(src, outputdir / REPORT_DIR / src.relative_to(made))
             published += 1
-    if missing:
-        raise TagReportError(f"pfdicom_tagExtract listed {len(folders) - len(missing)} of "
-                             f"{len(folders)} folder(s); no listing for {len(missing)}")
-    return published
+        if missing:
+            raise TagReportError(f"pfdicom_tagExtract listed {len(first) - len(missing)} of "
+                                 f"{len(first)} folder(s); no listing for {len(missing)}")
+        return published
 
-
-def _run_child(python: Path, view: Path, staged: Path, tmp: Path, limit: float) -> None:
-    # Isolated mode (-I): no PYTHONPATH or user site from our environment, and
-    # the child's own folder (dcm_anon/, which has a profile.py) is not on its path.
-    command = [str(python), "-I", "-W", "ignore", tag_extract_child.__file__, str(staged), STEM, FORMATS]
-    env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp / "mpl")}
-    try:
-        proc = subprocess.run(command, cwd=view, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
-    except subprocess.TimeoutExpired:
-        raise TagReportError(f"pfdicom_tagExtract did not finish within {limit:.0f} s") from None
-    except OSError as e:
-        raise TagReportError(f"cannot start the tag-report environment's Python ({type(e).__name__})") from None
-    if proc.returncode == tag_extract_child.EXIT_IMPORT:
-        raise TagReportError(f"pfdicom_tagExtract cannot be imported by {python}: "
-                             f"install pl-dcm-anon/{REQUIREMENTS} there")
-    if proc.returncode != 0:
-        raise TagReportError(f"pfdicom_tagExtract failed (exit code {proc.returncode})")
+    def _run(self, limit: float) -> None:
+        proc = self._proc
+        try:
+            proc.communicate(input=tag_extract_child.GO, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise TagReportError(f"pfdicom_tagExtract did not finish within {limit:.0f} s") from None
+        except BrokenPipeError:   # it ended before being told to go: its exit code says why
+            proc.wait()
+        if proc.returncode == tag_extract_child.EXIT_IMPORT:
+            raise TagReportError(f"pfdicom_tagExtract cannot be imported by {proc.args[0]}: "
+                                 f"install pl-dcm-anon/{REQUIREMENTS} there")
+        if proc.returncode != 0:
+            raise TagReportError(f"pfdicom_tagExtract failed (exit code {proc.returncode})")

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from argparse import Namespace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctsvd_common.atomic import atomic_path
 from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
-from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
+from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, UsageError
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
-from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
-from dcm_anon.paths import PathNamer
+from dcm_anon.paths import PathNamer, date_values, identifying_values
+from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
+from dcm_anon.workers import ordered_map, worker_count
+from dcm_anon.writer import write_part10
 
 PROGRESS_EVERY = 50
+TEMP_PREFIX = ".dcm_anon-"   # hidden: a later stage reading this folder never takes it for input
 
 
 class _Tally:
@@ -32,10 +37,30 @@ class _Tally:
                 f"{len(stage.skipped)} skipped, {len(stage.errors)} failed")
 
 
+@dataclass
+class _Done:
+    """One file de-identified (in a worker): where it waits, and what naming it needs."""
+
+    temp: Path
+    identifying: list[str]          # for the output's name; held in memory only
+    pseudonym: str
+    dates: dict[str, str]           # the file's dates → what its name says instead
+    counts: tuple[str, str, str] = ("", "", "")   # mapped study, series, patient
+    error: BaseException | None = field(default=None)
+
+
+# The worker's state: set before the pool forks, so every worker inherits it.
+_JOB: tuple[Deidentifier, Path] | None = None
+
+
 def anonymize_tree(stage: Stage, options: Namespace) -> None:
     """The body of one dcm_anon run."""
     quiet_pydicom()   # before anything is read: pydicom's warnings quote header values
     retain = chosen_options(options)
+    if all(getattr(options, dest, False) for dest in EXCLUSIVE):
+        raise UsageError("--keep-dates and --shift-dates exclude each other: keep the dates, or move them")
+    if options.workers < 0:
+        raise UsageError(f"--workers must be 0 (one per CPU) or more, not {options.workers}")
     pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
     deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
     namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids)
@@ -46,38 +71,71 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
         "pseudonym_key": "given (reproducible mapping)" if options.pseudonym_key else "random for this run",
         "tag_report": not options.no_tag_report,
     }
+    # Started now, so that its start-up overlaps the de-identification.
+    report = None if options.no_tag_report else tag_report.TagReport(stage)
+    try:
+        tally = _Tally()
+        _deidentify_all(stage, options, deidentifier, namer, tally)
+        if report is not None and tally.written:
+            with stage.timed("tag report (after the files)"):
+                made = report.finish(tally.written)
+            stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
+    finally:
+        if report is not None:
+            report.cancel()
+    if options.no_tag_report:
+        stage.summary["tag_report"] = "not made (--no-tag-report)"
 
+
+def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, namer: PathNamer,
+                    tally: _Tally) -> None:
+    global _JOB
     files = input_files(stage.inputdir)
-    tally = _Tally()
     if not files:
         _summarize(stage, tally, found=0)
         raise StageError(f"no DICOM files found in {stage.inputdir}: the folder is empty")
 
-    with stage.timed(f"de-identifying {len(files)} file(s)"):
-        for i, path in enumerate(files, 1):
-            # Whatever happens stays with this one file. Names in the report may be
-            # de-identified, so each entry also says which input it was, by position.
-            with stage.guard(path, "file", input=i):
-                _one_file(stage, deidentifier, namer, path, tally, i)
-            if i % PROGRESS_EVERY == 0 or i == len(files):
-                stage.log.info("%s", tally.line(stage, i, len(files)))
+    workers = worker_count(options.workers, len(files))
+    stage.summary["workers"] = workers
+    _JOB = (deidentifier, stage.outputdir)
+    stage.outputdir.mkdir(parents=True, exist_ok=True)
+    outcomes = ordered_map(_deidentify_one, files, workers)
+    try:
+        with stage.timed(f"de-identifying {len(files)} file(s) in {workers} process(es)"):
+            for i, (path, outcome) in enumerate(zip(files, outcomes), 1):
+                # Whatever happens stays with this one file. Names in the report may be
+                # de-identified, so each entry also says which input it was, by position.
+                with stage.guard(path, "file", input=i):
+                    _place(stage, namer, path, outcome, tally, i)
+                if i % PROGRESS_EVERY == 0 or i == len(files):
+                    stage.log.info("%s", tally.line(stage, i, len(files)))
+    finally:
+        outcomes.close()   # on an interrupt: the pool stops, and no temporary file stays behind
+        _JOB = None
+        for leftover in stage.outputdir.glob(TEMP_PREFIX + "*"):
+            leftover.unlink(missing_ok=True)
     _summarize(stage, tally, found=len(files))
 
     if not tally.written and not stage.errors:
         raise StageError(f"no DICOM files found in {stage.inputdir} "
                          f"({len(stage.skipped)} other file(s) skipped)")
 
-    if options.no_tag_report:
-        stage.summary["tag_report"] = "not made (--no-tag-report)"
-    elif tally.written:
-        with stage.timed("tag report"):
-            made = tag_report.write_tag_report(stage, tally.written)
-        stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
+
+def _deidentify_one(path: Path) -> _Done | BaseException:
+    """Worker: de-identify one file into a temporary file of the output folder.
+
+    Returns the error rather than raising it (see :func:`ordered_map`).
+    """
+    assert _JOB is not None
+    deidentifier, outputdir = _JOB
+    try:
+        return _deidentify_file(deidentifier, outputdir, path)
+    except Exception as e:
+        return e
 
 
-def _one_file(stage: Stage, deidentifier: Deidentifier, namer: PathNamer, path: Path, tally: _Tally,
-              index: int) -> None:
-    """De-identify one file, or raise :class:`InputSkipped` / :class:`InputFailed` with why not.
+def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) -> _Done:
+    """Raise :class:`InputSkipped` / :class:`InputFailed` with why not.
 
     Exception texts are never used: they may quote header values.
     """
@@ -99,24 +157,43 @@ def _one_file(stage: Stage, deidentifier: Deidentifier, namer: PathNamer, path: 
         raise InputSkipped("burned-in annotation: pixel data may hold PHI, not copied")
 
     # Before the header loses them: its identifying values must not survive in a name.
-    namer.learn(ds, deidentifier.patient_pseudonym(ds))
+    identifying, pseudonym = identifying_values(ds), deidentifier.patient_pseudonym(ds)
+    dates = deidentifier.dates_in_names(date_values(ds), ds)
     try:
         deidentifier.apply(ds)
     except Exception as e:
         raise InputFailed(f"cannot de-identify this file ({type(e).__name__})") from None
-    rel = namer.claim(path.relative_to(stage.inputdir))
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".dcm", dir=outputdir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
+            write_part10(ds, f)
+    except Exception as e:
+        Path(temp).unlink(missing_ok=True)
+        raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
+    counts = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID"))
+    return _Done(Path(temp), identifying, pseudonym, dates, counts)
+
+
+def _place(stage: Stage, namer: PathNamer, path: Path, outcome: _Done | BaseException, tally: _Tally,
+           index: int) -> None:
+    """Give a de-identified file its name (in input order, so names do not depend on the workers)."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    namer.learn_values(outcome.identifying, outcome.pseudonym)
+    rel = namer.claim(path.relative_to(stage.inputdir), outcome.dates)
     dest = stage.outputdir / rel
     try:
-        with atomic_path(dest) as tmp:
-            # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
-            ds.save_as(tmp, enforce_file_format=True)
-    except Exception as e:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(outcome.temp, dest)   # complete, under its final name at once
+    except OSError as e:
+        outcome.temp.unlink(missing_ok=True)
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
-
     tally.written.append(rel)
-    tally.studies.add(str(ds.get("StudyInstanceUID", "")))
-    tally.series.add(str(ds.get("SeriesInstanceUID", "")))
-    tally.patients.add(str(ds.get("PatientID", "")))
+    study, series, patient = outcome.counts
+    tally.studies.add(study)
+    tally.series.add(series)
+    tally.patients.add(patient)
     stage.output(dest, input=index)
 
 

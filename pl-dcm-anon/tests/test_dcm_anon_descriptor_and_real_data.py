@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,13 +32,16 @@ def test_chris_plugin_descriptor():
     assert info["category"] == "DICOM"
     assert info["min_memory_limit"] == "500Mi" and info["min_cpu_limit"] == "1000m"
     params = {p["flag"]: p for p in info["parameters"]}
-    assert set(params) == {"--keep-dates", "--keep-uids", "--keep-device-id", "--keep-patient-chars",
-                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report",
+    assert set(params) == {"--keep-dates", "--shift-dates", "--clean-descriptors", "--keep-safe-private",
+                           "--keep-uids", "--keep-device-id", "--keep-patient-chars",
+                           "--keep-institution-id", "--pseudonym-key", "--no-tag-report", "--workers",
                            "--strict"}
     for flag, p in params.items():
         assert p["optional"] is True and p["help"]
         if flag == "--pseudonym-key":
             assert (p["type"], p["action"], p["default"]) == ("str", "store", "")
+        elif flag == "--workers":
+            assert (p["type"], p["action"], p["default"]) == ("int", "store", 0)
         else:
             assert (p["type"], p["action"], p["default"]) == ("bool", "store_true", False)
 
@@ -58,9 +62,12 @@ def test_real_chest_ct_slices(tmp_path, run):
     report = json.loads((out / "dcm_anon.report.json").read_text())
     source = {o["path"]: COVID / inputs[o["input"] - 1] for o in report["outputs"]}
     for path in written:
-        rel = path.relative_to(out)
-        assert rel.parts[1:] == source[str(rel)].relative_to(COVID).parts[1:]
+        rel, src = path.relative_to(out), source[str(path.relative_to(out))].relative_to(COVID)
+        assert rel.parent.parts[1:] == src.parent.parts[1:]      # the folders below the patient's
         assert rel.parts[0] not in patient_ids and rel.parts[0].startswith("ANON-")
+        # TCIA names files <study date>-<instance>.dcm: the date, gone from the header, goes from the name.
+        date, rest = src.name.split("-", 1)
+        assert re.fullmatch(rf"{re.escape(rel.parts[0])}-{re.escape(rest[:-4])}(-\d+)?\.dcm", rel.name), rel.name
     for path in written:
         ds, original = pydicom.dcmread(path), pydicom.dcmread(source[str(path.relative_to(out))])
         assert ds.PatientIdentityRemoved == "YES"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -239,7 +240,33 @@ def test_the_child_imports_only_the_standard_library_and_pfdicom_tagextract():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"sys", "pfdicom_tagExtract"}
+    assert imported == {"sys", "types", "pfdicom_tagExtract"}
+
+
+def test_the_childs_stand_ins_change_nothing_in_the_listing(series, outdir, run, tmp_path):
+    """The child replaces modules pfdicom_tagExtract imports but never uses for a listing; the
+    listing must be byte for byte what pfdicom_tagExtract makes with the real modules."""
+    python = Path(sys.prefix + tag_report.SIBLING_SUFFIX) / "bin" / "python"
+    if not python.is_file():
+        pytest.skip("no tag-report environment beside this one (scripts/ensure-venv makes it)")
+    assert run(series.root, outdir, "--no-tag-report") == 0
+    view = tmp_path / "view"
+    (view / "tree").mkdir(parents=True)
+    (view / "tree" / "one.dcm").symlink_to(outdir / LAYOUT[0])
+    env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    child = [str(python), "-I", "-W", "ignore", tag_extract_child.__file__]
+    subprocess.run([*child, str(tmp_path / "stand-ins"), "t", "json,html"], input=tag_extract_child.GO,
+                   cwd=view, env=env, check=True, timeout=300, capture_output=True)
+    # The same child function, with the real modules (no stand-ins).
+    real = (f"import sys; sys.path.insert(0, {str(Path(tag_extract_child.__file__).parent)!r}); "
+            f"import tag_extract_child as c; c._stand_ins = lambda: None; "
+            f"sys.exit(c.extract({str(tmp_path / 'real')!r}, 't', 'json,html'))")
+    subprocess.run([str(python), "-I", "-W", "ignore", "-c", real], input=tag_extract_child.GO,
+                   cwd=view, env=env, check=True, timeout=300, capture_output=True)
+    made = sorted(p.relative_to(tmp_path / "real") for p in (tmp_path / "real").rglob("*") if p.is_file())
+    assert [p.name for p in made] == ["t-body.html", "t.html", "t.json"]
+    for rel in made:
+        assert (tmp_path / "stand-ins" / rel).read_bytes() == (tmp_path / "real" / rel).read_bytes()
 
 
 def test_no_tag_report_flag(series, outdir, run):

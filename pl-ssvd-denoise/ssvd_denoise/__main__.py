@@ -14,7 +14,7 @@ from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
-from ssvd_denoise import __version__, interrupts, kubernetes, localspark, localsvd, session
+from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
 from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
@@ -28,8 +28,8 @@ parser = ArgumentParser(
     description="Denoise each CT series with SVDs on Apache Spark. Global: factor the series (slices × "
     "pixels) as U·diag(s)·Vt with a randomized (Halko) SVD distributed over pixels, the knobs of Mahout's "
     "dssvd(k, p, q); render rebuilds it at a rank (the paper's method). Local: denoise small patches "
-    "across neighbouring slices by SVD, each with its own noise estimate, spread over Spark by slabs "
-    "(the recommended output). Input: the series folders of pl-dicom2matrix. Output: the same folders "
+    "across neighbouring slices by SVD, each with its own noise estimate, then Wiener-filter groups of "
+    "similar patches in their higher-order SVD basis, spread over Spark by slabs (the recommended output). Input: the series folders of pl-dicom2matrix. Output: the same folders "
     "with U.npy, s.npy, Vt.npy and svd.json (global) and local.npy and local.json (local) added.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
@@ -214,9 +214,10 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     seconds = round(time.perf_counter() - t0, 3)
     contract.write_local(staging, contract.LocalRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
-        method="local SVD: patches followed across neighbouring slices and across rows, "
-               "Marchenko-Pastur noise per patch, Gavish-Donoho shrinkage, an ensemble of three estimates",
-        parameters=localsvd.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
+        method="local SVD in two stages: patches followed across neighbouring slices and across rows, "
+               "Marchenko-Pastur noise per patch, Gavish-Donoho shrinkage (the pilot); then groups of similar "
+               "patches Wiener-filtered in the pilot's higher-order SVD basis",
+        parameters=local.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
         spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
         timings={"seconds": seconds}))
     stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise estimate %.1f HU (median; 10-90%%: %.1f-%.1f)",

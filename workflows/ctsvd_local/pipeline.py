@@ -2,13 +2,19 @@
 
 The format is CUBE's pipeline YAML (ChRIS RFC 2): a ``plugin_tree`` list of
 nodes ``{title, plugin: "NAME vVERSION", previous: TITLE | null,
-plugin_parameter_defaults: {name: value}}``. Older JSON-style files that link
-nodes by ``previous_index`` and spell ``plugin_name``/``plugin_version`` and
-``[{name, default}]`` defaults are read too.
+plugin_parameter_defaults: {name: value}}`` plus the resources CUBE keeps per
+node (``cpu_limit: 2000m``, ``memory_limit: 4Gi``, ``number_of_workers``,
+``gpu_limit``). ``compute_resource_name`` is ours: CUBE's upload ignores it
+(a pipeline cannot name a compute resource), and it is given per node when a
+run starts (``ctsvd-chris`` does so; the local runner reports it). Older
+JSON-style files that link nodes by ``previous_index`` and spell
+``plugin_name``/``plugin_version`` and ``[{name, default}]`` defaults are read
+too. ``cube_json`` writes the body of ``POST /api/v1/pipelines/``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +22,11 @@ from typing import Any
 
 import yaml
 
-_PLUGIN = re.compile(r"^\s*(?P<name>\S.*?)\s+v(?P<version>\d+(?:\.\d+)*)\s*$")
+PLUGIN_SPEC = re.compile(r"^\s*(?P<name>\S.*?)\s+v(?P<version>\d+(?:\.\d+)*)\s*$")
+# What CUBE keeps of a node besides its plugin, parent and defaults.
+RESOURCES = ("cpu_limit", "memory_limit", "number_of_workers", "gpu_limit")
+COMPUTE = "compute_resource_name"
+PIPELINE_FIELDS = ("name", "authors", "category", "description", "locked")
 
 
 class PipelineError(Exception):
@@ -30,6 +40,8 @@ class Node:
     plugin_version: str
     previous: str | None
     defaults: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    compute: str | None = None  # the compute resource the file asks for
     children: list["Node"] = field(default_factory=list)
 
 
@@ -37,6 +49,8 @@ class Node:
 class Pipeline:
     name: str
     nodes: list[Node]  # parents before children, siblings in file order
+    doc: dict[str, Any] = field(default_factory=dict)  # the file as read
+    source: str = ""  # where it was read from
 
     @property
     def root(self) -> Node:
@@ -69,7 +83,7 @@ def _node(raw: dict, index: int, titles: list[str]) -> Node:
     if not title or not isinstance(title, str):
         raise PipelineError(f"{where}: every node needs a title")
     if "plugin" in raw:
-        match = _PLUGIN.match(str(raw["plugin"]))
+        match = PLUGIN_SPEC.match(str(raw["plugin"]))
         if not match:
             raise PipelineError(f"{where} ({title}): plugin must read 'NAME vVERSION', got {raw['plugin']!r}")
         name, version = match["name"], match["version"]
@@ -82,15 +96,20 @@ def _node(raw: dict, index: int, titles: list[str]) -> Node:
         previous = None if prev_index is None else titles[prev_index] if 0 <= prev_index < len(titles) else "?"
     else:
         previous = raw.get("previous")
-    return Node(title, name, version, previous, _defaults(raw.get("plugin_parameter_defaults"), where))
+    return Node(title, name, version, previous, _defaults(raw.get("plugin_parameter_defaults"), where),
+                {k: raw[k] for k in RESOURCES if k in raw}, raw.get(COMPUTE))
+
+
+def read(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise PipelineError(f"{path}: cannot read the pipeline ({type(e).__name__})") from None
 
 
 def load(path: Path) -> Pipeline:
     """Read and check a pipeline file; PipelineError says what is wrong, in one line."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise PipelineError(f"{path}: cannot read the pipeline ({type(e).__name__})") from None
+    doc = read(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("plugin_tree"), list) or not doc["plugin_tree"]:
         raise PipelineError(f"{path}: no plugin_tree list")
     raw_nodes = doc["plugin_tree"]
@@ -115,4 +134,16 @@ def load(path: Path) -> Pipeline:
     if len(ordered) != len(nodes):
         unreachable = sorted({n.title for n in nodes} - {n.title for n in ordered})
         raise PipelineError(f"{path}: nodes not connected to the root (a cycle?): {', '.join(unreachable)}")
-    return Pipeline(str(doc.get("name", Path(path).stem)), ordered)
+    return Pipeline(str(doc.get("name", Path(path).stem)), ordered, doc, str(path))
+
+
+def cube_json(pipeline: Pipeline) -> dict[str, Any]:
+    """The body of ``POST /api/v1/pipelines/``: plugin_tree as a JSON string, nodes in file order."""
+    position = {raw.get("title"): i for i, raw in enumerate(pipeline.doc["plugin_tree"])}
+    in_file_order = sorted(pipeline.nodes, key=lambda n: position[n.title])
+    tree = [{"title": n.title, "plugin_name": n.plugin_name, "plugin_version": n.plugin_version,
+             "previous": n.previous, **n.resources,
+             "plugin_parameter_defaults": [{"name": k, "default": v} for k, v in n.defaults.items()]}
+            for n in in_file_order]
+    return {**{k: pipeline.doc[k] for k in PIPELINE_FIELDS if k in pipeline.doc},
+            "plugin_tree": json.dumps(tree)}

@@ -1,0 +1,267 @@
+"""ctsvd-chris: run the suite in a ChRIS backend (CUBE) with python-chrisclient.
+
+    ctsvd-chris register [--compute host,moc] [--image-prefix REGISTRY/ORG]
+    ctsvd-chris upload-pipeline [PIPELINE.yml ...]
+    ctsvd-chris run [--pipeline FILE] [--compute TITLE=NAME ...] DICOMDIR OUTDIR
+
+CUBE's address and account come from --url/--user/--password or from
+CHRIS_URL, CHRIS_USER and CHRIS_PASSWORD (registering plugins needs an admin).
+
+``register`` uploads the four checked-in descriptors (workflows/descriptors/),
+or adds the compute resources to plugins CUBE already has. ``upload-pipeline``
+checks each file against the descriptors first (CUBE drops unknown parameter
+names silently) and uploads the YAML unless CUBE has a pipeline of that name.
+``run`` uploads the pipeline when needed, uploads DICOMDIR into the user's
+space, starts a feed with pl-dircopy on it, runs the pipeline on that feed
+with each node on the compute resource its file names (compute_resource_name;
+--compute overrides it per node title), prints every node's progress,
+downloads the outputs of the render nodes into OUTDIR/<title>/, and exits 1
+naming the nodes that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+from chrisclient.client import Client
+from chrisclient.exceptions import ChrisRequestException
+from chrisclient.request import Request
+
+from ctsvd_common import atomic
+from ctsvd_local import descriptors, validate
+from ctsvd_local import pipeline as pipelines
+
+DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
+DOWNLOADED_PLUGINS = ("pl-svd-render",)
+FINISHED_OK = "finishedSuccessfully"
+FAILED = ("finishedWithError", "cancelled")
+PAGE = {"limit": 100}
+
+
+class ChrisError(Exception):
+    """CUBE refused or failed something; the message says what, in one line."""
+
+
+class Cube:
+    """One CUBE, through python-chrisclient; what the script needs of it, each step one method."""
+
+    def __init__(self, url: str, user: str, password: str, say: Callable[[str], Any] = print):
+        self.url = url if url.endswith("/") else url + "/"
+        self.user = user
+        self.client = Client(self.url, user, password)
+        self.request = Request({"username": user, "password": password})  # for links chrisclient does not follow
+        self.auth = (user, password)
+        self.say = say
+
+    # --- plugins ---------------------------------------------------------------------------
+    def register(self, compute_names: str, image_prefix: str | None) -> None:
+        for plugin in descriptors.PLUGINS:
+            d = descriptors.load(plugin)
+            if image_prefix:
+                d = {**d, "dock_image": descriptors.dock_image(d["name"], d["version"], image_prefix)}
+            found = self.client.get_plugins({"name_exact": d["name"], "version": d["version"]})["data"]
+            if found:
+                self.client.admin_register_plugin_with_computes(found[0]["id"], compute_names)
+                self.say(f"register: {d['name']} v{d['version']} was registered; now on {compute_names}")
+            else:
+                self.client.admin_upload_plugin(compute_names, d)
+                self.say(f"register: {d['name']} v{d['version']} ({d['dock_image']}) on {compute_names}")
+
+    def plugin_id(self, name: str) -> int:
+        found = self.client.get_plugins({"name_exact": name})["data"]
+        if not found:
+            raise ChrisError(f"CUBE has no plugin {name}")
+        return max(found, key=lambda p: [int(x) for x in p["version"].split(".") if x.isdigit()])["id"]
+
+    # --- pipelines -------------------------------------------------------------------------
+    def upload_pipeline(self, path: Path) -> int:
+        """The id of the pipeline in path, uploading it unless CUBE has one of its name."""
+        found = validate.problems(path, descriptors.load_all())
+        if found:
+            raise ChrisError("; ".join(found))
+        name = pipelines.load(path).name
+        same = [p for p in self.client.get_pipelines({"name": name})["data"] if p["name"] == name]
+        if same:
+            self.say(f"pipeline: {name!r} is in CUBE already (id {same[0]['id']})")
+            return same[0]["id"]
+        uploaded = self.client.upload_pipeline_source_file("yaml", str(path))
+        self.say(f"pipeline: uploaded {path.name} as {name!r} (id {uploaded['pipeline_id']})")
+        return uploaded["pipeline_id"]
+
+    # --- data and feeds --------------------------------------------------------------------
+    def upload_folder(self, folder: Path, upload_dir: str) -> int:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        if not files:
+            raise ChrisError(f"{folder}: no files to upload")
+        for i, f in enumerate(files, 1):
+            self.client.upload_file(f"{upload_dir}/{f.relative_to(folder).as_posix()}", str(f))
+            if i == len(files) or i % 50 == 0:
+                self.say(f"upload: {i}/{len(files)} files into {upload_dir}")
+        return len(files)
+
+    def start_feed(self, upload_dir: str, feed_name: str) -> dict:
+        inst = self.client.create_plugin_instance(self.plugin_id("pl-dircopy"), {"dir": upload_dir, "title": feed_name})
+        self.say(f"feed: pl-dircopy instance {inst['id']} copies {upload_dir} into feed {inst.get('feed_id')}")
+        return inst
+
+    def wait(self, instance_id: int, poll: float, deadline: float) -> str:
+        while True:
+            status = self.client.get_plugin_instance_by_id(instance_id)["status"]
+            if status == FINISHED_OK or status in FAILED:
+                return status
+            if time.monotonic() > deadline:
+                return status
+            time.sleep(poll)
+
+    # --- workflows -------------------------------------------------------------------------
+    def nodes_info(self, pipeline_id: int, compute: dict[str, str]) -> list[dict]:
+        """One entry per piping: its id, its title and the compute resource it runs on."""
+        params = self.client.get_pipeline_default_parameters(pipeline_id, {"limit": 1000})["data"]
+        pipings = {p["plugin_piping_id"]: p["plugin_piping_title"] for p in params}
+        unknown = set(compute) - set(pipings.values())
+        if unknown:
+            raise ChrisError(f"pipeline {pipeline_id} has no node titled {', '.join(sorted(unknown))}")
+        return [{"piping_id": pid, "title": title, "compute_resource_name": compute.get(title, "host")}
+                for pid, title in sorted(pipings.items())]
+
+    def start_workflow(self, pipeline_id: int, previous_id: int, nodes: list[dict]) -> int:
+        workflow = self.client.create_workflow(pipeline_id, {"previous_plugin_inst_id": previous_id,
+                                                             "nodes_info": json.dumps(nodes)})
+        self.say(f"run: workflow {workflow['id']} of pipeline {pipeline_id}, {len(nodes)} nodes: "
+                 + ", ".join(f"{n['title']}@{n['compute_resource_name']}" for n in nodes))
+        return workflow["id"]
+
+    def follow(self, workflow_id: int, expected: int, poll: float, deadline: float) -> list[dict]:
+        """Poll every node until all have ended (or the deadline); print each change of status."""
+        seen: dict[int, str] = {}
+        while True:
+            nodes = self.client.get_workflow_plugin_instances(workflow_id, PAGE)["data"]
+            for n in sorted(nodes, key=lambda n: n["id"]):
+                if seen.get(n["id"]) != n["status"]:
+                    seen[n["id"]] = n["status"]
+                    ended = sum(s == FINISHED_OK or s in FAILED for s in seen.values())
+                    self.say(f"[{ended}/{expected} ended] {n['title']} ({n['plugin_name']} "
+                             f"on {n.get('compute_resource_name', '?')}): {n['status']}")
+            done = len(nodes) == expected and all(n["status"] == FINISHED_OK or n["status"] in FAILED for n in nodes)
+            if done or time.monotonic() > deadline:
+                return nodes
+            time.sleep(poll)
+
+    def download(self, instance: dict, outdir: Path) -> int:
+        """Every output file of a plugin instance, into outdir, paths kept below its output folder."""
+        item = self.request.get(self.client.plugin_instances_url + "search/", {"id": instance["id"]}).items[0]
+        url, params, count = Request.get_link_relation_urls(item, "files")[0], PAGE, 0
+        prefix = instance["output_path"].rstrip("/") + "/"
+        while url:
+            page = self.request.get(url, params)
+            for f in page.items:
+                fname = Request.get_item_descriptors(f)["fname"]
+                relative = fname[len(prefix):] if fname.startswith(prefix) else Path(fname).name
+                r = requests.get(Request.get_link_relation_urls(f, "file_resource")[0], auth=self.auth, timeout=300)
+                r.raise_for_status()
+                atomic.write_bytes(outdir / relative, r.content)
+                count += 1
+            url, params = (Request.get_link_relation_urls(page, "next") or [None])[0], None
+        return count
+
+
+def run(cube: Cube, pipeline_file: Path, dicomdir: Path, outdir: Path, overrides: dict[str, str],
+        upload_dir: str, poll: float, timeout: float) -> int:
+    pipe = pipelines.load(pipeline_file)
+    titles = {n.title for n in pipe.nodes}
+    if set(overrides) - titles:
+        raise ChrisError(f"{pipeline_file}: no node titled {', '.join(sorted(set(overrides) - titles))}")
+    compute = {n.title: overrides.get(n.title, n.compute or "host") for n in pipe.nodes}
+    deadline = time.monotonic() + timeout
+    pipeline_id = cube.upload_pipeline(pipeline_file)
+    cube.upload_folder(dicomdir, upload_dir)
+    feed = cube.start_feed(upload_dir, f"{pipe.name}: {dicomdir.name}")
+    status = cube.wait(feed["id"], poll, deadline)
+    if status != FINISHED_OK:
+        raise ChrisError(f"pl-dircopy (instance {feed['id']}) ended {status}: the data never reached the feed")
+    workflow = cube.start_workflow(pipeline_id, feed["id"], cube.nodes_info(pipeline_id, compute))
+    nodes = cube.follow(workflow, len(pipe.nodes), poll, deadline)
+    for n in nodes:
+        if n["status"] == FINISHED_OK and n["plugin_name"] in DOWNLOADED_PLUGINS:
+            count = cube.download(n, outdir / n["title"])
+            cube.say(f"download: {count} files of {n['title']} into {outdir / n['title']}")
+    failed = [n for n in nodes if n["status"] in FAILED]
+    unfinished = [n for n in nodes if n["status"] != FINISHED_OK and n["status"] not in FAILED]
+    for n in failed:
+        print(f"error: node {n['title']!r} ({n['plugin_name']}, instance {n['id']}) {n['status']}", file=sys.stderr)
+    if len(nodes) < len(pipe.nodes) or unfinished:
+        print(f"error: timed out after {timeout:.0f} s; not ended: "
+              f"{', '.join(n['title'] for n in unfinished) or 'nodes not yet created'}", file=sys.stderr)
+    ok = not failed and not unfinished and len(nodes) == len(pipe.nodes)
+    print(f"run {'finished' if ok else 'FAILED'}: {sum(n['status'] == FINISHED_OK for n in nodes)} of "
+          f"{len(pipe.nodes)} nodes ok; outputs in {outdir}")
+    return 0 if ok else 1
+
+
+def _pair(text: str) -> tuple[str, str]:
+    title, sep, name = text.partition("=")
+    if not sep or not title or not name:
+        raise argparse.ArgumentTypeError(f"expected TITLE=COMPUTE, got {text!r}")
+    return title, name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ctsvd-chris", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("CHRIS_URL"), help="CUBE's API, e.g. http://localhost:8000/api/v1/ (CHRIS_URL)")
+    parser.add_argument("--user", default=os.environ.get("CHRIS_USER"), help="account (CHRIS_USER)")
+    parser.add_argument("--password", default=os.environ.get("CHRIS_PASSWORD"), help="its password (CHRIS_PASSWORD)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    reg = sub.add_parser("register", help="register the four plugins (admin)")
+    reg.add_argument("--compute", default="host", help="comma-separated compute resources (default: %(default)s)")
+    reg.add_argument("--image-prefix", help=f"registry/organisation the images were pushed to (default: {descriptors.IMAGE_PREFIX})")
+    up = sub.add_parser("upload-pipeline", help="validate and upload pipeline YAML files")
+    up.add_argument("files", nargs="*", type=Path, default=[DEFAULT_PIPELINE])
+    run_p = sub.add_parser("run", help="upload DICOMDIR, run the pipeline on it, download the renders")
+    run_p.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, help="pipeline YAML (default: %(default)s)")
+    run_p.add_argument("--compute", type=_pair, action="append", default=[], metavar="TITLE=NAME",
+                       help="run node TITLE on compute resource NAME (overrides the file)")
+    run_p.add_argument("--upload-dir", help="where in CUBE the files go (default: home/USER/uploads/ctsvd-TIME)")
+    run_p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
+    run_p.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
+    run_p.add_argument("dicomdir", type=Path)
+    run_p.add_argument("outdir", type=Path)
+    args = parser.parse_args(argv)
+    missing = [n for n, v in (("--url/CHRIS_URL", args.url), ("--user/CHRIS_USER", args.user),
+                              ("--password/CHRIS_PASSWORD", args.password)) if not v]
+    if missing:
+        parser.error(f"missing {', '.join(missing)}")
+
+    cube = Cube(args.url, args.user, args.password)
+    try:
+        if args.command == "register":
+            cube.register(args.compute, args.image_prefix)
+            return 0
+        if args.command == "upload-pipeline":
+            for f in args.files:
+                cube.upload_pipeline(f)
+            return 0
+        if not args.dicomdir.is_dir():
+            print(f"error: {args.dicomdir}: not a folder", file=sys.stderr)
+            return 1
+        upload_dir = args.upload_dir or f"home/{args.user}/uploads/ctsvd-{time.strftime('%Y%m%d-%H%M%S')}"
+        return run(cube, args.pipeline, args.dicomdir, args.outdir.resolve(), dict(args.compute),
+                   upload_dir.strip("/"), args.poll, args.timeout)
+    except (ChrisError, ChrisRequestException, pipelines.PipelineError, descriptors.DescriptorError,
+            requests.RequestException) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (KeyError, IndexError, ValueError) as e:  # a reply without what CUBE's API promises
+        print(f"error: unexpected reply from {args.url}: {type(e).__name__} {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
