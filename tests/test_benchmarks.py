@@ -34,3 +34,24 @@ def test_dcm_anon_benchmark_runs_against_dicognito_and_reports_ratios(tmp_path):
                      proc.stdout)
     # Both tools really wrote every file (the script checks, and the folders are there).
     assert len(list((tmp_path / "warm").rglob("*.dcm"))) >= 12
+
+
+def test_ssvd_methods_benchmark_runs_every_peer_and_reports_ratios(tmp_path):
+    pytest.importorskip("sklearn", reason="pip install -r benchmarks/requirements.txt")
+    pytest.importorskip("dask.array", reason="pip install -r benchmarks/requirements.txt")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ssvd_methods.py"), "--slices", "12",
+                           "--size", "32", "--k", "4", "--mllib-timeout", "300", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, env=ENV, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1).strip(): (float(m.group(2)), float(m.group(3))) for m in re.finditer(
+        r"^12×32²\s+(.+?)\s+([\d.]+)\s+([\d.]+e[-+]\d+)", proc.stdout, re.M)}
+    assert set(rows) == {"ours gram, whole process", "ours gram, passes", "ours randomized, whole process",
+                         "ours randomized, passes", "sklearn randomized_svd (LU), process",
+                         "NumPy Gram, in process (compute)", "dask svd_compressed, in process",
+                         "MLlib RowMatrix.computeSVD"}, proc.stdout
+    # Every method found the 4 leading singular values of a 12-slice stack; the exact ones exactly.
+    assert all(error < 1e-3 for _, error in rows.values()), rows
+    assert rows["ours gram, whole process"][1] < 1e-10 and rows["NumPy Gram, in process (compute)"][1] < 1e-10
+    for label in ("ours gram whole process / sklearn process", "ours gram passes / NumPy Gram in process",
+                  "MLlib computeSVD alone / ours gram whole process"):
+        assert re.search(rf"{re.escape(label)}: [\d.]+ \(target", proc.stdout), proc.stdout

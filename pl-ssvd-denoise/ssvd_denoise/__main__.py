@@ -14,8 +14,10 @@ from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
-from ssvd_denoise import __version__, local, localspark, session
-from ssvd_denoise.blocks import SparkBlocks, auto_partitions
+from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
+from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
+from ssvd_denoise.factors import SvdResult
+from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
 
 DATA_ACCESS = ("auto", "shared", "stream")
@@ -34,6 +36,10 @@ parser = ArgumentParser(
 parser.add_argument("--mode", type=str, default="both",
                     help="both, global (the truncated SVD of the whole series) or local (SVDs of patches "
                     "across neighbouring slices)")
+parser.add_argument("--method", type=str, default="auto", choices=METHODS,
+                    help="global SVD: gram (exact, from the slices × slices Gram matrix: two passes), randomized "
+                    f"(Halko's sampling with --k, --oversample, --power-iters, --seed), or auto (gram up to "
+                    f"{GRAM_MAX_SLICES} slices, randomized above)")
 parser.add_argument("--k", type=int, default=50, help="number of singular components (eigen-images) to compute; clipped to the number of slices")
 parser.add_argument("--oversample", type=int, default=15, help="extra random sample vectors p (the sample has k + p columns)")
 parser.add_argument("--power-iters", dest="power_iters", type=int, default=2, help="power (subspace) iterations q; each is one pass over the data")
@@ -45,6 +51,7 @@ parser.add_argument("--data-access", dest="data_access", type=str, default="auto
                     "blocks, Spark caches them), auto (shared when every executor sees the file)")
 parser.add_argument("--spark-conf", dest="spark_conf", type=str, default="",
                     help="extra Spark settings, comma-separated key=value pairs, e.g. spark.executor.memory=4g")
+kubernetes.add_flags(parser)
 add_policy_flags(parser)
 
 
@@ -56,12 +63,29 @@ add_policy_flags(parser)
     min_cpu_limit="2000m",
 )
 def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
+    # Executors resolve relative paths against their own working folder, not ours.
+    inputdir, outputdir = Path(inputdir).absolute(), Path(outputdir).absolute()
     return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
-                     lambda stage: decompose_all(stage, options))
+                     lambda stage: decompose_all_until_stopped(stage, options))
+
+
+def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
+    """:func:`decompose_all`, turning SIGTERM and SIGINT into a run-ending error that the report keeps."""
+    try:
+        with interrupts.signals_raise():
+            decompose_all(stage, options)
+    except (interrupts.Interrupted, KeyboardInterrupt) as e:
+        name = e.signal_name if isinstance(e, interrupts.Interrupted) else "SIGINT"
+        stage.summary["interrupted"] = name
+        raise StageError(f"the run was interrupted by {name}: the series in progress was discarded, "
+                         f"{len(stage.outputs)} finished series were kept") from None
 
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
     extra_conf = check_options(options)
+    if kubernetes.is_kubernetes(options.master):
+        # --spark-conf still has the last word.
+        extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
     series = contract.find_series(stage.inputdir)
     if not series:
         raise StageError(f"no series found in {stage.inputdir}: expected folders with "
@@ -79,15 +103,21 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         return
 
     if (why := session.unreachable_master(options.master)) is not None:
-        raise StageError(f"cannot reach the Spark master {options.master}: {why}")
+        raise StageError(why)
     with stage.timed(f"starting Spark ({options.master})"):
         try:
             spark = session.start(options.master, extra_conf)
         except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
             raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
+    interrupts.reclaim()
     try:
         sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
+        with stage.timed("starting the Python workers"):
+            try:
+                session.start_workers(sc)
+            except (Py4JError, PySparkException) as e:
+                raise StageError(f"Spark cannot run this plugin's Python tasks: {session.failure_reason(e)}") from None
         for i, item in enumerate(ready, 1):
             stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
             with stage.guard(item.source, "series"):
@@ -101,7 +131,8 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
-        spark.stop()
+        if (why := session.stop(spark)) is not None:
+            stage.log.warning("Spark did not stop cleanly: %s", why)
 
 
 def check_options(options: Namespace) -> dict[str, str]:
@@ -114,6 +145,8 @@ def check_options(options: Namespace) -> dict[str, str]:
                         ("--partitions", options.partitions), ("--seed", options.seed)):
         if value < 0:
             raise UsageError(f"{flag}: expected a whole number of 0 or more, got {value}")
+    if kubernetes.is_kubernetes(options.master) and (why := kubernetes.check(options)) is not None:
+        raise UsageError(why)
     try:
         return session.parse_conf(options.spark_conf)
     except ValueError as e:
@@ -199,18 +232,20 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
     m, rows, cols = item.shape
     n = rows * cols
     label = stage.rel(series_dir)
-    partitions = options.partitions or auto_partitions(m, n, sc.defaultParallelism)
 
     with atomic.staged_dir(out_dir) as staging:
-        contract.pass_forward(series_dir, staging)
+        how = contract.pass_forward(series_dir, staging)
+        stage.log.info("%s: volume, manifest and headers passed forward (%s)", label, how)
         volume_path = series_dir / contract.VOLUME
         shared = {"shared": True, "stream": False}.get(options.data_access)
         if shared is None:
             shared = session.executors_see(sc, [volume_path, staging])
-        blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
-        stage.log.info("%s: %d slices of %d×%d (%.0f MB), k=%d p=%d q=%d, %d blocks, %s data access",
-                       label, m, rows, cols, m * n * 4 / 1e6, options.k, options.oversample,
-                       options.power_iters, blocks.partitions, "shared" if shared else "streamed")
+        partitions = options.partitions or auto_partitions(
+            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
+        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
+            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
+        stage.log.info("%s: %d slices of %d×%d (%.0f MB), %d blocks, %s data access",
+                       label, m, rows, cols, m * n * 4 / 1e6, blocks.partitions, "shared" if shared else "streamed")
         if options.mode in ("both", "local"):
             denoise_locally(stage, sc, item, volume_path, staging, shared)
         if options.mode == "local":
@@ -222,31 +257,51 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
             writer.append(atomic.NpyWriter(staging / contract.SVD_VT, (k, n)))
             return writer[0].temp_path if shared else writer[0].array
 
+        method, reason = choose_method(options.method, m)
+
+        def log(msg: str) -> None:
+            stage.log.info("%s: %s", label, msg)
+
         try:
-            with stage.timed(f"{label}: stochastic SVD"):
-                result = stochastic_svd(blocks, options.k, vt_out=vt_out, oversample=options.oversample,
-                                        power_iters=options.power_iters, seed=options.seed,
-                                        log=lambda msg: stage.log.info("%s: %s", label, msg))
+            if method == "gram":
+                log(f"exact SVD from the Gram matrix, k={options.k} ({reason})")
+                with stage.timed(f"{label}: Gram SVD"):
+                    result = gram_svd(blocks, options.k, vt_out=vt_out, log=log)
+            else:
+                log(f"randomized SVD, k={options.k} p={options.oversample} q={options.power_iters} ({reason})")
+                with stage.timed(f"{label}: randomized SVD"):
+                    result = stochastic_svd(blocks, options.k, vt_out=vt_out, oversample=options.oversample,
+                                            power_iters=options.power_iters, seed=options.seed, log=log)
         finally:
             blocks.release()
         writer[0].commit()
         atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
         atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
-        contract.write_svd(staging, svd_record(result, item, blocks, shared, session.describe(sc)))
+        contract.write_svd(staging, svd_record(result, reason, item, blocks, shared, session.describe(sc)))
 
-    stage.output(out_dir, k=result.k, relative_error=round(result.relative_error, 6),
-                 seconds=round(sum(p["seconds"] for p in result.passes), 3))
-    stage.log.info("%s: k=%d, s[0]=%.4g, s[k-1]=%.4g, relative error %.4g",
-                   label, result.k, result.s[0], result.s[-1], result.relative_error)
+    stage.output(out_dir, k=result.k, method=result.method, relative_error=round(result.relative_error, 6),
+                 seconds=result.seconds)
+    stage.log.info("%s: %s, k=%d, s[0]=%.4g, s[k-1]=%.4g, relative error %.4g",
+                   label, result.method, result.k, result.s[0], result.s[-1], result.relative_error)
 
 
-def svd_record(result, item: Series, blocks: SparkBlocks, shared: bool, cluster: dict) -> contract.SvdRecord:
+ALGORITHMS = {
+    "gram": "exact: eigen-decomposition of the slices × slices Gram matrix A·Aᵀ accumulated in float64 over "
+            "pixel blocks (treeAggregate), then Vt = Σ⁻¹Uᵀ·A in one more pass",
+    "randomized": "randomized subspace iteration with Rayleigh-Ritz (Halko, Martinsson & Tropp 2011), "
+                  "float64 passes over float32 data, distributed over pixel blocks",
+}
+
+
+def svd_record(result: SvdResult, reason: str, item: Series, blocks: SparkBlocks, shared: bool,
+               cluster: dict) -> contract.SvdRecord:
     """The machine-readable account of one decomposition (svd.json)."""
     energy = result.s.astype(float) ** 2 / result.frobenius_norm ** 2 if result.frobenius_norm else result.s * 0
     return contract.SvdRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
-        algorithm="randomized subspace iteration with Rayleigh-Ritz (Halko, Martinsson & Tropp 2011), "
-                  "float64 passes over float32 data, distributed over pixel blocks",
+        method=result.method,
+        method_reason=reason,
+        algorithm=ALGORITHMS[result.method],
         matrix={"rows": item.shape[0], "cols": item.shape[1] * item.shape[2], "rows_are": "slices",
                 "cols_are": "pixels (row-major within a slice)", "volume_shape": list(item.shape)},
         k=result.k,
@@ -261,7 +316,7 @@ def svd_record(result, item: Series, blocks: SparkBlocks, shared: bool, cluster:
         residual_norm=result.residual_norm,
         relative_error=result.relative_error,
         spark={**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
-        timings={"passes": result.passes, "total_seconds": round(sum(p["seconds"] for p in result.passes), 3)},
+        timings={"passes": result.passes, "total_seconds": result.seconds},
         warnings=item.warnings,
     )
 

@@ -9,9 +9,15 @@ cluster in one of two ways:
   every pass; the operating system's page cache is the cache, and nothing
   large crosses the JVM. Tasks also write their columns of Vt straight into
   the output file.
-* ``stream``: the executors cannot see the file. The driver streams each
-  block out once, Spark caches it (memory, spilling to disk), and every pass
-  reads it from that cache. Vt comes back to the driver block by block.
+* ``stream``: the executors cannot see the file. The driver sends each
+  block out once, as a broadcast, a wave of one block per core at a time;
+  the executor that loads it keeps it in its block manager (memory, spilling
+  to disk), and ``localCheckpoint`` cuts the lineage, so the tasks of later
+  passes name a cached block and carry no data. The driver holds one wave,
+  not the series, and no task nears Spark's large-task warning (1 MiB).
+  The price: a block lives only on its executor, so losing an executor
+  fails the series (the report says so) instead of recomputing it. Vt comes
+  back to the driver block by block.
 
 :class:`NumpyBlocks` does the same in-process; the tests use it to check the
 numerics without a JVM.
@@ -20,16 +26,24 @@ numerics without a JVM.
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-# Block edges fall on multiples of 1024 float32 pixels (4 KiB), so no two
-# tasks ever write into the same page of the output file.
+# Block edges fall on multiples of 1024 float32 pixels (4 KiB of a row). They
+# are not page edges of the output file: a .npy's data start after its header
+# (byte 128), so two neighbouring tasks may write into one page. That is safe
+# on one host (one page cache) and on NFS (clients write back byte ranges);
+# where several hosts share a file system that writes back whole pages, use
+# stream data access, which sends Vt through the driver.
 ALIGN = 1024
 MAX_BLOCK_BYTES = 256 << 20
+# Streamed blocks pass through the JVMs of driver and executor whole (broadcast, cache); smaller ones
+# keep their memory use modest on executors of 1-2 GiB.
+STREAM_BLOCK_BYTES = 64 << 20
 
 
 def column_ranges(n: int, parts: int, align: int = ALIGN) -> list[tuple[int, int]]:
@@ -40,14 +54,17 @@ def column_ranges(n: int, parts: int, align: int = ALIGN) -> list[tuple[int, int
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def auto_partitions(m: int, n: int, parallelism: int) -> int:
-    """One block per core at least, more when a block would pass ``MAX_BLOCK_BYTES``."""
-    needed = math.ceil(m * n * 4 / MAX_BLOCK_BYTES)
+def auto_partitions(m: int, n: int, parallelism: int, max_block_bytes: int = MAX_BLOCK_BYTES) -> int:
+    """One block per core at least, more when a block would pass ``max_block_bytes``."""
+    needed = math.ceil(m * n * 4 / max_block_bytes)
     return parallelism * max(1, math.ceil(needed / parallelism))
 
 
-def _add(a: tuple, b: tuple) -> tuple:
-    return tuple(x + y for x, y in zip(a, b))
+def _add_into(a: tuple | None, b: tuple | None) -> tuple | None:
+    """``a + b`` elementwise, reusing ``a``'s arrays; None is the empty sum."""
+    if a is None or b is None:
+        return b if a is None else a
+    return tuple(np.add(x, y, out=x) if isinstance(x, np.ndarray) else x + y for x, y in zip(a, b))
 
 
 def _mapped_block(path: str, m: int, n: int, columns: tuple[int, int]) -> np.ndarray:
@@ -57,6 +74,43 @@ def _mapped_block(path: str, m: int, n: int, columns: tuple[int, int]) -> np.nda
 
 def _carried_block(item: tuple[int, int, np.ndarray]) -> np.ndarray:
     return item[2]
+
+
+def _unpack(shipped: list, i: int) -> tuple[int, int, np.ndarray]:
+    return shipped[i].value
+
+
+def _stream_out(sc, A: np.ndarray, ranges: list[tuple[int, int]]) -> list:
+    """The blocks of ``A`` cached on the executors, one RDD per wave of broadcasts (see the module notes)."""
+    from pyspark import StorageLevel
+
+    waves = []
+    step = max(1, sc.defaultParallelism)
+    for w in range(0, len(ranges), step):
+        shipped = [sc.broadcast((c0, c1, np.ascontiguousarray(A[:, c0:c1]))) for c0, c1 in ranges[w:w + step]]
+        try:
+            rdd = sc.parallelize(range(len(shipped)), len(shipped)).map(partial(_unpack, shipped))
+            rdd.persist(StorageLevel.MEMORY_AND_DISK)
+            rdd.localCheckpoint()
+            rdd.count()  # loads the blocks and checkpoints them
+        finally:
+            for b in shipped:
+                _free(b)
+        waves.append(rdd)
+    return waves
+
+
+def _free(shipped) -> None:
+    """Remove a broadcast's data from the driver and the executors, but leave it valid.
+
+    ``Broadcast.destroy`` would also mark it destroyed, and Spark refuses to
+    serialise a destroyed broadcast: every later task, whose lineage still
+    names the (checkpointed) loading RDD, would fail. Its value is no longer
+    needed: the blocks are in the executors' block managers.
+    """
+    # What Broadcast.destroy does, without marking it destroyed: remove from executors and driver.
+    shipped._jbroadcast.doDestroy(True)
+    os.unlink(shipped._path)  # PySpark's pickled copy on the driver
 
 
 def _columns_of(item) -> tuple[int, int]:
@@ -79,9 +133,9 @@ class NumpyBlocks:
 
     def sum_over_blocks(self, kernel: Callable) -> tuple:
         results = [kernel(self.A[:, c0:c1]) for c0, c1 in self.ranges]
-        total = results[0]
-        for r in results[1:]:
-            total = _add(total, r)
+        total = None
+        for r in results:
+            total = _add_into(total, r)
         return total
 
     def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
@@ -105,12 +159,8 @@ class SparkBlocks:
             self._rdd = sc.parallelize(self.ranges, len(self.ranges))
             self._load = partial(_mapped_block, str(volume), m, n)
         else:
-            from pyspark import StorageLevel
-
-            A = np.load(volume, mmap_mode="r").reshape(m, n)
-            # Views: each block is copied only when it is pickled on its way out.
-            items = [(c0, c1, np.asarray(A[:, c0:c1])) for c0, c1 in self.ranges]
-            self._rdd = sc.parallelize(items, len(items)).persist(StorageLevel.MEMORY_AND_DISK)
+            self._waves = _stream_out(sc, np.load(volume, mmap_mode="r").reshape(m, n), self.ranges)
+            self._rdd = self._waves[0] if len(self._waves) == 1 else sc.union(self._waves)
             self._load = _carried_block
 
     @property
@@ -119,7 +169,13 @@ class SparkBlocks:
 
     def sum_over_blocks(self, kernel: Callable) -> tuple:
         load = self._load
-        return self._rdd.map(lambda item: kernel(load(item))).treeReduce(_add, depth=2)
+
+        def fold(total, item):
+            result = kernel(load(item))
+            return result if total is None else _add_into(total, result)
+
+        # Partial sums meet up a tree of executors, so the driver receives a few, not one per block.
+        return self._rdd.treeAggregate(None, fold, _add_into, depth=2)
 
     def write_columns(self, kernel: Callable, out: np.ndarray | Path) -> np.ndarray:
         load = self._load
@@ -131,7 +187,7 @@ class SparkBlocks:
                 _write_into(path, _columns_of(item), values)
                 return (stats,)
 
-            return self._rdd.map(write_block).treeReduce(_add, depth=2)[0]
+            return self._rdd.map(write_block).treeReduce(_add_into, depth=2)[0]
 
         target = np.load(out, mmap_mode="r+") if isinstance(out, Path) else out
         stats = 0
@@ -142,4 +198,5 @@ class SparkBlocks:
 
     def release(self) -> None:
         if not self.shared:
-            self._rdd.unpersist()
+            for rdd in self._waves:
+                rdd.unpersist()

@@ -38,52 +38,16 @@ components when A itself has lower rank.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from ssvd_denoise import kernels
+from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
 
 RCOND = 1e-12
-
-
-class ColumnBlocks(Protocol):
-    """A (m × n) split into blocks of columns, wherever the blocks live."""
-
-    shape: tuple[int, int]
-
-    def sum_over_blocks(self, kernel: Callable[[np.ndarray], tuple]) -> tuple:
-        """Apply ``kernel`` to every block and return the elementwise sum of its results."""
-
-    def write_columns(self, kernel: Callable[[np.ndarray], tuple], out: np.ndarray | Path) -> np.ndarray:
-        """Apply ``kernel`` (returning ``(columns_block, stats)``) to every block, write each
-        ``columns_block`` into the matching columns of ``out`` and return the summed stats."""
-
-
-@dataclass
-class StochasticSVD:
-    """The outcome of :func:`stochastic_svd`; ``Vt`` is written to the caller's array."""
-
-    U: np.ndarray
-    s: np.ndarray
-    k: int
-    requested_k: int
-    oversample: int
-    power_iters: int
-    seed: int
-    sample_rank: int
-    frobenius_norm: float
-    residual_norm: float
-    passes: list[dict] = field(default_factory=list)
-
-    @property
-    def relative_error(self) -> float:
-        """‖A − U·diag(s)·Vt‖_F / ‖A‖_F of the stored (float32) factors."""
-        return self.residual_norm / self.frobenius_norm if self.frobenius_norm else 0.0
 
 
 def stochastic_svd(
@@ -95,7 +59,7 @@ def stochastic_svd(
     power_iters: int = 2,
     seed: int = 0,
     log: Callable[[str], None] = lambda msg: None,
-) -> StochasticSVD:
+) -> SvdResult:
     """Compute a rank-k approximation A ≈ U·diag(s)·Vt by randomized subspace iteration.
 
     Parameters
@@ -121,7 +85,7 @@ def stochastic_svd(
 
     Returns
     -------
-    StochasticSVD
+    SvdResult
         ``U`` (m × k), ``s`` (k, descending) in float64, error figures and
         per-pass timings. Signs are fixed so that each column of U has its
         largest-magnitude entry positive, as sklearn's ``svd_flip`` does.
@@ -136,26 +100,17 @@ def stochastic_svd(
     if m > n:
         raise ValueError(f"expected a short, wide matrix (slices ≤ pixels), got {m} × {n}")
     k_eff, ell = output_rank(m, k, oversample)
-    passes: list[dict] = []
-    total_passes = power_iters + 2
-
-    def run_pass(name: str, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        passes.append({"pass": name, "seconds": round(dt, 3)})
-        log(f"pass {len(passes)}/{total_passes} ({name}) {dt:.2f} s")
-        return out
+    clock = PassClock(power_iters + 2, log)
 
     rng = np.random.default_rng(seed)
     X, _ = np.linalg.qr(rng.standard_normal((m, ell)))
     for i in range(power_iters):
-        Z, _ = run_pass(f"power iteration {i + 1}/{power_iters}",
-                        lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=False)))
+        Z, _ = clock.run(f"power iteration {i + 1}/{power_iters}",
+                         lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=False)))
         X, _ = np.linalg.qr(Z)
 
-    Z, C = run_pass("sample and Gram",
-                    lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=True)))
+    Z, C = clock.run("sample and Gram",
+                     lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=True)))
 
     # Rayleigh–Ritz on the sampled row space, without forming its basis Q = Y E Λ^-½.
     lam, E = np.linalg.eigh(C)
@@ -171,33 +126,12 @@ def stochastic_svd(
     U = Wt[:k_out].T
     s = sigma[:k_out]
     M = (X @ W @ U_hat[:, :k_out]).T  # Vt = M A
-    U, M = _fix_signs(U, M)
+    U, M = fix_signs(U, M)
     if k_out < k_eff:
         log(f"the sampled space has rank {sample_rank}: returning {k_out} components, not {k_eff}")
 
-    US = U.astype(np.float32).astype(np.float64) * s.astype(np.float32)
-    norm2, resid2 = run_pass("eigen-images",
-                             lambda: blocks.write_columns(partial(kernels.eigenimages, M=M, US=US), vt_out(k_out)))
-
-    return StochasticSVD(
-        U=U, s=s, k=k_out, requested_k=k, oversample=ell - k_eff, power_iters=power_iters, seed=seed,
-        sample_rank=sample_rank, frobenius_norm=float(np.sqrt(norm2)),
-        residual_norm=float(np.sqrt(max(resid2, 0.0))), passes=passes,
+    norm, resid = write_eigenimages(blocks, clock, U, s, M, vt_out)
+    return SvdResult(
+        method="randomized", U=U, s=s, k=k_out, requested_k=k, oversample=ell - k_eff, power_iters=power_iters,
+        seed=seed, sample_rank=sample_rank, frobenius_norm=norm, residual_norm=resid, passes=clock.passes,
     )
-
-
-def output_rank(m: int, k: int, oversample: int) -> tuple[int, int]:
-    """The number of components returned (k clipped to m) and the sample size ℓ."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if oversample < 0:
-        raise ValueError(f"oversample must be 0 or more, got {oversample}")
-    k_eff = min(k, m)
-    return k_eff, min(k_eff + oversample, m)
-
-
-def _fix_signs(U: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make the largest-magnitude entry of each column of U positive (and flip Vt to match)."""
-    signs = np.sign(U[np.argmax(np.abs(U), axis=0), np.arange(U.shape[1])])
-    signs[signs == 0] = 1.0
-    return U * signs, M * signs[:, None]

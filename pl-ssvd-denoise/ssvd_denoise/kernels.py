@@ -60,3 +60,12 @@ def eigenimages(block: np.ndarray, M: np.ndarray, US: np.ndarray) -> tuple[np.nd
         norm2 += float(np.vdot(a, a))
         resid2 += float(np.vdot(r, r))
     return vt, np.array([norm2, resid2])
+
+
+def gram(block: np.ndarray) -> tuple[np.ndarray]:
+    """This block's share ``A_j A_jᵀ`` (m × m, float64) of the Gram matrix ``A Aᵀ``."""
+    m = block.shape[0]
+    G = np.zeros((m, m))
+    for _, a in column_chunks(block):
+        G += np.dot(a, a.T)  # NumPy sees the transpose of one buffer and calls BLAS syrk
+    return (G,)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
 import sys
 from functools import partial
 from pathlib import Path
 
+from ssvd_denoise import masterprobe
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+# A live master answers the reachability probe in milliseconds.
+PROBE_SECONDS = 10.0
 
 
 def parse_conf(text: str) -> dict[str, str]:
@@ -22,23 +27,25 @@ def parse_conf(text: str) -> dict[str, str]:
     return conf
 
 
-def unreachable_master(master: str, timeout: float = 5.0) -> str | None:
-    """Why no master of a ``spark://`` URL answers, or None; other masters are not probed.
+def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why no master of a ``spark://`` URL answers, in one line, or None; other masters are not probed.
 
-    Without this, Spark retries for about a minute and then fails with a
-    message that names neither the master nor the cause.
+    Each address (standby masters are comma-separated) is asked in Spark's own
+    RPC protocol (see :mod:`masterprobe`): a port that merely accepts is no master.
     """
     if not master.startswith("spark://"):
         return None
     reasons = []
-    for address in master[len("spark://"):].split(","):  # standby masters are comma-separated
+    for address in master[len("spark://"):].split(","):
         host, _, port = address.strip().rpartition(":")
         try:
-            with socket.create_connection((host, int(port)), timeout=timeout):
-                return None
-        except (OSError, ValueError) as e:
-            reasons.append(f"{address}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
-    return "; ".join(reasons)
+            why = masterprobe.probe(host, int(port), timeout)
+        except ValueError:
+            why = "not host:port"
+        if why is None:
+            return None
+        reasons.append(f"{address.strip()}: {why}")
+    return f"no Spark master answered at {master} within {timeout:g} s ({'; '.join(reasons)})"
 
 
 def failure_reason(e: BaseException) -> str:
@@ -90,6 +97,33 @@ def start(master: str, extra_conf: dict[str, str]):
     return spark
 
 
+def stop(spark) -> str | None:
+    """Stop Spark; why it did not stop cleanly, or None.
+
+    After a signal has cut a Py4J call short, the gateway may refuse further
+    calls. The JVM then ends with this process anyway: it exits when its
+    standard input, a pipe from here, closes.
+    """
+    from py4j.protocol import Py4JError
+
+    quiet = _WithoutPy4JTraceback()
+    logging.getLogger().addFilter(quiet)
+    try:
+        spark.stop()
+    except (Py4JError, OSError) as e:
+        return failure_reason(e)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    return None
+
+
+class _WithoutPy4JTraceback(logging.Filter):
+    """Py4J logs a broken gateway call with its traceback on the root logger; :func:`stop` says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exception while sending command."
+
+
 def describe(sc) -> dict:
     """The facts about the cluster that the SVD's JSON records."""
     # The JVM lists the driver among the block managers; in local mode it is the executor.
@@ -100,6 +134,22 @@ def describe(sc) -> dict:
         "default_parallelism": sc.defaultParallelism,
         "executors": managers if is_local(sc.master) else max(managers - 1, 0),
     }
+
+
+def _load_kernels(_item) -> int:
+    from ssvd_denoise import kernels  # noqa: F401  (imports NumPy)
+    return os.getpid()
+
+
+def start_workers(sc) -> int:
+    """Start one Python worker per core and import the kernels there; how many distinct workers ran.
+
+    Spark starts Python workers lazily, on the first task; with
+    ``spark.python.worker.reuse`` they then stay. Starting them here keeps
+    that one-off cost (seconds) out of the first pass's timing.
+    """
+    tasks = max(sc.defaultParallelism, 1)
+    return len(set(sc.parallelize(range(tasks), tasks).map(_load_kernels).collect()))
 
 
 def _all_exist(paths: list[str], _item) -> bool:

@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import pyspark
 import pytest
 
 from ctsvd_common import contract
+from ssvd_denoise import masterprobe
 from ssvd_denoise.__main__ import main, parser
+
+from conftest import manifest_for
 
 SPARK_HOME = Path(pyspark.__file__).parent
 
@@ -82,3 +86,59 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, series_inp
     assert np.max(np.abs(s - reference) / reference) < 1e-3
     Vt = np.load(tmp_path / "cluster" / "series-001" / contract.SVD_VT)
     assert np.allclose(Vt @ Vt.T, np.eye(8), atol=1e-4)
+
+
+def test_the_probe_hears_a_real_master(standalone_master):
+    host, port = standalone_master[len("spark://"):].rsplit(":", 1)
+    t0 = time.monotonic()
+    assert masterprobe.probe(host, int(port), 10) is None
+    assert time.monotonic() - t0 < 2
+
+
+def test_relative_paths_are_resolved_before_the_executors_are_asked(standalone_master, series_input, tmp_path,
+                                                                     monkeypatch):
+    inputdir, _ = series_input
+    monkeypatch.chdir(inputdir.parent)
+    args = ["--k", "4", "--mode", "global", "--master", standalone_master,
+            "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
+    assert main(parser.parse_args(args), Path(inputdir.name), Path("relative-out")) == 0
+    record = contract.read_svd(tmp_path / "relative-out" / "series-001")
+    assert record.spark["data_access"] == "shared" and record.method == "gram"
+
+
+def large_series(folder: Path, m: int = 301, side: int = 512) -> np.ndarray:
+    """A series of m × side² float32 (316 MB at the defaults): rank 8 plus noise, written slice by slice.
+    Returns the exact singular values, from the float64 Gram matrix."""
+    rng = np.random.default_rng(5)
+    basis = rng.standard_normal((8, side * side)).astype(np.float32)
+    weights = (rng.standard_normal((m, 8)) * (100.0 / np.arange(1, 9))).astype(np.float32)
+    folder.mkdir(parents=True)
+    (folder / contract.HEADERS).mkdir()
+    volume = np.lib.format.open_memmap(folder / contract.VOLUME, mode="w+", dtype=np.float32, shape=(m, side, side))
+    G = np.zeros((m, m))
+    for i in range(0, m, 32):
+        rows = weights[i:i + 32] @ basis + rng.standard_normal((len(weights[i:i + 32]), side * side), np.float32)
+        volume[i:i + 32] = rows.reshape(-1, side, side)
+    A = volume.reshape(m, -1)
+    for c in range(0, A.shape[1], 16384):
+        chunk = A[:, c:c + 16384].astype(np.float64)
+        G += chunk @ chunk.T
+    volume.flush()
+    contract.write_manifest(folder, manifest_for(np.zeros((m, side, side), np.float32)))
+    return np.sqrt(np.linalg.eigvalsh(G)[::-1])
+
+
+def test_a_316_mb_series_streams_to_executors_once_with_small_tasks(standalone_master, tmp_path):
+    reference = large_series(tmp_path / "in" / "series-001")
+    assert (tmp_path / "in" / "series-001" / contract.VOLUME).stat().st_size > 300e6
+    # No memory flags: the worker's 2 GiB, Spark's default 1 GiB executor and driver.
+    proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", "--mode", "global", "--k", "10",
+                           "--master", standalone_master, "--data-access", "stream",
+                           str(tmp_path / "in"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "task of very large size" not in proc.stderr, [l for l in proc.stderr.splitlines() if "large size" in l]
+    record = contract.read_svd(tmp_path / "out" / "series-001")
+    assert record.spark["data_access"] == "stream" and record.method == "gram"
+    s = np.array(record.singular_values)
+    assert np.max(np.abs(s - reference[:10]) / reference[:10]) < 1e-6
