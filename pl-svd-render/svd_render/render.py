@@ -104,12 +104,14 @@ def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: in
     svd = factors.record
     choice = rank.choose(wanted_rank, percent_removed, factors.s, shape[0], shape[1] * shape[2], svd.frobenius_norm)
     noise = choice.noise
-    setup = f"k = {factors.k}, oversampling {svd.oversample}, {svd.power_iters} power iterations, seed {svd.seed}"
+    setup = (f"k = {factors.k}, exact (slices x slices Gram matrix)" if svd.method == "gram" else
+             f"k = {factors.k}, randomized: oversampling {svd.oversample}, {svd.power_iters} power iterations, "
+             f"seed {svd.seed}")
     return Result(
         "global", rebuild(factors, choice.rank, shape), f"global r{choice.rank}/{factors.k}",
         summary=f"global SVD, {choice.describe()} of k = {factors.k}, noise {noise.describe()}",
         method=choice.method, automatic=choice.automatic,
-        parameters={"k": factors.k, "oversample": svd.oversample, "power_iters": svd.power_iters, "seed": svd.seed,
+        parameters={"k": factors.k, "svd_method": svd.method, "oversample": svd.oversample, "power_iters": svd.power_iters, "seed": svd.seed,
                     "rank_rule": choice.rule, "noise_hu": noise.sigma, "noise_estimable": noise.estimable},
         description=f"SVD denoised global r{choice.rank}/{factors.k}",
         derivation=(f"Truncated SVD of the series: rank {choice.rank} of {factors.k} components ({choice.method}); "
