@@ -11,8 +11,8 @@ cluster in one of two ways:
   the output file.
 * ``stream``: the executors cannot see the file. The driver sends each
   block out once, as a broadcast, a wave of one block per core at a time;
-  the executor that loads it keeps it in its block manager (memory, spilling
-  to disk), and ``localCheckpoint`` cuts the lineage, so the tasks of later
+  the executor that loads it keeps it in its block manager (on its local
+  disk, which the page cache keeps hot), and ``localCheckpoint`` cuts the lineage, so the tasks of later
   passes name a cached block and carry no data. The driver holds one wave,
   not the series, and no task nears Spark's large-task warning (1 MiB).
   The price: a block lives only on its executor, so losing an executor
@@ -90,7 +90,9 @@ def _stream_out(sc, A: np.ndarray, ranges: list[tuple[int, int]]) -> list:
         shipped = [sc.broadcast((c0, c1, np.ascontiguousarray(A[:, c0:c1]))) for c0, c1 in ranges[w:w + step]]
         try:
             rdd = sc.parallelize(range(len(shipped)), len(shipped)).map(partial(_unpack, shipped))
-            rdd.persist(StorageLevel.MEMORY_AND_DISK)
+            # On disk, not in memory: unrolling 48 MiB blocks on the heap ran default 1g executors out of
+            # memory on a 12 GB series; the page cache keeps the blocks hot all the same.
+            rdd.persist(StorageLevel.DISK_ONLY)
             rdd.localCheckpoint()
             rdd.count()  # loads the blocks and checkpoints them
         finally:
