@@ -55,3 +55,14 @@ def test_ssvd_methods_benchmark_runs_every_peer_and_reports_ratios(tmp_path):
     for label in ("ours gram whole process / sklearn process", "ours gram passes / NumPy Gram in process",
                   "MLlib computeSVD alone / ours gram whole process"):
         assert re.search(rf"{re.escape(label)}: [\d.]+ \(target", proc.stdout), proc.stdout
+
+
+def test_large_stream_benchmark_runs_on_its_own_cluster_and_reports_memory(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ssvd_stream_large.py"), "--workdir", str(tmp_path),
+                           "--slices", "40", "--size", "64"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "streamed data access" in proc.stdout
+    m = re.search(r"^exit 0, wall \d+ s, driver peak anonymous memory \(Python and its JVM\) (\d+) MiB$", proc.stdout,
+                  re.MULTILINE)
+    assert m and 100 < int(m.group(1)) < 2048, proc.stdout
+    assert (tmp_path / "out" / "series-001" / "Vt.npy").exists()
