@@ -28,6 +28,29 @@ def test_empty_folder(command, tmp_path):
     assert [f.name for f in all_files(tmp_path / "out")] == [f"{command}.report.json"]
 
 
+@pytest.mark.parametrize("command", ["dcm_anon", "dicom2matrix", "ssvd_denoise", "svd_render"])
+def test_missing_input_folder_is_reported(command, tmp_path):
+    # chris_plugin alone would exit with "Not a directory" before the plugin runs, leaving no report.
+    proc = run_command(command, tmp_path / "never-made", tmp_path / "out")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert line.endswith(f"{tmp_path / 'never-made'}: the input folder does not exist")
+    report = json.loads((tmp_path / "out" / f"{command}.report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["errors"] == [{"file": "", "reason": f"{tmp_path / 'never-made'}: the input folder does not exist"}]
+    assert [f.name for f in all_files(tmp_path / "out")] == [f"{command}.report.json"]
+
+
+@pytest.mark.parametrize("command", ["dcm_anon", "svd_render"])
+def test_help_and_usage_errors_are_chris_plugins_own(command, tmp_path):
+    help_ = run_command(command, "--help")
+    assert help_.returncode == 0 and help_.stdout.count("usage:") == 1 and "inputdir outputdir" in help_.stdout
+    refused = run_command(command, "--no-such-flag", tmp_path / "never-made", tmp_path / "out")
+    assert refused.returncode == 2 and refused.stderr.count("usage:") == 1
+    assert "unrecognized arguments: --no-such-flag" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", READERS)
 def test_only_non_dicom_files(command, tmp_path):
     (tmp_path / "in" / "docs").mkdir(parents=True)

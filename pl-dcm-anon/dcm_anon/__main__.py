@@ -6,7 +6,7 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
 
 from chris_plugin import chris_plugin
-from ctsvd_common.stage import add_policy_flags, run_stage
+from ctsvd_common.stage import add_policy_flags, reports_missing_input, run_stage
 
 from dcm_anon import __version__
 from dcm_anon.profile import RETAIN_OPTIONS
@@ -47,6 +47,7 @@ def _reportable(options: Namespace) -> Namespace:
     return shown
 
 
+@reports_missing_input(parser)
 @chris_plugin(
     parser=parser,
     title=DISPLAY_TITLE,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chris_plugin import chris_plugin
 
-from ctsvd_common.stage import add_policy_flags, run_stage
+from ctsvd_common.stage import add_policy_flags, reports_missing_input, run_stage
 from dicom2matrix import __version__
 from dicom2matrix.convert import convert_tree
 
@@ -30,6 +30,7 @@ parser.add_argument("--workers", type=int, default=0,
 add_policy_flags(parser)
 
 
+@reports_missing_input(parser)
 @chris_plugin(
     parser=parser,
     title="DICOM series to Hounsfield volumes",

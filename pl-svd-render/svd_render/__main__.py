@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chris_plugin import chris_plugin
 
-from ctsvd_common.stage import add_policy_flags, run_stage
+from ctsvd_common.stage import add_policy_flags, reports_missing_input, run_stage
 from svd_render import __version__
 from svd_render.render import render_all
 
@@ -35,6 +35,7 @@ parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",
 add_policy_flags(parser)
 
 
+@reports_missing_input(parser)
 @chris_plugin(
     parser=parser,
     title="Denoised CT from global or local SVD",

@@ -30,6 +30,9 @@ At the end the stage writes ``<name>.report.json`` and returns
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
+import io
 import logging
 import os
 import sys
@@ -265,3 +268,39 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
                              "exception": type(e).__name__, "traceback": code_frames(e)})
         stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
     return stage.finish()
+
+
+def reports_missing_input(parser: ArgumentParser) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a ``@chris_plugin`` main so that a missing input folder is reported, not just refused.
+
+    chris_plugin checks the input folder itself and exits with "Not a
+    directory" before any plugin code runs, so such a run leaves no report
+    and a pipeline sees only the exit code. Placed above ``@chris_plugin``
+    with the plugin's own parser, this reads the two folders from the command
+    line first and, when the input folder is missing, calls the plugin's
+    function directly: its :func:`run_stage` logs one line, writes the
+    report and returns 1. Anything else (a valid input folder, a command
+    line argparse would refuse) goes to chris_plugin as before.
+    """
+    probe = copy.deepcopy(parser)
+    probe.add_argument("inputdir")
+    probe.add_argument("outputdir")
+
+    def decorate(command: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(command)
+        def run(*args) -> int:
+            if not args:   # the console command, not a call from Python
+                try:   # silent: help, version and usage errors are chris_plugin's parse's to print
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                        options, rest = probe.parse_known_args()
+                except SystemExit:
+                    rest = ["(not a run)"]
+                if rest in ([], ["--saveinputmeta"], ["--saveoutputmeta"],
+                            ["--saveinputmeta", "--saveoutputmeta"]):
+                    inputdir, outputdir = Path(options.inputdir), Path(options.outputdir)
+                    if not inputdir.is_dir() and not outputdir.is_file():
+                        outputdir.mkdir(parents=True, exist_ok=True)
+                        return command.__wrapped__(options, inputdir, outputdir)
+            return command(*args)
+        return run
+    return decorate
