@@ -13,9 +13,11 @@ from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
 from ctsvd_common import atomic, contract
-from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, add_policy_flags, run_stage
+from ctsvd_common.stage import (InputFailed, Stage, StageError, UsageError, add_policy_flags, reports_missing_input,
+                                run_stage)
 from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
-from ssvd_denoise.blocks import MAX_BLOCK_BYTES, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions
+from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions,
+                                 pages_are_private)
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
@@ -55,6 +57,7 @@ kubernetes.add_flags(parser)
 add_policy_flags(parser)
 
 
+@reports_missing_input(parser)
 @chris_plugin(
     parser=parser,
     title="Distributed stochastic SVD of CT series (Spark)",
@@ -252,10 +255,13 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
             stage.output(out_dir, local=True)
             return
         writer: list = []  # the Vt file, created once the SVD knows k
+        # Executors write their own columns of Vt where none can share a page with another, or
+        # where they all share this host's page cache; otherwise Vt comes back through the driver.
+        executors_write = shared and (pages_are_private(n) or session.is_local(options.master))
 
         def vt_out(k: int):
-            writer.append(atomic.NpyWriter(staging / contract.SVD_VT, (k, n)))
-            return writer[0].temp_path if shared else writer[0].array
+            writer.append(atomic.NpyWriter(staging / contract.SVD_VT, (k, n), align=PAGE))
+            return writer[0].temp_path if executors_write else writer[0].array
 
         method, reason = choose_method(options.method, m)
 
@@ -277,7 +283,8 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         writer[0].commit()
         atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
         atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
-        contract.write_svd(staging, svd_record(result, reason, item, blocks, shared, session.describe(sc)))
+        contract.write_svd(staging, svd_record(result, reason, item, blocks, shared, session.describe(sc),
+                                               vt_by="executors" if executors_write else "driver"))
 
     stage.output(out_dir, k=result.k, method=result.method, relative_error=round(result.relative_error, 6),
                  seconds=result.seconds)
@@ -294,7 +301,7 @@ ALGORITHMS = {
 
 
 def svd_record(result: SvdResult, reason: str, item: Series, blocks: SparkBlocks, shared: bool,
-               cluster: dict) -> contract.SvdRecord:
+               cluster: dict, vt_by: str) -> contract.SvdRecord:
     """The machine-readable account of one decomposition (svd.json)."""
     energy = result.s.astype(float) ** 2 / result.frobenius_norm ** 2 if result.frobenius_norm else result.s * 0
     return contract.SvdRecord(
@@ -315,7 +322,8 @@ def svd_record(result: SvdResult, reason: str, item: Series, blocks: SparkBlocks
         frobenius_norm=result.frobenius_norm,
         residual_norm=result.residual_norm,
         relative_error=result.relative_error,
-        spark={**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream"},
+        spark={**cluster, "partitions": blocks.partitions, "data_access": "shared" if shared else "stream",
+               "vt_written_by": vt_by},
         timings={"passes": result.passes, "total_seconds": result.seconds},
         warnings=item.warnings,
     )

@@ -33,13 +33,15 @@ from typing import Callable
 
 import numpy as np
 
-# Block edges fall on multiples of 1024 float32 pixels (4 KiB of a row). They
-# are not page edges of the output file: a .npy's data start after its header
-# (byte 128), so two neighbouring tasks may write into one page. That is safe
-# on one host (one page cache) and on NFS (clients write back byte ranges);
-# where several hosts share a file system that writes back whole pages, use
-# stream data access, which sends Vt through the driver.
+# Block edges fall on multiples of 1024 float32 pixels: 4 KiB of a row, one
+# page. Vt's file is written with its data starting on a page (NpyWriter's
+# ``align``), so when a row is whole pages too (n a multiple of 1024, as for
+# 512² or 256² slices) no two tasks ever write into one page, and executors
+# on different hosts may write their columns into one shared file even where
+# the file system writes back whole pages. Otherwise (odd slice sizes on a
+# cluster) Vt comes back through the driver: see :func:`pages_are_private`.
 ALIGN = 1024
+PAGE = 4096
 MAX_BLOCK_BYTES = 256 << 20
 # Streamed blocks pass through the JVMs of driver and executor whole (broadcast, cache); smaller ones
 # keep their memory use modest on executors of 1-2 GiB.
@@ -52,6 +54,11 @@ def column_ranges(n: int, parts: int, align: int = ALIGN) -> list[tuple[int, int
     parts = max(1, min(parts, units))
     edges = [min(n, round(i * units / parts) * align) for i in range(parts + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def pages_are_private(n: int) -> bool:
+    """Do the column blocks of a page-aligned float32 k × n file each fill whole pages of it?"""
+    return (n * 4) % PAGE == 0 and (ALIGN * 4) % PAGE == 0
 
 
 def auto_partitions(m: int, n: int, parallelism: int, max_block_bytes: int = MAX_BLOCK_BYTES) -> int:

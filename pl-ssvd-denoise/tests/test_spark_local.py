@@ -51,6 +51,9 @@ def test_local_mode_matches_lapack_and_passes_the_series_forward(series_input, t
     typed = contract.read_svd(series)
     assert typed.k == 12 and typed.singular_values == record["singular_values"]
     assert record["spark"]["master"] == "local[2]" and record["spark"]["data_access"] == "shared"
+    # Executors wrote their columns of Vt in place, into a file whose data start on a page.
+    assert record["spark"]["vt_written_by"] == "executors"
+    assert np.load(series / contract.SVD_VT, mmap_mode="r").offset == 4096
     # What later stages need came along, byte for byte.
     for name in (contract.VOLUME, contract.MANIFEST):
         assert (series / name).read_bytes() == (inputdir / "series-001" / name).read_bytes()
@@ -68,6 +71,7 @@ def test_streamed_blocks_give_the_same_factors(series_input, tmp_path):
     Ua, sa, Va, ra = load(tmp_path / "a" / "series-001")
     Ub, sb, Vb, rb = load(tmp_path / "b" / "series-001")
     assert rb["spark"]["data_access"] == "stream" and rb["spark"]["partitions"] == 3
+    assert rb["spark"]["vt_written_by"] == "driver"
     assert np.allclose(sa, sb, rtol=1e-6) and np.allclose(Va, Vb, atol=1e-5) and np.allclose(Ua, Ub, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ from ctsvd_common import contract
 from ssvd_denoise import masterprobe
 from ssvd_denoise.__main__ import main, parser
 
-from conftest import manifest_for
+from conftest import decaying_volume, manifest_for, write_series
 
 SPARK_HOME = Path(pyspark.__file__).parent
 
@@ -80,12 +80,31 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, series_inp
     assert record["spark"]["master"] == standalone_master
     assert record["spark"]["executors"] == 1
     assert record["spark"]["data_access"] == ("shared" if access == "auto" else "stream")
+    # 64 × 96 pixels: rows of Vt are whole pages, so shared executors write their own columns.
+    assert record["spark"]["vt_written_by"] == ("executors" if access == "auto" else "driver")
 
     s = np.load(tmp_path / "cluster" / "series-001" / contract.SVD_S)
     reference = np.linalg.svd(volume.reshape(volume.shape[0], -1).astype(np.float64), compute_uv=False)[:8]
     assert np.max(np.abs(s - reference) / reference) < 1e-3
     Vt = np.load(tmp_path / "cluster" / "series-001" / contract.SVD_VT)
     assert np.allclose(Vt @ Vt.T, np.eye(8), atol=1e-4)
+
+
+def test_odd_slice_sizes_send_vt_through_the_driver_on_a_cluster(standalone_master, tmp_path):
+    # 50 × 70 pixels: a row of Vt is not whole pages, so two executors on two hosts could write
+    # into one page of the shared file; on a cluster Vt comes back through the driver instead.
+    volume = decaying_volume(m=40, rows=50, cols=70, seed=3)
+    write_series(tmp_path / "in" / "series-001", volume)
+    args = ["--k", "6", "--mode", "global", "--master", standalone_master, "--partitions", "3",
+            "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
+    assert main(parser.parse_args(args), tmp_path / "in", tmp_path / "out") == 0
+    record = contract.read_svd(tmp_path / "out" / "series-001")
+    assert record.spark["data_access"] == "shared" and record.spark["vt_written_by"] == "driver"
+    A = volume.reshape(40, -1).astype(np.float64)
+    U, s, Vt_ref = np.linalg.svd(A, full_matrices=False)
+    Vt = np.load(tmp_path / "out" / "series-001" / contract.SVD_VT)
+    # Same subspace, row by row (signs are fixed by U's largest entries, so compare up to sign).
+    assert np.allclose(np.abs(np.sum(Vt * Vt_ref[:6], axis=1)), 1, atol=1e-4)
 
 
 def test_the_probe_hears_a_real_master(standalone_master):

@@ -76,6 +76,24 @@ def save_npy(dest: str | os.PathLike, array: np.ndarray) -> None:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _create_aligned_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, align: int) -> None:
+    """A zero-filled (sparse) ``.npy`` whose data start at a multiple of ``align`` bytes.
+
+    The format allows any amount of space padding in its header (NPY 1.0: up
+    to 64 KiB); readers find the data after the header's newline.
+    """
+    header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    prefix = len(np.lib.format.MAGIC_PREFIX) + 4   # magic, version 1.0, 2-byte header length
+    data_start = -(-(prefix + len(header) + 1) // align) * align
+    if data_start - prefix > 0xFFFF:
+        raise ValueError(f"cannot align a .npy header to {align} bytes")
+    padded = header.ljust(data_start - prefix - 1) + "\n"
+    with open(path, "r+b") as f:
+        f.write(np.lib.format.MAGIC_PREFIX + bytes([1, 0]) + (data_start - prefix).to_bytes(2, "little"))
+        f.write(padded.encode("latin1"))
+        f.truncate(data_start + int(np.prod(shape)) * dtype.itemsize)
+
+
 class NpyWriter:
     """A ``.npy`` file filled in place, published under its final name on ``commit``.
 
@@ -86,13 +104,18 @@ class NpyWriter:
     mmap_mode="r+")``), and :meth:`commit` renames the finished file.
     """
 
-    def __init__(self, dest: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32):
+    def __init__(self, dest: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32, align: int = 0):
+        """``align``: make the data start at a multiple of this many bytes (a page, say), so that
+        writers of whole pages never share one; 0 keeps NumPy's own 64-byte header."""
         self.dest = Path(dest)
         self.temp_path = _temp_beside(self.dest)
         self._array: np.memmap | None = None
         try:
-            created = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
-            del created  # other processes may write first; map again only when asked
+            if align:
+                _create_aligned_npy(self.temp_path, tuple(shape), np.dtype(dtype), align)
+            else:
+                created = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
+                del created  # other processes may write first; map again only when asked
         except BaseException:
             self.temp_path.unlink(missing_ok=True)
             raise
