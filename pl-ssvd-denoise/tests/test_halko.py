@@ -54,6 +54,9 @@ def test_full_rank_rebuild_equals_the_input_to_float32_precision():
     assert np.linalg.norm(rebuilt - A) / np.linalg.norm(A) < 1e-6
     assert result.relative_error < 1e-6
     assert abs(result.relative_error - np.linalg.norm(rebuilt - A) / np.linalg.norm(A)) < 1e-6
+    # All that is left is Vt's float32 rounding, and the report counts exactly that.
+    with_exact_u = (result.U * result.s) @ vt.astype(np.float64)
+    assert result.relative_error == pytest.approx(np.linalg.norm(with_exact_u - A) / np.linalg.norm(A), rel=1e-3)
 
 
 def test_reported_error_is_the_error_of_the_outputs():
@@ -62,6 +65,17 @@ def test_reported_error_is_the_error_of_the_outputs():
     rebuilt = (result.U * result.s) @ vt.astype(np.float64)
     measured = np.linalg.norm(A - rebuilt) / np.linalg.norm(A)
     assert result.relative_error == pytest.approx(measured, rel=1e-4)
+
+
+@pytest.mark.parametrize("decay, floor, power_iters", [(1e9, 1.0, 0), (3.0, 1e-4, 0), (30.0, 50.0, 1)])
+def test_reported_error_holds_without_forming_the_residual(decay, floor, power_iters):
+    # A flat spectrum sampled without power iterations (a poor subspace), a sharp one with a tiny
+    # floor, and a slow one: the error comes from sums, and must equal the rebuilt factors' error.
+    A = spectrum_matrix(decay=decay, floor=floor, seed=4)
+    result, vt = run(A, 12, oversample=4, power_iters=power_iters)
+    rebuilt = (result.U.astype(np.float32).astype(np.float64) * result.s) @ vt.astype(np.float64)
+    measured = np.linalg.norm(A - rebuilt) / np.linalg.norm(A)
+    assert result.relative_error == pytest.approx(measured, rel=1e-5, abs=1e-7)
 
 
 def test_rank_deficient_matrix_returns_only_what_is_there():
