@@ -97,6 +97,7 @@ class Row:
     passes: float | None = None    # our passes over the data, from svd.json
     error: float | None = None     # max relative error of σ₁…σ_k against LAPACK
     note: str = ""
+    process: float | None = None   # MLlib: its whole process, Spark start included
 
 
 def write_stack(folder: Path, slices: int, size: int) -> np.ndarray:
@@ -220,7 +221,7 @@ def mllib(stack: str, series: Path, reference, a) -> Row:
         return Row(stack, name, None, note=f"timed out: computeSVD did not finish within {a.mllib_timeout:.0f} s")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return Row(stack, name, result["seconds"], error=max_error(result["s"], reference, a.k),
-               note=f"computeSVD alone; process {wall:.1f} s")
+               note=f"computeSVD alone; process {wall:.1f} s", process=wall)
 
 
 def fmt(x: float | None, width: int, spec: str) -> str:
@@ -255,8 +256,14 @@ def targets(rows: list[Row], stacks: list[str], slices: list[int], k: int) -> li
                                 lambda r: r <= 1.5))
         ml = find(rows, stack, "MLlib")
         if ml and ml.wall is not None:
-            lines.append(ratio_line(f"[{stack}] MLlib computeSVD alone / ours gram whole process", ml,
-                                    find(rows, stack, "ours gram, whole"), "≥ 50", lambda r: r >= 50))
+            # Like for like: the computeSVD call against our passes (both after Spark is up), and
+            # MLlib's process against ours (both paying the JVM start).
+            lines.append(ratio_line(f"[{stack}] MLlib computeSVD alone / ours gram passes", ml,
+                                    find(rows, stack, "ours gram, passes"), "≥ 50", lambda r: r >= 50))
+            whole_ours = find(rows, stack, "ours gram, whole")
+            if whole_ours and whole_ours.wall:
+                lines.append(f"[{stack}] MLlib process / ours gram whole process: "
+                             f"{ml.process / whole_ours.wall:.2f} (JVM start in both)")
         elif ml:
             lines.append(f"[{stack}] MLlib: {ml.note}")
     if len(stacks) > 1:

@@ -53,8 +53,9 @@ def test_ssvd_methods_benchmark_runs_every_peer_and_reports_ratios(tmp_path):
     assert all(error < 1e-3 for _, error in rows.values()), rows
     assert rows["ours gram, whole process"][1] < 1e-10 and rows["NumPy Gram, in process (compute)"][1] < 1e-10
     for label in ("ours gram whole process / sklearn process", "ours gram passes / NumPy Gram in process",
-                  "MLlib computeSVD alone / ours gram whole process"):
+                  "MLlib computeSVD alone / ours gram passes"):
         assert re.search(rf"{re.escape(label)}: [\d.]+ \(target", proc.stdout), proc.stdout
+    assert re.search(r"MLlib process / ours gram whole process: [\d.]+ \(JVM start in both\)", proc.stdout)
 
 
 def test_large_stream_benchmark_runs_on_its_own_cluster_and_reports_memory(tmp_path):
