@@ -109,12 +109,11 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         raise StageError(why)
     with stage.timed(f"starting Spark ({options.master})"):
         try:
-            spark = session.start(options.master, extra_conf)
+            sc = session.start(options.master, extra_conf)
         except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
             raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
     interrupts.reclaim()
     try:
-        sc = spark.sparkContext
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
         with stage.timed("starting the Python workers"):
             try:
@@ -134,7 +133,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
-        if (why := session.stop(spark)) is not None:
+        if (why := session.stop(sc)) is not None:
             stage.log.warning("Spark did not stop cleanly: %s", why)
 
 
