@@ -6,11 +6,10 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
 
 from chris_plugin import chris_plugin
-from ctsvd_common.stage import add_policy_flags, reports_missing_input, run_stage
+from ctsvd_common.stage import Stage, UsageError, add_policy_flags, reports_missing_input, run_stage
 
-from dcm_anon import __version__
-from dcm_anon.profile import RETAIN_OPTIONS
-from dcm_anon.tree import anonymize_tree
+from dcm_anon import __version__, tag_report
+from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS
 
 DISPLAY_TITLE = "DICOM de-identification (PS3.15 Basic Profile)"
 
@@ -57,7 +56,24 @@ def _reportable(options: Namespace) -> Namespace:
 )
 def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
     return run_stage("dcm_anon", __version__, _reportable(options), inputdir, outputdir,
-                     lambda stage: anonymize_tree(stage, options))
+                     lambda stage: _run(stage, options))
+
+
+def _run(stage: Stage, options: Namespace) -> None:
+    if all(getattr(options, dest, False) for dest in EXCLUSIVE):
+        raise UsageError("--keep-dates and --shift-dates exclude each other: keep the dates, or move them")
+    if options.workers < 0:
+        raise UsageError(f"--workers must be 0 (one per CPU) or more, not {options.workers}")
+    # The tag report's child starts before pydicom is imported (dcm_anon.tree):
+    # its start-up then overlaps ours, on the other CPU, not the de-identification.
+    report = None if options.no_tag_report else tag_report.TagReport(stage)
+    try:
+        from dcm_anon.tree import anonymize_tree
+
+        anonymize_tree(stage, options, report)
+    finally:
+        if report is not None:
+            report.cancel()
 
 
 if __name__ == "__main__":
