@@ -16,7 +16,7 @@ of the whole file's).
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from pydicom.dataset import FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomFileLike
@@ -37,6 +37,10 @@ _SHORT = struct.Struct("<HH2sH")         # tag, VR, 2-byte length
 _LONG = struct.Struct("<HH2sHL")         # tag, VR, reserved, 4-byte length
 _IMPLICIT = struct.Struct("<HHL")         # tag, 4-byte length
 _META_GROUP_LENGTH = 0x00020000
+_ITEM = struct.Struct("<HHL")
+_ITEM_UNDEFINED = _ITEM.pack(0xFFFE, 0xE000, 0xFFFFFFFF)
+_ITEM_END = _ITEM.pack(0xFFFE, 0xE00D, 0)
+_SEQUENCE_END = _ITEM.pack(0xFFFE, 0xE0DD, 0)
 
 
 def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
@@ -57,20 +61,60 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
     else:
         fp.write(meta)
     encoding = ds.get("SpecificCharacterSet", "iso8859")
-    for tag in sorted(ds.keys()):
-        if tag.element == 0 and tag.group > 6:
-            continue                               # retired group lengths: pydicom skips them too
-        elem = ds.get_item(tag)
-        if elem.is_raw:
-            value = elem.value if elem.length != _UNDEFINED and (implicit or elem.VR) else None
-        else:
-            value = _encoded(elem)
-        header = None if value is None else _header(tag, elem.VR, len(value), implicit)
-        if header is None:
+    for tag, elem in _elements(ds):
+        data = _element(tag, elem, implicit, raw=True)
+        if data is None:
             write_data_element(out, elem, encoding)   # pydicom's rules for the rest
         else:
-            fp.write(header)
-            fp.write(value)
+            fp.write(data[0])
+            fp.write(data[1])   # not joined: the pixel data is most of the file
+
+
+def _elements(ds) -> Iterator[tuple[int, object]]:
+    """The elements to write, in tag order (ints sort in C; tags compare in Python)."""
+    for tag in sorted(ds.keys(), key=int):
+        if tag.element == 0 and tag.group > 6:
+            continue                               # retired group lengths: pydicom skips them too
+        yield tag, ds.get_item(tag)
+
+
+def _element(tag: int, elem, implicit: bool, raw: bool) -> tuple[bytes, bytes] | None:
+    """One element as pydicom writes it (header, value), for the cases handled here; else None.
+
+    ``raw``: raw elements may be copied (their encoding is the output's).
+    """
+    if elem.is_raw:
+        value = elem.value if raw and elem.length != _UNDEFINED and (implicit or elem.VR) else None
+    elif elem.VR == "SQ":
+        return _sequence(tag, elem, implicit)
+    else:
+        value = _encoded(elem)
+    header = None if value is None else _header(tag, elem.VR, len(value), implicit)
+    return None if header is None else (header, value)
+
+
+def _sequence(tag: int, elem, implicit: bool) -> tuple[bytes, bytes] | None:
+    """A sequence as ``write_data_element`` writes it: items of defined length (unless read as
+    undefined), the sequence's own length as it was read; None if any element inside is not handled here."""
+    parts = []
+    for item in elem.value or ():
+        # pydicom decodes (and re-encodes) the raw elements of an item read in another encoding.
+        raw = item.original_encoding == (implicit, True) and item.original_character_set == item._character_set
+        body = []
+        for item_tag, item_elem in _elements(item):
+            data = _element(item_tag, item_elem, implicit, raw)
+            if data is None:
+                return None
+            body += data
+        body = b"".join(body)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            parts += (_ITEM_UNDEFINED, body, _ITEM_END)
+        else:
+            parts += (_ITEM.pack(0xFFFE, 0xE000, len(body)), body)
+    value = b"".join(parts)
+    if elem.is_undefined_length:
+        return _header(tag, "SQ", _UNDEFINED, implicit), value + _SEQUENCE_END
+    return _header(tag, "SQ", len(value), implicit), value
 
 
 def _header(tag: int, vr: str | None, length: int, implicit: bool) -> bytes | None:
@@ -94,15 +138,13 @@ def _file_meta(meta: FileMetaDataset) -> bytes | None:
     """
     validate_file_meta(meta, enforce_standard=True)
     parts = []
-    for tag in sorted(meta.keys()):
+    for tag, elem in _elements(meta):
         if tag == _META_GROUP_LENGTH:
             continue
-        elem = meta.get_item(tag)
-        value = None if elem.is_raw else _encoded(elem)
-        header = None if value is None else _header(tag, elem.VR, len(value), implicit=False)
-        if header is None:
+        data = _element(tag, elem, implicit=False, raw=False)
+        if data is None:
             return None
-        parts += (header, value)
+        parts += data
     body = b"".join(parts)
     meta.FileMetaInformationGroupLength = len(body)
     return _SHORT.pack(2, 0, b"UL", 4) + struct.pack("<L", len(body)) + body
