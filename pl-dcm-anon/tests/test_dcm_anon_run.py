@@ -301,3 +301,16 @@ def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run
     assert sorted(s["file"] for s in report["skipped"]) == \
         ["DICOMDIR", "case01/ct/scout.png", "case01/notes.txt"]
     assert report["summary"]["files_skipped"] == 3 and report["summary"]["files_written"] == 4
+
+
+def test_modules_hidden_from_pydicom_fail_only_inside_the_block():
+    from dcm_anon.__main__ import _hidden
+
+    sys.modules.pop("wave", None)   # a standard module nothing here needs
+    with _hidden("wave", "json"):   # json is imported already: it stays
+        with pytest.raises(ImportError):
+            import wave  # noqa: F401
+        import json as again
+        assert again is json
+    import wave  # noqa: F401,F811
+    assert sys.modules["wave"] is not None
