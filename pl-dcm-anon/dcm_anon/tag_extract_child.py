@@ -14,6 +14,7 @@ arrives on its standard input, and ends without doing anything when the
 input closes first. What is left after GO takes about 10 ms for one folder.
 """
 
+import os
 import sys
 import types
 
@@ -90,4 +91,9 @@ def extract(outdir: str, stem: str, formats: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(extract(*sys.argv[1:4]))
+    code = extract(*sys.argv[1:4])
+    # Ended without the interpreter's teardown (25 ms, while dcm_anon waits):
+    # pfdicom_tagExtract writes and closes each listing file with "with open".
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

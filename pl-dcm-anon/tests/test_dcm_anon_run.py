@@ -240,7 +240,7 @@ def test_the_child_imports_only_the_standard_library_and_pfdicom_tagextract():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"sys", "types", "pfdicom_tagExtract"}
+    assert imported == {"os", "sys", "types", "pfdicom_tagExtract"}
 
 
 def test_the_childs_stand_ins_change_nothing_in_the_listing(series, outdir, run, tmp_path):
