@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import contextlib
+import logging
 import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from pathlib import Path
@@ -112,5 +113,21 @@ def _hidden(*modules: str) -> Iterator[None]:
                 del sys.modules[module]
 
 
+def command() -> None:
+    """The console command: :func:`main`, then an exit without the interpreter's teardown.
+
+    Tearing down the modules a run has loaded (numpy, pydicom) takes 40 ms, a
+    twentieth of a run on 300 slices, and does nothing for the outputs: by
+    then every file is closed and in place, the run report is written, and
+    logging is shut down here as at a normal exit. Any other way out (usage
+    error, --help, an exception) exits as usual.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    command()
