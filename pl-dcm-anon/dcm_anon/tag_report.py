@@ -192,7 +192,7 @@ class TagReport:
     def _run(self, limit: float) -> None:
         proc = self._proc
         # A blocking wait, ended by a timer if it runs over: Popen.wait(timeout)
-        # polls with sleeps of up to 50 ms, a third of what the listing takes.
+        # polls with sleeps of up to 50 ms, longer than the listing itself takes (10 ms).
         overrun = threading.Event()
         timer = threading.Timer(limit, lambda: (overrun.set(), proc.kill()))
         timer.start()

@@ -4,15 +4,15 @@ Most of a de-identified CT slice is kept exactly as read: its elements are
 still pydicom "raw" elements, bytes that were never decoded. pydicom writes
 each of them through a per-element buffer; here a raw element of a little
 endian dataset whose encoding does not change is written directly (its
-header, then its bytes), and everything else (decoded or changed elements,
-sequences, undefined lengths) by pydicom's own element writer. The output
-is byte for byte what ``Dataset.save_as(enforce_file_format=True)`` writes
-(a test holds the two against each other); other encodings use
-``save_as`` itself. The file meta information, a few short decoded
-elements, is encoded the same way (pydicom's writer for it costs a third
-of the whole file's).
+header, then its bytes), and so are the simple decoded values (numbers,
+ASCII text and names, bytes), sequences made of such elements, and the
+file meta information (pydicom's writer for it cost a third of the whole
+file's). Anything else (an element of undefined length, a value that needs
+its character set, an ambiguous VR) goes through pydicom's own element
+writer. The output is byte for byte what
+``Dataset.save_as(enforce_file_format=True)`` writes (a test holds the two
+against each other); other encodings use ``save_as`` itself.
 """
-
 from __future__ import annotations
 
 import struct
@@ -35,12 +35,11 @@ _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": 
 _ASCII_VRS = frozenset({"CS", "SH", "LO", "DA", "TM", "DT", "UI", "AS", "IS", "DS"})
 _SHORT = struct.Struct("<HH2sH")         # tag, VR, 2-byte length
 _LONG = struct.Struct("<HH2sHL")         # tag, VR, reserved, 4-byte length
-_IMPLICIT = struct.Struct("<HHL")         # tag, 4-byte length
+_TAG_LENGTH = struct.Struct("<HHL")      # tag, 4-byte length: implicit VR, items and delimiters
 _META_GROUP_LENGTH = 0x00020000
-_ITEM = struct.Struct("<HHL")
-_ITEM_UNDEFINED = _ITEM.pack(0xFFFE, 0xE000, 0xFFFFFFFF)
-_ITEM_END = _ITEM.pack(0xFFFE, 0xE00D, 0)
-_SEQUENCE_END = _ITEM.pack(0xFFFE, 0xE0DD, 0)
+_ITEM_UNDEFINED = _TAG_LENGTH.pack(0xFFFE, 0xE000, _UNDEFINED)
+_ITEM_END = _TAG_LENGTH.pack(0xFFFE, 0xE00D, 0)
+_SEQUENCE_END = _TAG_LENGTH.pack(0xFFFE, 0xE0DD, 0)
 
 
 def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
@@ -110,7 +109,7 @@ def _sequence(tag: int, elem, implicit: bool) -> tuple[bytes, bytes] | None:
         if getattr(item, "is_undefined_length_sequence_item", False):
             parts += (_ITEM_UNDEFINED, body, _ITEM_END)
         else:
-            parts += (_ITEM.pack(0xFFFE, 0xE000, len(body)), body)
+            parts += (_TAG_LENGTH.pack(0xFFFE, 0xE000, len(body)), body)
     value = b"".join(parts)
     if elem.is_undefined_length:
         return _header(tag, "SQ", _UNDEFINED, implicit), value + _SEQUENCE_END
@@ -121,7 +120,7 @@ def _header(tag: int, vr: str | None, length: int, implicit: bool) -> bytes | No
     """Tag, VR and length as pydicom writes them; None for a value too long for its VR's short length."""
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
-        return _IMPLICIT.pack(group, element, length)
+        return _TAG_LENGTH.pack(group, element, length)
     if vr in EXPLICIT_VR_LENGTH_32:
         return _LONG.pack(group, element, vr.encode(), 0, length)
     if length <= 0xFFFF:
