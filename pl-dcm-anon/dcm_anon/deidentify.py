@@ -29,6 +29,7 @@ PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 # Padding after the dataset: meaningless, and it may carry leftover bytes.
 TRAILING_PADDING = 0xFFFCFFFC
+_UNDEFINED = 0xFFFFFFFF
 
 DUMMY_TEXT = "ANONYMIZED"   # fits every text VR, CS and AE included (max 16 chars)
 _DUMMY_BY_VR: dict[str, object] = {
@@ -97,6 +98,11 @@ def _empty(elem) -> bool:
     if elem.is_raw:
         return not elem.value
     return elem.is_empty
+
+
+def _filled(elem) -> bool:
+    """Is this a raw element whose value, decoded, would not be empty (more than padding)?"""
+    return elem.is_raw and elem.length != _UNDEFINED and bool(elem.value.strip(b" \x00"))
 
 
 class Deidentifier:
@@ -257,6 +263,13 @@ class Deidentifier:
                 if action == ZERO and len(vr) == 2:   # not an ambiguous "US or SS"
                     ds.add_new(tag, vr, None)
                     continue
+                # What _act does, without decoding the old value first.
+                if action in (DUMMY, MAP_UID, MAP_UIDS_INSIDE) and vr == "UI" and _filled(ds.get_item(tag)):
+                    ds.add_new(tag, vr, self._mapped_raw_uids(ds.get_item(tag).value))
+                    continue
+                if action == DUMMY and len(vr) == 2 and _filled(ds.get_item(tag)):
+                    ds.add_new(tag, vr, _DUMMY_BY_VR.get(vr, DUMMY_TEXT))
+                    continue
             self._act(ds, ds[tag], action, context)
 
     def dates_in_names(self, dates: list[str], ds: Dataset) -> dict[str, str]:
@@ -328,6 +341,11 @@ class Deidentifier:
     def _items(self, elem, context: _File) -> None:
         for item in elem.value or ():
             self._dataset(item, context)
+
+    def _mapped_raw_uids(self, raw: bytes) -> str | list[str]:
+        """The mapped value of a UI element not yet decoded, read as pydicom reads it (convert_UI)."""
+        values = [self.pseudonyms.uid(v) for v in raw.decode("iso8859").rstrip("\0 ").split("\\")]
+        return values[0] if len(values) == 1 else values
 
     def _map_uids(self, elem) -> None:
         value = elem.value

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
-from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, UsageError
+from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
 from dcm_anon.paths import PathNamer, date_values, identifying_values
-from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS, chosen_options, load_profile
+from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.workers import ordered_map, worker_count
 from dcm_anon.writer import write_part10
@@ -53,14 +53,10 @@ class _Done:
 _JOB: tuple[Deidentifier, Path] | None = None
 
 
-def anonymize_tree(stage: Stage, options: Namespace) -> None:
-    """The body of one dcm_anon run."""
+def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagReport | None) -> None:
+    """The body of one dcm_anon run (options checked by the caller); ``report``: the tag report, started."""
     quiet_pydicom()   # before anything is read: pydicom's warnings quote header values
     retain = chosen_options(options)
-    if all(getattr(options, dest, False) for dest in EXCLUSIVE):
-        raise UsageError("--keep-dates and --shift-dates exclude each other: keep the dates, or move them")
-    if options.workers < 0:
-        raise UsageError(f"--workers must be 0 (one per CPU) or more, not {options.workers}")
     pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
     deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
     namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids)
@@ -71,18 +67,12 @@ def anonymize_tree(stage: Stage, options: Namespace) -> None:
         "pseudonym_key": "given (reproducible mapping)" if options.pseudonym_key else "random for this run",
         "tag_report": not options.no_tag_report,
     }
-    # Started now, so that its start-up overlaps the de-identification.
-    report = None if options.no_tag_report else tag_report.TagReport(stage)
-    try:
-        tally = _Tally()
-        _deidentify_all(stage, options, deidentifier, namer, tally)
-        if report is not None and tally.written:
-            with stage.timed("tag report (after the files)"):
-                made = report.finish(tally.written)
-            stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
-    finally:
-        if report is not None:
-            report.cancel()
+    tally = _Tally()
+    _deidentify_all(stage, options, deidentifier, namer, tally)
+    if report is not None and tally.written:
+        with stage.timed("tag report (after the files)"):
+            made = report.finish(tally.written)
+        stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
     if options.no_tag_report:
         stage.summary["tag_report"] = "not made (--no-tag-report)"
 

@@ -240,7 +240,7 @@ def test_the_child_imports_only_the_standard_library_and_pfdicom_tagextract():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"sys", "types", "pfdicom_tagExtract"}
+    assert imported == {"os", "sys", "types", "pfdicom_tagExtract"}
 
 
 def test_the_childs_stand_ins_change_nothing_in_the_listing(series, outdir, run, tmp_path):
@@ -301,3 +301,35 @@ def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run
     assert sorted(s["file"] for s in report["skipped"]) == \
         ["DICOMDIR", "case01/ct/scout.png", "case01/notes.txt"]
     assert report["summary"]["files_skipped"] == 3 and report["summary"]["files_written"] == 4
+
+
+def test_modules_hidden_from_pydicom_fail_only_inside_the_block():
+    from dcm_anon.__main__ import _hidden
+
+    sys.modules.pop("wave", None)   # a standard module nothing here needs
+    with _hidden("wave", "json"):   # json is imported already: it stays
+        with pytest.raises(ImportError):
+            import wave  # noqa: F401
+        import json as again
+        assert again is json
+    import wave  # noqa: F401,F811
+    assert sys.modules["wave"] is not None
+
+
+def test_the_console_command_exits_with_everything_written(series, tmp_path):
+    """`dcm_anon` leaves without the interpreter's teardown: the exit code, the report, the
+    tag report and the last log line must all be there as after a normal exit."""
+    command = Path(sys.prefix) / "bin" / "dcm_anon"
+    if not command.is_file():
+        pytest.skip("the dcm_anon command is not installed in this environment")
+    done = subprocess.run([str(command), str(series.root), str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = _report(tmp_path / "out")
+    assert report["exit_code"] == 0 and report["summary"]["files_written"] == 4
+    assert sorted(p.name for p in (tmp_path / "out" / "tag-report").iterdir() if p.is_file()) == sorted(TAG_FILES)
+    assert "finished in" in done.stderr.strip().splitlines()[-1]
+
+    failed = subprocess.run([str(command), str(tmp_path / "missing"), str(tmp_path / "out2")],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and _report(tmp_path / "out2")["exit_code"] == 1
