@@ -214,18 +214,24 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     t0 = time.perf_counter()
     with stage.timed(f"{label}: local SVD denoising"):
         with atomic.NpyWriter(staging / contract.LOCAL, item.shape) as out:
-            noise, tiles = localspark.denoise(sc, volume_path, out, shared)
+            found, tiles = localspark.denoise(sc, volume_path, out, shared)
     seconds = round(time.perf_counter() - t0, 3)
+    noise = found["noise"]
+    sigma = {k: noise["sigma_hu"][k] for k in ("p10", "median", "p90")}
     contract.write_local(staging, contract.LocalRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
-        method="local SVD in two stages: patches followed across neighbouring slices and across rows, "
-               "Marchenko-Pastur noise per patch, Gavish-Donoho shrinkage (the pilot); then groups of similar "
-               "patches Wiener-filtered in the pilot's higher-order SVD basis",
-        parameters=local.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
-        spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
+        method="local SVD in two stages against the series' measured noise (sigma map, in-plane NPS, slice "
+               "correlation): patches followed across neighbouring slices and across rows, whitened and shrunk "
+               "by Gavish-Donoho at the measured sigma (the pilot); then groups of similar patches "
+               "Wiener-filtered in the pilot's higher-order SVD basis, each coefficient against its own noise "
+               "variance, at a strength chosen by SURE",
+        parameters=local.parameters(), automatic=True, noise_hu=sigma, noise=noise, choices=found["choices"],
+        tiles=tiles, spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
         timings={"seconds": seconds}))
-    stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise estimate %.1f HU (median; 10-90%%: %.1f-%.1f)",
-                   label, seconds, tiles, noise["median"], noise["p10"], noise["p90"])
+    stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise %.1f HU (median; 10-90%%: %.1f-%.1f), "
+                   "slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, tiles, sigma["median"],
+                   sigma["p10"], sigma["p90"], noise["slice_correlation"][1],
+                   found["choices"]["stage 2 strength"]["strength"])
 
 
 def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None:

@@ -8,15 +8,19 @@ denoises such patches one by one, the way MP-PCA does for diffusion MRI
 (Veraart et al. 2016, dipy's ``localpca``):
 
 1. For a patch of ``p × p`` pixels over ``L`` slices, form the matrix X
-   (p² × L, one column per slice) and centre its rows.
-2. Estimate the noise level of *this* patch from its own spectrum: the
-   smallest eigenvalues of XᵀX/p² that fit a Marchenko–Pastur law give σ².
-   CT noise after filtered back-projection varies across the field and is
-   correlated in-plane, so a local estimate is needed; the correlation makes
-   the Marchenko–Pastur fit read low, which :data:`NOISE_VARIANCE_FACTOR`
-   corrects (measured on simulated low-dose stacks).
-3. Shrink the singular values with the Gavish–Donoho optimal shrinker for
-   Frobenius loss at that σ, and rebuild the patch.
+   (p² × L, one column per slice).
+2. Take the noise from the series' measured model (:mod:`ctsvd_common.noise`):
+   σ at the patch from the σ map, and the correlation of the noise along
+   the L slices and within the p × p plane. CT noise is shared between
+   neighbouring slices: a white-noise law (Marchenko–Pastur) reads that
+   shared noise as signal and keeps it. So X is whitened along its L
+   columns, X·T^(−1/2) with T the noise's correlation between them, and the
+   in-plane correlation of its rows enters as their effective number,
+   n_eff = (tr C)² / tr C², C the rows' noise correlation: correlated rows
+   spread the noise's singular values as fewer independent ones would.
+3. Shrink the whitened singular values with the Gavish–Donoho optimal
+   shrinker for Frobenius loss at that σ and β = L / n_eff, and rebuild the
+   patch, coloured back by T^(1/2).
 4. Patches overlap (stride ``s`` in-plane, ``zs`` across slices); each
    voxel is the weighted mean of its estimates, weights 1 / (1 + rank kept),
    so confident low-rank patches count more.
@@ -41,14 +45,14 @@ import math
 from dataclasses import asdict, dataclass
 import numpy as np
 
-# The Marchenko–Pastur fit under-reads FBP noise, whose in-plane correlation
-# spreads the noise spectrum; σ² is scaled by this factor. Measured on
-# simulated low-dose stacks (I0 = 1e4): 1.0 gives 39.4 dB, 1.3 gives 39.6 dB,
-# 1.6 gives 39.5 dB on the same crop.
-NOISE_VARIANCE_FACTOR = 1.3
+from ctsvd_common import noise
+
 # Variances below this (HU²) are taken as exactly constant patches: air
 # outside the reconstruction circle, padding.
 MIN_NOISE_VARIANCE = 1e-6
+# The whitening's eigenvalues are floored at this fraction of 1 (the noise's own variance): a
+# noise correlation near 1 between neighbours would otherwise amplify without bound.
+MIN_WHITENED_EIGENVALUE = 0.02
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,9 @@ def parameters(ensemble: tuple[Pass, ...] = ENSEMBLE) -> dict:
     """The parameters that shape the result, as ``local.json`` records them."""
     return {"passes": [{"axis": ("slices", "rows")[p.axis], "geometries": [asdict(g) for g in p.geometries]}
                        for p in ensemble],
-            "noise_variance_factor": NOISE_VARIANCE_FACTOR,
-            "noise_estimate": "Marchenko-Pastur fit per patch", "shrinkage": "Gavish-Donoho, Frobenius loss",
+            "noise": "the series' measured model: sigma map at each patch, patches whitened along the slices "
+                     "they follow, in-plane correlation as an effective row count",
+            "shrinkage": "Gavish-Donoho, Frobenius loss, at the measured sigma",
             "aggregation": "weights 1 / (1 + rank kept); mean over every (axis, geometry) estimate"}
 
 
@@ -135,54 +140,62 @@ def tiles(slices: int, count: int, geometries: tuple[Geometry, ...] = GEOMETRIES
 # --------------------------------------------------------------------------- the kernel
 
 
-def marchenko_pastur_variance(eigenvalues: np.ndarray, rows: int) -> np.ndarray:
-    """Noise variance of each matrix from its eigenvalues (XᵀX / rows, descending).
+@dataclass(frozen=True)
+class PatchNoise:
+    """The noise of one patch shape, for unit σ: ``whiten`` (L × L) makes the columns' noise
+    independent, ``colour`` undoes it, and ``beta`` = L / n_eff is the shrinker's aspect ratio."""
 
-    For each candidate number of signal components k, the remaining
-    eigenvalues are noise if their spread fits the Marchenko–Pastur law:
-    λ_k − λ_last < 4·sqrt(γ)·σ², with σ² their mean and γ = (count)/rows.
-    The smallest such k is taken (Veraart et al. 2016).
-    """
-    tail_sums = np.cumsum(eigenvalues[:, ::-1], axis=1)[:, ::-1]
-    counts = np.arange(eigenvalues.shape[1], 0, -1)
-    sigma2 = tail_sums / counts
-    spread = eigenvalues - eigenvalues[:, -1:]
-    fits = spread < 4.0 * np.sqrt(counts / rows) * sigma2
-    k = np.argmax(fits, axis=1)   # the last candidate always fits: spread 0
-    return sigma2[np.arange(len(k)), k]
+    whiten: np.ndarray
+    colour: np.ndarray
+    beta: float
+
+
+def patch_noise(model: noise.NoiseModel, axis: int, patch: int, depth: int) -> PatchNoise:
+    """The noise of ``patch`` × ``patch`` × ``depth`` patches followed along volume ``axis``."""
+    lam, vec = np.linalg.eigh(model.covariance(axis, depth))
+    lam = np.maximum(lam, MIN_WHITENED_EIGENVALUE)
+    plane = tuple(a for a in (0, 1, 2) if a != axis)
+    rows = patch * patch
+    n_eff = rows * rows / model.plane_correlation_energy(plane, (patch, patch))
+    return PatchNoise((vec / np.sqrt(lam)) @ vec.T, (vec * np.sqrt(lam)) @ vec.T, depth / min(n_eff, rows))
 
 
 def optimal_shrinkage(y: np.ndarray, beta: float) -> np.ndarray:
-    """Gavish–Donoho optimal shrinker for Frobenius loss, on singular values in units of σ·sqrt(rows)."""
+    """Gavish–Donoho optimal shrinker for Frobenius loss, on singular values in units of σ·sqrt(rows).
+
+    β is columns / rows; for β > 1 the matrix is read transposed (the shrinker is symmetric in
+    that sense), in units of σ·sqrt(columns).
+    """
+    if beta > 1.0:
+        return optimal_shrinkage(y / math.sqrt(beta), 1.0 / beta) * math.sqrt(beta)
     t = (y * y - beta - 1.0) ** 2 - 4.0 * beta
     shrunk = np.sqrt(np.clip(t, 0.0, None)) / np.maximum(y, 1e-12)
     return np.where(y > 1.0 + math.sqrt(beta), shrunk, 0.0)
 
 
-def denoise_patches(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Denoise a batch of patch matrices X (batch, pixels, slices).
+def denoise_patches(X: np.ndarray, sigma: np.ndarray, pn: PatchNoise) -> tuple[np.ndarray, np.ndarray]:
+    """Denoise a batch of patch matrices X (batch, pixels, slices) whose noise is σ (batch,) times
+    unit noise of ``pn``'s correlation.
 
-    Returns the estimates, each patch's aggregation weight and its noise
-    standard deviation (HU). The SVD is taken through the small slices ×
-    slices Gram matrix: with X = U S Vᵀ, the estimate U f(S) Vᵀ equals
-    X · V diag(f(s)/s) Vᵀ, so U is never formed. Squaring costs relative
-    accuracy only far below the noise level (s < sqrt(eps)·s_max).
+    Returns the estimates and each patch's aggregation weight. The SVD is
+    taken through the small slices × slices Gram matrix: with Xw = X·W =
+    U S Vᵀ, the estimate U f(S) Vᵀ W⁻¹ equals X · W V diag(f(s)/s) Vᵀ W⁻¹, so
+    U is never formed. Squaring costs relative accuracy only far below the
+    noise level (s < sqrt(eps)·s_max).
     """
-    rows, cols = X.shape[1], X.shape[2]
-    mean = X.mean(axis=2, keepdims=True)
-    Xc = X - mean
-    eigenvalues, V = np.linalg.eigh(np.matmul(Xc.transpose(0, 2, 1), Xc))
+    rows = X.shape[1]
+    Xw = np.matmul(X, pn.whiten)
+    eigenvalues, V = np.linalg.eigh(np.matmul(Xw.transpose(0, 2, 1), Xw))
     eigenvalues, V = eigenvalues[:, ::-1].clip(0.0), V[:, :, ::-1]          # descending
     s = np.sqrt(eigenvalues)
-    # Centring removes one degree of freedom: the last singular value is ~0.
-    sigma2 = marchenko_pastur_variance(eigenvalues[:, :-1] / rows, rows) * NOISE_VARIANCE_FACTOR
-    sigma = np.sqrt(np.maximum(sigma2, MIN_NOISE_VARIANCE))
+    sigma = np.sqrt(np.maximum(np.square(sigma), MIN_NOISE_VARIANCE))
     scale = sigma[:, None] * math.sqrt(rows)
-    kept = optimal_shrinkage(s / scale, (cols - 1) / rows) * scale
+    kept = optimal_shrinkage(s / scale, pn.beta) * scale
     factor = np.divide(kept, s, out=np.zeros_like(s), where=s > 0)
-    estimate = np.matmul(Xc, np.matmul(V * factor[:, None, :], V.transpose(0, 2, 1))) + mean
+    operator = pn.whiten @ np.matmul(V * factor[:, None, :], V.transpose(0, 2, 1)) @ pn.colour
+    estimate = np.matmul(X, operator)
     weight = 1.0 / (1.0 + np.count_nonzero(kept, axis=1))
-    return estimate, weight, sigma
+    return estimate, weight
 
 
 def add_row(sums: np.ndarray, weights: np.ndarray, patches: np.ndarray, weight: np.ndarray,
@@ -210,19 +223,46 @@ def add_row(sums: np.ndarray, weights: np.ndarray, patches: np.ndarray, weight: 
         weights[:, :, xs[i]:xs[i] + p] += weight[i]
 
 
-def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
-                 geometries: tuple[Geometry, ...] = GEOMETRIES) -> tuple[np.ndarray, np.ndarray]:
-    """Denoise one tile: its output slices (float32) and the noise (HU) of its patches.
+@dataclass(frozen=True)
+class NoiseField:
+    """The series' noise as one pass sees it, with the axis its patches follow first: the σ map
+    (HU, on cells of ``cell`` voxels) and the unit noise of each (patch, depth) shape."""
+
+    sigma_map: np.ndarray
+    cell: tuple[int, int, int]
+    shapes: dict
+
+    def sigma(self, z: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """σ of the cells holding voxels (z, y, x) (y and x broadcast)."""
+        cz, cy, cx = (np.clip(np.asarray(c) // n, 0, m - 1) for c, n, m in zip((z, y, x), self.cell,
+                                                                              self.sigma_map.shape))
+        return self.sigma_map[cz, cy, cx]
+
+
+def noise_field(model: noise.NoiseModel, p: Pass, shape: tuple[int, int, int]) -> NoiseField:
+    """What pass ``p``'s tiles need of the series' noise ``model`` (the volume's ``shape``)."""
+    order = (p.axis, *(a for a in (0, 1, 2) if a != p.axis))
+    view = tuple(shape[a] for a in order)
+    shapes = {}
+    for g in p.geometries:
+        patch, depth = min(g.patch, view[1], view[2]), min(g.slices, view[0])
+        shapes[(patch, depth)] = patch_noise(model, p.axis, patch, depth)
+    return NoiseField(np.transpose(model.sigma_map, order), tuple(model.cell[a] for a in order), shapes)
+
+
+def denoise_tile(region: np.ndarray, tile: Tile, slices: int, geometries: tuple[Geometry, ...],
+                 field: NoiseField) -> np.ndarray:
+    """Denoise one tile: its output slices (float32).
 
     ``region`` holds slices ``[tile.first, tile.stop)`` of the volume, which
-    has ``slices`` slices in all.
+    has ``slices`` slices in all; ``field`` is the pass's view of the noise.
     """
     region = np.asarray(region, dtype=np.float64)
     _, rows, cols = region.shape
     out = np.zeros((tile.own_stop - tile.own_first, rows, cols))
-    noise = []
-    for gi, g in enumerate(geometries):
+    for g in geometries:
         p, depth = min(g.patch, rows, cols), min(g.slices, slices)
+        pn = field.shapes[(p, depth)]
         step = min(g.stride, p)   # a patch clipped to a small image must not leave gaps between patches
         ys, xs = starts(rows, p, step), starts(cols, p, step)
         sums, weights = np.zeros(region.shape), np.zeros(region.shape)
@@ -232,22 +272,14 @@ def denoise_tile(region: np.ndarray, tile: Tile, slices: int,
             for y in ys:
                 # One batched SVD for every patch of this row of patches.
                 X = np.stack([slab[:, y:y + p, x:x + p].reshape(depth, -1).T for x in xs])
-                estimate, weight, sigma = denoise_patches(X)
-                if gi == 0 and tile.own_first <= z < tile.own_stop:
-                    noise.append(sigma)   # each patch counted once, by the tile of its first slice
+                sigma = field.sigma(z + depth // 2, y + p // 2, np.asarray(xs) + p // 2)
+                estimate, weight = denoise_patches(X, sigma, pn)
                 patches = (estimate * weight[:, None, None]).transpose(0, 2, 1).reshape(len(xs), depth, p, p)
                 add_row(sums[zz, y:y + p], weights[zz, y:y + p], patches, weight, xs, step)
         own = slice(tile.own_first - tile.first, tile.own_stop - tile.first)
         out += sums[own] / weights[own]
     out /= len(geometries)
-    return out.astype(np.float32), np.concatenate(noise) if noise else np.zeros(0)
-
-
-def noise_summary(sigmas: list[np.ndarray]) -> dict:
-    """The local noise estimate over all patches, in HU: 10th percentile, median, 90th."""
-    sigma = np.concatenate(sigmas) if sigmas else np.zeros(1)
-    p10, median, p90 = (float(v) for v in np.percentile(sigma, [10, 50, 90]))
-    return {"p10": round(p10, 2), "median": round(median, 2), "p90": round(p90, 2)}
+    return out.astype(np.float32)
 
 
 def along(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -255,18 +287,17 @@ def along(volume: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(volume, axis, 0)
 
 
-def denoise_pass(volume: np.ndarray, p: Pass, tile_count: int = 1) -> tuple[np.ndarray, list[np.ndarray]]:
+def denoise_pass(volume: np.ndarray, p: Pass, model: noise.NoiseModel, tile_count: int = 1) -> np.ndarray:
     """One pass of the ensemble, in this process: the mean of its geometries (float32, the volume's
-    orientation) and the per-patch noise of its first geometry."""
+    orientation)."""
     v = along(np.asarray(volume), p.axis)
     out = np.empty(volume.shape, np.float32)
     out_v = along(out, p.axis)
-    sigmas = []
+    field = noise_field(model, p, volume.shape)
     for tile in tiles(v.shape[0], tile_count, p.geometries):
-        out_v[tile.own_first:tile.own_stop], sigma = denoise_tile(v[tile.first:tile.stop], tile, v.shape[0],
-                                                                  p.geometries)
-        sigmas.append(sigma)
-    return out, sigmas
+        out_v[tile.own_first:tile.own_stop] = denoise_tile(v[tile.first:tile.stop], tile, v.shape[0],
+                                                           p.geometries, field)
+    return out
 
 
 def combine(estimates: list[np.ndarray], ensemble: tuple[Pass, ...] = ENSEMBLE) -> np.ndarray:
@@ -280,18 +311,12 @@ def combine(estimates: list[np.ndarray], ensemble: tuple[Pass, ...] = ENSEMBLE) 
     return (total / sum(weights)).astype(np.float32)
 
 
-def denoise(volume: np.ndarray, tile_count: int = 1,
-            ensemble: tuple[Pass, ...] = ENSEMBLE) -> tuple[np.ndarray, dict]:
-    """Denoise a (slices, rows, cols) HU volume in this process; returns it (float32) and the noise estimate.
-
-    ``tile_count`` only changes how the work is cut, never the result.
+def denoise(volume: np.ndarray, model: noise.NoiseModel, tile_count: int = 1,
+            ensemble: tuple[Pass, ...] = ENSEMBLE) -> np.ndarray:
+    """Denoise a (slices, rows, cols) HU volume in this process with its measured noise ``model``
+    (float32). ``tile_count`` only changes how the work is cut, never the result.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected a (slices, rows, cols) volume, got shape {volume.shape}")
-    estimates, noise = [], None
-    for p in ensemble:
-        estimate, sigmas = denoise_pass(volume, p, tile_count)
-        estimates.append(estimate)
-        noise = noise if noise is not None else sigmas   # the first pass's patches estimate the noise
-    return combine(estimates, ensemble), noise_summary(noise)
+    return combine([denoise_pass(volume, p, model, tile_count) for p in ensemble], ensemble)

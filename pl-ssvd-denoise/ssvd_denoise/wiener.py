@@ -15,10 +15,16 @@ the HOSVD for 2-D images):
    per mode from the *pilot's* group: the eigenvectors of each unfolding's
    Gram matrix (the higher-order SVD). Four small SVDs, not one large one.
 3. In that basis the noisy group's coefficients c are shrunk by the
-   empirical Wiener factor c_pilot² / (c_pilot² + σ²) and transformed back.
-   σ² is the variance of (noisy − pilot) over the group, times
-   :data:`NOISE_FACTOR`.
-4. Every member of every group is put back, weighted by 1 / (σ² Σ f²) (the
+   empirical Wiener factor c_pilot² / (c_pilot² + σ_c²) and transformed
+   back. Each coefficient has its own noise variance σ_c², from the series'
+   measured noise model (:mod:`ctsvd_common.noise`), as BM3D does for
+   correlated noise (Mäkinen, Azzari and Foi, "Collaborative filtering of
+   correlated noise", IEEE TIP 2020): σ² of the σ map at the group, times
+   the variance that unit noise of the measured correlation has along the
+   coefficient's slice-mode basis vector (uᵀ T u, T the slices'
+   correlation) and in-plane basis pair (Σ_f NPS(f) |û(f_y)|² |v̂(f_x)|²).
+   Members are taken as independent.
+4. Every member of every group is put back, weighted by 1 / Σ σ_c² f² (the
    inverse of the estimate's noise, as BM3D weighs its groups), and each
    voxel is the weighted mean of its estimates.
 
@@ -33,17 +39,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ctsvd_common import noise
+
 from ssvd_denoise.localsvd import Geometry, Tile, starts, tiles
 
-# σ² of the Wiener factor is the variance of (noisy − pilot) times this. The
-# pilot keeps some noise, so its coefficients overstate the signal, and the
-# residual understates the noise; a larger σ² corrects both. Measured on two
-# simulated low-dose stacks (96 × 256², I0 = 1e4, pilot from the first stage),
-# PSNR at 1000 / 403 views: 6 → – / 38.4 dB, 10 → 42.5 / 39.2, 16 → 43.0 /
-# 39.7, 25 → 43.3 / 40.2, 40 → 43.4 / 40.5, 100 → 43.1 / 40.5, 250 → 42.3 /
-# 39.8. The PSNR peak (40–100) smooths more than a piecewise-smooth phantom
-# can punish, and real anatomy has texture: 25 stays below it.
-NOISE_FACTOR = 25.0
 # Groups are filtered this many at a time: bounds the memory of one batch
 # (each group is slices × patch² × group values, several copies in flight).
 BATCH = 512
@@ -73,10 +72,11 @@ SETTINGS = Settings()
 
 def parameters(settings: Settings = SETTINGS) -> dict:
     """The parameters that shape the result, as ``local.json`` records them."""
-    return {**asdict(settings), "noise_factor": NOISE_FACTOR,
+    return {**asdict(settings),
             "basis": "HOSVD of the pilot's group (slices, rows, columns, members)",
-            "shrinkage": "empirical Wiener, sigma^2 = noise_factor x var(noisy - pilot) over the group",
-            "aggregation": "weights 1 / (sigma^2 x sum of squared Wiener factors)"}
+            "shrinkage": "empirical Wiener, each coefficient's noise variance from the measured model "
+                         "(sigma map x slice correlation x in-plane NPS in the group's basis)",
+            "aggregation": "weights 1 / (sum of noise variance x squared Wiener factor)"}
 
 
 # --------------------------------------------------------------------------- block matching
@@ -153,70 +153,172 @@ def hosvd_bases(groups: np.ndarray) -> list[np.ndarray]:
     return bases
 
 
-def filter_groups(noisy: np.ndarray, pilot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Wiener-filter a batch of groups (batch, slices, patch, patch, group) in the pilot's HOSVD basis.
+@dataclass(frozen=True)
+class GroupNoise:
+    """Unit noise as a group sees it: the correlation of its ``slices`` (depth × depth) and the
+    in-plane NPS (N × N, mean 1)."""
 
-    Returns the estimates (same shape) and each group's aggregation weight.
+    slices: np.ndarray
+    nps: np.ndarray
+
+
+def group_noise(model: noise.NoiseModel, depth: int) -> GroupNoise:
+    return GroupNoise(model.covariance(0, depth), model.nps)
+
+
+def resampled(nps: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``nps`` on a grid of at least rows × cols frequencies (nearest frequency), so that a basis
+    vector's zero-padded DFT is never cut short."""
+    ny, nx = max(rows, nps.shape[0]), max(cols, nps.shape[1])
+    if (ny, nx) == nps.shape:
+        return nps
+    iy = np.round(np.fft.fftfreq(ny) * nps.shape[0]).astype(int) % nps.shape[0]
+    ix = np.round(np.fft.fftfreq(nx) * nps.shape[1]).astype(int) % nps.shape[1]
+    return nps[np.ix_(iy, ix)]
+
+
+def coefficient_variance(bases: list[np.ndarray], gn: GroupNoise) -> np.ndarray:
+    """The variance of unit noise's coefficients in each group's bases: (batch, slices, p, p, 1).
+
+    Along slices, uᵀ T u for each basis vector u; in-plane, for the pair (u, v) of row and column
+    basis vectors, (1/N²) Σ_f NPS(f) |û(f_y)|² |v̂(f_x)|² with the DFTs zero-padded to N. Unit
+    white noise gives 1 everywhere.
     """
-    sigma2 = np.var(noisy - pilot, axis=(1, 2, 3, 4)).astype(np.float64) * NOISE_FACTOR
+    uz, uy, ux = bases[:3]
+    nps = resampled(gn.nps, 2 * uy.shape[1], 2 * ux.shape[1])
+    ny, nx = nps.shape
+    along = np.einsum("bli,lk,bki->bi", uz, gn.slices, uz)
+    py = np.square(np.abs(np.fft.fft(uy, n=ny, axis=1)))
+    px = np.square(np.abs(np.fft.fft(ux, n=nx, axis=1)))
+    plane = np.einsum("bfj,fg,bgk->bjk", py, nps, px) / (ny * nx)
+    return np.clip(along[:, :, None, None] * plane[:, None, :, :], 1e-6, None)[..., None]
+
+
+def filter_groups(noisy: np.ndarray, pilot: np.ndarray, sigma2: np.ndarray, gn: GroupNoise,
+                  strengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Wiener-filter a batch of groups (batch, slices, patch, patch, group) in the pilot's HOSVD basis,
+    their noise σ² (batch,) times unit noise of ``gn``'s correlation, at each strength μ.
+
+    Returns the estimates (strengths, batch, …) and the aggregation weights (strengths, batch). The
+    estimate is linear in ``noisy`` for a given pilot.
+    """
     bases = hosvd_bases(pilot)
     power = np.square(transform(pilot, bases))
-    factor = power / (power + sigma2.reshape(-1, 1, 1, 1, 1).astype(power.dtype) + 1e-12)
-    estimate = transform(transform(noisy, bases) * factor, bases, inverse=True)
-    weight = 1.0 / (sigma2 * np.square(factor).sum(axis=(1, 2, 3, 4), dtype=np.float64) + 1e-12)
-    return estimate, weight
+    unit = (sigma2.reshape(-1, 1, 1, 1, 1) * coefficient_variance(bases, gn)).astype(power.dtype)
+    coefficients = transform(noisy, bases)
+    estimates, weights = [], []
+    for mu in strengths:
+        variance = np.float32(mu) * unit
+        factor = power / (power + variance + 1e-12)
+        estimates.append(transform(coefficients * factor, bases, inverse=True))
+        weights.append(1.0 / (np.sum(variance * np.square(factor), axis=(1, 2, 3, 4), dtype=np.float64) + 1e-12))
+    return np.stack(estimates), np.stack(weights)
 
 
-def filter_slab(noisy: np.ndarray, pilot: np.ndarray, s: Settings = SETTINGS) -> tuple[np.ndarray, np.ndarray]:
-    """One slab (slices, rows, cols) of noisy and pilot: the weighted sums of its estimates and
-    their weights, both shaped like the slab."""
-    depth, rows, cols = noisy.shape
+@dataclass(frozen=True)
+class NoiseView:
+    """What this stage needs of the series' noise: the σ map (on cells of ``cell`` voxels) and the
+    unit noise of a group."""
+
+    sigma_map: np.ndarray
+    cell: tuple[int, int, int]
+    groups: GroupNoise
+
+    def sigma(self, z: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        cz, cy, cx = (np.clip(np.asarray(c) // n, 0, m - 1) for c, n, m in zip((z, y, x), self.cell,
+                                                                              self.sigma_map.shape))
+        return self.sigma_map[cz, cy, cx]
+
+
+def noise_view(model: noise.NoiseModel, slices: int, s: Settings = SETTINGS) -> NoiseView:
+    """This stage's view of ``model`` for a volume of ``slices`` slices."""
+    return NoiseView(model.sigma_map, model.cell, group_noise(model, min(s.slices, slices)))
+
+
+def filter_slab(noisy: np.ndarray, pilot: np.ndarray, z: int, nv: NoiseView, strengths,
+                s: Settings = SETTINGS) -> tuple[np.ndarray, np.ndarray]:
+    """One slab (slices, rows, cols) of noisy and pilot, starting at slice ``z`` of the volume: the
+    weighted sums of its estimates and their weights, (strengths, slices, rows, cols) each.
+
+    ``noisy`` may hold several volumes to filter with the same groups and factors, stacked on a
+    leading axis: their sums come back on that axis, after the strengths'.
+    """
+    strengths = np.atleast_1d(np.asarray(strengths, float))
+    inputs = noisy if noisy.ndim == 4 else noisy[None]
+    depth, rows, cols = pilot.shape
     p = min(s.patch, rows, cols)
     s = Settings(p, depth, min(s.stride, p), s.slab_stride, s.search, s.group)   # no gaps on small images
     corner_y, corner_x = match(pilot, np.array(starts(rows, p, s.stride)), np.array(starts(cols, p, s.stride)), s)
+    sigma2 = np.square(nv.sigma(z + depth // 2, corner_y[:, 0] + p // 2, corner_x[:, 0] + p // 2))
     offsets = np.arange(p)
     plane = np.arange(depth).reshape(1, depth, 1, 1, 1) * rows
-    sums, weights = np.zeros(noisy.size), np.zeros(noisy.size)
+    size = pilot.size
+    sums = np.zeros((len(strengths), len(inputs), size))
+    weights = np.zeros((len(strengths), size))
     for a in range(0, len(corner_y), BATCH):
         gy = (corner_y[a:a + BATCH, :, None] + offsets)[:, :, :, None]     # (batch, group, p, 1)
         gx = (corner_x[a:a + BATCH, :, None] + offsets)[:, :, None, :]     # (batch, group, 1, p)
         # (slices, batch, group, p, p) → (batch, slices, p, p, group)
         take = lambda v: np.ascontiguousarray(v[:, gy, gx].transpose(1, 0, 3, 4, 2), np.float32)
-        estimate, weight = filter_groups(take(noisy), take(pilot))
         index = ((plane + gy.transpose(0, 2, 3, 1)[:, None]) * cols + gx.transpose(0, 2, 3, 1)[:, None]).ravel()
-        w = np.broadcast_to(weight.reshape(-1, 1, 1, 1, 1), estimate.shape)
-        sums += np.bincount(index, (estimate * w).ravel(), noisy.size)
-        weights += np.bincount(index, w.ravel(), noisy.size)
-    return sums.reshape(noisy.shape), weights.reshape(noisy.shape)
+        guide = take(pilot)
+        for i, volume in enumerate(inputs):
+            estimate, weight = filter_groups(take(volume), guide, sigma2[a:a + BATCH], nv.groups, strengths)
+            for j in range(len(strengths)):
+                w = np.broadcast_to(weight[j].reshape(-1, 1, 1, 1, 1), estimate[j].shape)
+                sums[j, i] += np.bincount(index, (estimate[j] * w).ravel(), size)
+                if i == 0:
+                    weights[j] += np.bincount(index, w.ravel(), size)
+    shape = (len(strengths), *pilot.shape)
+    sums = sums.reshape(len(strengths), len(inputs), *pilot.shape)
+    return (sums if noisy.ndim == 4 else sums[:, 0]), weights.reshape(shape)
 
 
 # --------------------------------------------------------------------------- tiles and volumes
 
 
-def denoise_tile(noisy: np.ndarray, pilot: np.ndarray, tile: Tile, slices: int,
-                 s: Settings = SETTINGS) -> np.ndarray:
+def denoise_tile(noisy: np.ndarray, pilot: np.ndarray, tile: Tile, slices: int, nv: NoiseView,
+                 strength: float, s: Settings = SETTINGS) -> np.ndarray:
     """A tile's output slices (float32) from its input slices of noisy and pilot (``[tile.first,
-    tile.stop)`` of a volume of ``slices`` slices)."""
+    tile.stop)`` of a volume of ``slices`` slices); ``nv`` is the series' noise, ``strength`` μ."""
     depth = min(s.slices, slices)
     sums, weights = np.zeros(noisy.shape), np.zeros(noisy.shape)
     for z in starts(slices, depth, s.slab_stride):
         if z + depth <= tile.own_first or z >= tile.own_stop:
             continue
         zz = slice(z - tile.first, z - tile.first + depth)
-        slab_sums, slab_weights = filter_slab(noisy[zz], pilot[zz], s)
-        sums[zz] += slab_sums
-        weights[zz] += slab_weights
+        slab_sums, slab_weights = filter_slab(noisy[zz], pilot[zz], z, nv, [strength], s)
+        sums[zz] += slab_sums[0]
+        weights[zz] += slab_weights[0]
     own = slice(tile.own_first - tile.first, tile.own_stop - tile.first)
     return (sums[own] / weights[own]).astype(np.float32)
 
 
-def denoise(volume: np.ndarray, pilot: np.ndarray, tile_count: int = 1, s: Settings = SETTINGS) -> np.ndarray:
-    """The second stage over a whole (slices, rows, cols) volume in this process (float32).
+def denoise_at(volume: np.ndarray, pilot: np.ndarray, model: noise.NoiseModel, strengths,
+               s: Settings = SETTINGS) -> np.ndarray:
+    """The second stage over a whole (small) volume at several strengths at once: (strengths, …)
+    float64. The groups, bases and coefficients are found once for all of them."""
+    strengths = np.atleast_1d(np.asarray(strengths, float))
+    depth = min(s.slices, volume.shape[0])
+    nv = noise_view(model, volume.shape[0], s)
+    sums = np.zeros((len(strengths), *volume.shape))
+    weights = np.zeros((len(strengths), *volume.shape))
+    for z in starts(volume.shape[0], depth, s.slab_stride):
+        slab_sums, slab_weights = filter_slab(volume[z:z + depth], pilot[z:z + depth], z, nv, strengths, s)
+        sums[:, z:z + depth] += slab_sums
+        weights[:, z:z + depth] += slab_weights
+    return sums / weights
 
+
+def denoise(volume: np.ndarray, pilot: np.ndarray, model: noise.NoiseModel, strength: float,
+            tile_count: int = 1, s: Settings = SETTINGS) -> np.ndarray:
+    """The second stage over a whole (slices, rows, cols) volume in this process (float32), with the
+    series' measured noise ``model`` at ``strength`` μ (see :func:`ssvd_denoise.local.choose_strength`).
     ``tile_count`` only changes how the work is cut, never the result.
     """
     out = np.empty(volume.shape, np.float32)
+    nv = noise_view(model, volume.shape[0], s)
     for tile in tiles(volume.shape[0], tile_count, (s.geometry,)):
         out[tile.own_first:tile.own_stop] = denoise_tile(volume[tile.first:tile.stop], pilot[tile.first:tile.stop],
-                                                         tile, volume.shape[0], s)
+                                                         tile, volume.shape[0], nv, strength, s)
     return out

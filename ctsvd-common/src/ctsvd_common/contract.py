@@ -275,13 +275,15 @@ class LocalRecord(_Record):
     """``local.json``: how ``local.npy`` was denoised, patch by patch."""
 
     FORMAT: ClassVar[str] = "ctsvd-local"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     plugin: str
     method: str                      # e.g. "local SVD, patches × neighbouring slices, two passes"
     parameters: dict                 # patch, slab, stride, thresholds...: everything that shaped the result
     automatic: bool                  # True when no strength was given by the user
-    noise_hu: dict                   # the local noise estimate: {"median", "p10", "p90"} in HU
+    noise_hu: dict                   # the measured noise σ in the object: {"median", "p10", "p90"} in HU
+    noise: dict                      # the whole noise model (ctsvd_common.noise.NoiseModel.summary())
+    choices: dict                    # each knob chosen from the data, its value and why
     tiles: int
     spark: dict
     timings: dict

@@ -53,9 +53,13 @@ RESIDUAL_BOX = 5          # pixels: the in-plane box whose mean is removed (step
 ROI = (8, 32, 32)         # slices, rows, cols of the NPS ROIs (step 2)
 CELL = (16, 32, 32)       # slices, rows, cols of the σ map's cells (step 4)
 MAX_LAG = 4               # slice correlation measured to this lag; taken as 0 beyond
-NOISE_ONLY_RATIO = 1.15   # var / robust var of a noise-only ROI's residual (step 2)
+NOISE_ONLY_QUANTILE = 0.1  # the low end of the ROIs' ratios (step 2) ...
+NOISE_ONLY_RATIO = 1.15    # ... and how far above it a noise-only ROI's ratio may lie
+TISSUE_HU = -500.0         # cells mostly above this are the object, where the summary's σ is taken
+EDGE_FREE_RATIO = 1.3      # var / robust var of the residual of an ROI the slice correlation uses
+FEW_ROIS = 32              # fewer noise-only ROIs than this: the noise is taken as white (see spectrum())
+KEEP_PER_SLAB = 32         # ROIs with the lowest ratios kept per slab for step 3
 MAD_TO_SIGMA = 1.4826     # σ of a Gaussian from its median absolute deviation
-MIN_RESPONSE = 0.05       # floor of |1 − B̂|² where the NPS is divided by it (f → 0)
 EDGE_REACH = 4            # pixels each side over which the edge step is taken
 EDGE_STEP = 4.0           # × σ: a box-mean step this large marks an edge (second look of step 4)
 MAX_ROIS = 256            # spread over the series: enough for a smooth NPS
@@ -70,7 +74,8 @@ class NoiseModel:
     ``sigma_map`` (HU) is on a grid of ``cell``-sized cells over a volume of
     ``shape``; ``nps`` is the in-plane NPS on a ``ROI``-sized frequency grid,
     normalised to mean 1 (unit variance); ``slice_correlation`` is ρ_0 = 1,
-    ρ_1, …, ρ_MAX_LAG.
+    ρ_1, …, ρ_MAX_LAG; ``tissue`` marks the cells mostly above −500 HU (the
+    object, not the air around it), where the summary's σ is taken.
     """
 
     sigma_map: np.ndarray
@@ -79,6 +84,7 @@ class NoiseModel:
     nps: np.ndarray
     slice_correlation: np.ndarray
     rois: int
+    tissue: np.ndarray | None = None
 
     # ------------------------------------------------------------------ what denoisers ask of it
 
@@ -112,25 +118,25 @@ class NoiseModel:
         """The correlation matrix (Toeplitz) of ``length`` voxels in a line along ``axis``."""
         rho = self.correlation(axis, length)
         idx = np.abs(np.subtract.outer(np.arange(length), np.arange(length)))
-        return rho[idx]
+        # A correlation measured to a few lags and cut there need not be positive semi-definite:
+        # its negative eigenvalues are set to 0, as no noise can have them.
+        lam, vec = np.linalg.eigh(rho[idx])
+        return (vec * np.clip(lam, 0.0, None)) @ vec.T
 
     def plane_correlation_energy(self, axes: tuple[int, int], shape: tuple[int, int]) -> float:
         """Σ C_ij² over the voxel pairs of a ``shape`` patch in the plane of ``axes``, C their
-        correlation: (tr C)² / Σ C² is the patch's effective number of independent voxels."""
+        correlation: (tr C)² / Σ C² is the patch's effective number of independent voxels.
+        Lags the model does not reach (beyond half its NPS grid) count as uncorrelated."""
         (a, b), (p, q) = axes, shape
+        lag_a, lag_b = np.arange(-p + 1, p), np.arange(-q + 1, q)
+        count = np.outer(p - np.abs(lag_a), q - np.abs(lag_b))
         if axes == (1, 2):
             r = self.autocorrelation
-            lag_y = np.r_[0:p, -p + 1:0]
-            lag_x = np.r_[0:q, -q + 1:0]
-            rr = r[np.ix_(lag_y % r.shape[0], lag_x % r.shape[1])] if p <= r.shape[0] // 2 + 1 else \
-                np.zeros((len(lag_y), len(lag_x)))
-            wy = p - np.abs(lag_y)
-            wx = q - np.abs(lag_x)
-            return float(np.sum(np.outer(wy, wx) * rr ** 2))
-        ra, rb = self.correlation(a, p), self.correlation(b, q)
-        ea = p + 2 * np.sum((p - np.arange(1, p)) * ra[1:] ** 2)
-        eb = q + 2 * np.sum((q - np.arange(1, q)) * rb[1:] ** 2)
-        return float(ea * eb)
+            reach = (np.abs(lag_a)[:, None] <= r.shape[0] // 2) & (np.abs(lag_b)[None, :] <= r.shape[1] // 2)
+            rr = np.where(reach, r[np.ix_(lag_a % r.shape[0], lag_b % r.shape[1])], 0.0)
+        else:
+            rr = np.outer(self.correlation(a, p)[np.abs(lag_a)], self.correlation(b, q)[np.abs(lag_b)])
+        return float(np.sum(count * rr ** 2))
 
     def line_spectrum(self, axis: int, size: int) -> np.ndarray:
         """The noise's 1-D power spectrum along ``axis`` on ``size`` frequencies (mean 1)."""
@@ -145,18 +151,23 @@ class NoiseModel:
     def summary(self) -> dict:
         """The model as ``local.json`` and ``noise.json`` record it (plain JSON)."""
         sig = self.sigma_map
+        if self.tissue is not None and self.tissue.any():
+            sig = sig[self.tissue]
         p10, median, p90 = (round(float(v), 2) for v in np.percentile(sig, [10, 50, 90]))
         freq, radial = radial_profile(self.nps)
         return {
             "method": "in-plane NPS and slice correlation from noise-only ROIs of the 5x5 high-pass residual; "
                       "sigma map from its MAD on 32x32x16 cells (ctsvd_common.noise)",
-            "sigma_hu": {"p10": p10, "median": median, "p90": p90},
+            "sigma_hu": {"p10": p10, "median": median, "p90": p90, "over": "cells mostly above -500 HU"
+                         if self.tissue is not None and self.tissue.any() else "every cell"},
             "sigma_map": {"cell": list(self.cell), "shape": list(self.shape),
-                          "values_hu": np.round(sig, 2).tolist()},
+                          "values_hu": np.round(self.sigma_map, 2).tolist(),
+                          "tissue": None if self.tissue is None else self.tissue.astype(int).tolist()},
             "slice_correlation": [round(float(v), 3) for v in self.slice_correlation],
             "nps": {"roi": list(self.nps.shape), "frequency_cycles_per_pixel": [round(float(f), 4) for f in freq],
                     "radial_normalised": [round(float(v), 4) for v in radial],
                     "peak_cycles_per_pixel": round(float(freq[int(np.argmax(radial))]), 4),
+                    "measured": self.rois >= FEW_ROIS,
                     "values": np.round(self.nps, 4).tolist()},
             "rois": self.rois,
         }
@@ -164,9 +175,11 @@ class NoiseModel:
     @classmethod
     def from_summary(cls, d: dict) -> "NoiseModel":
         """The model back from :meth:`summary` (what render and a remote executor read)."""
+        tissue = d["sigma_map"].get("tissue")
         return cls(np.asarray(d["sigma_map"]["values_hu"], float), tuple(d["sigma_map"]["cell"]),
                    tuple(d["sigma_map"]["shape"]), np.asarray(d["nps"]["values"], float),
-                   np.asarray(d["slice_correlation"], float), int(d["rois"]))
+                   np.asarray(d["slice_correlation"], float), int(d["rois"]),
+                   None if tissue is None else np.asarray(tissue, bool))
 
 
 # --------------------------------------------------------------------------- measuring it
@@ -232,38 +245,67 @@ def _cells(a: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     return _blocks(padded, size).reshape(*grid, -1)
 
 
-def noise_only_rois(r: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Step 2: the ROIs (count, depth, rows, cols) of one slab of residuals that hold only noise, with
-    the ratio test's outcome for every ROI free of padding: (ROIs, ratios)."""
-    roi = tuple(min(R, n) for R, n in zip(ROI, r.shape))
-    blocks = _blocks(r, roi).reshape(-1, *roi)
-    whole = _blocks(valid, roi).reshape(len(blocks), -1).mean(axis=1) >= MIN_MEASURABLE
-    blocks = blocks[whole].astype(np.float64)
-    if len(blocks) == 0:
-        return blocks, np.zeros(0)
-    flat = blocks.reshape(len(blocks), -1)
-    ratio = flat.var(axis=1) / np.maximum(robust_sigma(flat[:, ::2]) ** 2, 1e-12)
-    return blocks, ratio
+def candidate_rois(slab: np.ndarray, r: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Step 2 on one slab: the ratio of every measurable ROI, and the :data:`KEEP_PER_SLAB` ROIs
+    with the lowest ratios as (their ratios, raw ROIs, residual ROIs); returns all four.
+
+    An ROI's ratio is the variance of its detrended values over the robust variance of its
+    high-pass residual. Noise alone gives the same ratio everywhere, whatever its level (the
+    inverse of the share of the noise power the high-pass keeps); anatomy adds to the first and
+    barely moves the second.
+    """
+    roi = roi_shape(r.shape)
+    whole = _blocks(valid, roi).reshape(-1, int(np.prod(roi))).mean(axis=1) >= MIN_MEASURABLE
+    resid = _blocks(r, roi).reshape(-1, *roi)[whole]
+    raw = _blocks(slab, roi).reshape(-1, *roi)[whole]
+    lags = np.zeros(MAX_LAG + 1)
+    if len(resid) == 0:
+        return np.zeros(0), lags, np.zeros(0), raw, resid
+    flat = resid.reshape(len(resid), -1).astype(np.float64)
+    level = robust_sigma(flat[:, ::2]) ** 2
+    ratio = _detrended(raw).reshape(len(raw), -1).var(axis=1) / np.maximum(level, 1e-12)
+    # The slice correlation from every ROI whose residual is Gaussian-like (few edges, which
+    # continue across slices): weighted by noise energy, so that tissue, where the noise is, leads.
+    clean = resid[flat.var(axis=1) <= EDGE_FREE_RATIO * level].astype(np.float64)
+    for k in range(min(MAX_LAG + 1, roi[0])):
+        lags[k] = np.sum(clean[:, k:] * clean[:, :roi[0] - k]) / (roi[0] - k)
+    lowest = np.sort(np.argsort(ratio, kind="stable")[:KEEP_PER_SLAB])
+    return ratio, lags, ratio[lowest], raw[lowest], resid[lowest]
 
 
-def spectrum(rois: np.ndarray, ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Step 3: the normalised in-plane NPS, ρ_0…ρ_MAX_LAG and the count of ROIs they came from."""
-    if len(rois) == 0:
-        raise ValueError("no ROI of the series is free of padding: its noise cannot be measured")
-    chosen = ratios <= NOISE_ONLY_RATIO
-    if chosen.sum() < min(8, len(rois)):
-        chosen = ratios <= np.quantile(ratios, 0.2)
-    sel = rois[chosen]
-    sel = sel[np.linspace(0, len(sel) - 1, min(len(sel), MAX_ROIS)).astype(int)]
-    sel = sel - sel.mean(axis=(2, 3), keepdims=True)
-    depth, rows, cols = sel.shape[1:]
-    periodogram = np.square(np.abs(np.fft.fft2(sel))).mean(axis=(0, 1)) / (rows * cols)
-    nps = periodogram / np.maximum(box_response(RESIDUAL_BOX, rows, cols), MIN_RESPONSE)
-    nps /= nps.mean()
-    energy = np.sum(sel * sel)
-    rho = [1.0] + [float(np.sum(sel[:, k:] * sel[:, :-k]) / energy * depth / (depth - k)) if k < depth else 0.0
-                   for k in range(1, MAX_LAG + 1)]
-    return nps, np.asarray(rho), len(sel)
+def roi_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The ROIs of a slab of ``shape``: :data:`ROI`, in-plane halved on small images so that some
+    hold no anatomy (at least 4 × 4 of them per slice)."""
+    side = ROI[1]
+    while side > 8 and min(shape[1], shape[2]) < 4 * side:
+        side //= 2
+    return min(ROI[0], shape[0]), min(side, shape[1]), min(side, shape[2])
+
+
+def _detrended(rois: np.ndarray) -> np.ndarray:
+    """Each ROI slice minus its least-squares plane a + b·y + c·x (the standard NPS detrending)."""
+    rows, cols = rois.shape[-2:]
+    y, x = np.meshgrid(np.arange(rows) - rows / 2, np.arange(cols) - cols / 2, indexing="ij")
+    design = np.stack([np.ones(rows * cols), y.ravel(), x.ravel()], axis=1)
+    flat = rois.reshape(-1, rows * cols).astype(np.float64)
+    return (flat - (flat @ np.linalg.pinv(design).T) @ design.T).reshape(rois.shape)
+
+
+def spectrum(raw: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, int]:
+    """Step 3 over the noise-only ROIs: the normalised in-plane NPS (the mean periodogram of the
+    detrended ROI slices, each scaled by its ROI's robust high-pass variance so that levels do not
+    mix), and the count of ROIs it came from."""
+    keep = np.linspace(0, len(raw) - 1, min(len(raw), MAX_ROIS)).astype(int)
+    raw, resid = raw[keep], resid[keep].astype(np.float64)
+    rows, cols = raw.shape[2:]
+    level = robust_sigma(resid.reshape(len(resid), -1)[:, ::2]) ** 2
+    periodograms = np.square(np.abs(np.fft.fft2(_detrended(raw)))) / (rows * cols)
+    nps = (periodograms / np.maximum(level, 1e-12)[:, None, None, None]).mean(axis=(0, 1))
+    if len(raw) < FEW_ROIS:
+        # Too few ROIs free of anatomy (a small image, all structure) to tell the noise's spectrum
+        # and slice correlation from what anatomy is left in them: the noise is taken as white.
+        return np.ones((rows, cols)), len(raw)
+    return nps / nps.mean(), len(raw)
 
 
 def estimate(volume: np.ndarray, cell: tuple[int, int, int] = CELL) -> NoiseModel:
@@ -276,21 +318,33 @@ def estimate(volume: np.ndarray, cell: tuple[int, int, int] = CELL) -> NoiseMode
         raise ValueError(f"expected a (slices, rows, cols) volume, got shape {volume.shape}")
     cell = tuple(min(c, s) for c, s in zip(cell, volume.shape))
     sub_cell = tuple(max(1, c // STRIDE) for c in cell)
-    rois, ratios, subs, steps = [], [], [], []
+    ratios, kept, subs, steps, dense = [], [], [], [], []
+    lags = np.zeros(MAX_LAG + 1)
     for z in range(0, volume.shape[0], cell[0]):
         slab = np.asarray(volume[z:z + cell[0]], np.float32)
         r, valid = residual(slab)
         if r.shape[0] >= min(ROI[0], volume.shape[0]):
-            b, q = noise_only_rois(r, valid)
-            rois.append(b)
-            ratios.append(q)
+            ratio, slab_lags, *lowest = candidate_rois(slab, r, valid)
+            ratios.append(ratio)
+            lags += slab_lags
+            kept.append(lowest)
         # The σ map's voxels, every STRIDE-th each way, and the box-mean step beside each.
         smooth = (slab - r)[::STRIDE, ::STRIDE, ::STRIDE]
         subs.append(np.where(valid, r, np.nan)[::STRIDE, ::STRIDE, ::STRIDE])
+        dense.append((slab[::STRIDE, ::STRIDE, ::STRIDE] > TISSUE_HU).astype(np.float32))
         shift = max(1, EDGE_REACH // STRIDE)
         steps.append(np.maximum(np.abs(np.roll(smooth, shift, 1) - np.roll(smooth, -shift, 1)),
                                 np.abs(np.roll(smooth, shift, 2) - np.roll(smooth, -shift, 2))).astype(np.float32))
-    nps, rho, count = spectrum(np.concatenate(rois), np.concatenate(ratios))
+    every = np.concatenate(ratios)
+    if len(every) == 0:
+        raise ValueError("no ROI of the series is free of padding: its noise cannot be measured")
+    # Noise-only ROIs: ratios within NOISE_ONLY_RATIO of the low end of all ratios.
+    limit = NOISE_ONLY_RATIO * np.quantile(every, NOISE_ONLY_QUANTILE)
+    raw = np.concatenate([k[1][k[0] <= limit] for k in kept])
+    resid = np.concatenate([k[2][k[0] <= limit] for k in kept])
+    nps, count = spectrum(raw, resid)
+    white = np.eye(1, MAX_LAG + 1)[0]
+    rho = lags / lags[0] if lags[0] > 0 and count >= FEW_ROIS else white
     gain = float(np.mean(nps * box_response(RESIDUAL_BOX, *nps.shape)))
     sub, step = np.concatenate(subs), np.concatenate(steps)
     first = robust_sigma(_cells(sub, sub_cell))
@@ -304,9 +358,13 @@ def estimate(volume: np.ndarray, cell: tuple[int, int, int] = CELL) -> NoiseMode
     sigma = np.where(np.isnan(second), first, second)
     sigma = np.where(measurable, sigma, np.nan) / math.sqrt(gain)
     if np.all(np.isnan(sigma)):
-        raise ValueError("no cell of the series has measurable voxels: its noise cannot be measured")
+        # A series too small for any cell to hold enough voxels: one σ for all of it (0 where
+        # nothing varies at all).
+        whole = robust_sigma(sub.ravel()) if np.any(~np.isnan(sub)) else 0.0
+        sigma = np.full(sigma.shape, float(np.nan_to_num(whole)) / math.sqrt(gain))
     sigma = np.where(np.isnan(sigma), np.nanmedian(sigma), sigma)
-    return NoiseModel(sigma, cell, tuple(volume.shape), nps, rho, count)
+    tissue = np.nanmean(_cells(np.concatenate(dense), sub_cell), axis=-1) >= 0.5
+    return NoiseModel(sigma, cell, tuple(volume.shape), nps, rho, count, tissue)
 
 
 def radial_profile(nps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
