@@ -1,0 +1,71 @@
+"""The noise model's estimator on its own, on synthetic noise of known σ map, NPS and slice correlation."""
+
+import numpy as np
+import pytest
+
+from ctsvd_common import noise
+
+N = 32
+F = np.hypot(*np.meshgrid(np.fft.fftfreq(N), np.fft.fftfreq(N), indexing="ij"))
+SPECTRA = {
+    "white": np.ones((N, N)),
+    "fbp": F * np.cos(np.pi * F / 1.2) ** 2 + 1e-3,           # ramp times apodisation: a sharp kernel
+    "smooth": F * np.exp(-(F / 0.15) ** 2) + 1e-3,              # a soft-tissue kernel, peak near 0.1 cycles/px
+}
+
+
+def phantom_with_noise(nps: np.ndarray, rho: tuple, seed: int = 1):
+    """A disc of tissue with an insert, air around, padding outside the scan circle; noise whose
+    level doubles from centre to edge. Returns the volume and the true σ of each 16 × 32 × 32 cell."""
+    shape = (48, 256, 256)
+    _, y, x = np.meshgrid(np.arange(48), np.arange(256), np.arange(256), indexing="ij")
+    r = np.hypot(y - 128, x - 128) / 128
+    sigma = 20.0 * (1 + r)
+    signal = np.where(r < 0.7, 40.0, -1000.0) + np.where(np.hypot(y - 100, x - 140) < 20, 300.0, 0.0)
+    volume = signal + noise.synthesize(shape, sigma, nps / nps.mean(), rho, seed=seed)
+    volume[r > 1.05] = -2000.0                                     # padding: exactly constant
+    cells = sigma.reshape(3, 16, 8, 32, 8, 32).mean(axis=(1, 3, 5))
+    inside = (r <= 0.95).reshape(3, 16, 8, 32, 8, 32).all(axis=(1, 3, 5))
+    return volume.astype(np.float32), cells, inside
+
+
+@pytest.mark.parametrize("spectrum", sorted(SPECTRA))
+@pytest.mark.parametrize("rho", [(1.0,), (1.0, 0.6, 0.25)])
+def test_sigma_map_and_slice_correlation_are_found(spectrum, rho):
+    volume, truth, inside = phantom_with_noise(SPECTRA[spectrum], rho)
+    model = noise.estimate(volume)
+    ratio = model.sigma_map[inside] / truth[inside]
+    assert np.median(np.abs(ratio - 1)) < 0.05 and np.percentile(np.abs(ratio - 1), 90) < 0.10
+    expected = np.r_[rho, np.zeros(noise.MAX_LAG + 1 - len(rho))]
+    assert np.abs(model.slice_correlation - expected).max() < 0.1
+
+
+def test_the_nps_has_the_shape_of_the_noise():
+    volume, *_ = phantom_with_noise(SPECTRA["smooth"], (1.0,))
+    model = noise.estimate(volume)
+    _, measured = noise.radial_profile(model.nps)
+    true = SPECTRA["smooth"] / SPECTRA["smooth"].mean()
+    _, expected = noise.radial_profile(true)
+    assert np.argmax(measured) == np.argmax(expected)
+    assert np.abs(measured - expected).max() < 0.25 * expected.max()
+
+
+def test_the_summary_reads_back_into_the_same_model():
+    volume, *_ = phantom_with_noise(SPECTRA["fbp"], (1.0, 0.5))
+    model = noise.estimate(volume)
+    again = noise.NoiseModel.from_summary(model.summary())
+    assert np.allclose(again.sigma_map, model.sigma_map, atol=0.01)
+    assert np.allclose(again.nps, model.nps, atol=1e-4)
+    assert np.allclose(again.slice_correlation, model.slice_correlation, atol=1e-3)
+    assert np.array_equal(again.tissue, model.tissue)
+
+
+def test_a_volume_of_padding_only_has_no_noise_to_measure():
+    with pytest.raises(ValueError, match="padding"):
+        noise.estimate(np.full((8, 64, 64), -1024.0, np.float32))
+
+
+def test_a_correlation_cut_at_its_last_lag_gives_a_valid_covariance():
+    model = noise.NoiseModel(np.ones((1, 1, 1)), (8, 8, 8), (8, 8, 8), np.ones((N, N)),
+                             np.array([1.0, 0.77, 0.67, 0.75, 0.68]), 64)
+    assert np.linalg.eigvalsh(model.covariance(0, 8)).min() >= -1e-12
