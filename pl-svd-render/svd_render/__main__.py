@@ -25,9 +25,10 @@ parser.add_argument("--rank", type=str, default="auto",
                     "or 'auto' (Gavish-Donoho optimal hard threshold); with local published, the global comparison's")
 parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0,
                     help="instead of --rank: remove the last x %% of the k components, 0 <= x < 100 (0 = not used)")
-parser.add_argument("--windows", type=str, default="mediastinum,lung",
-                    help="display windows for the PNGs: presets lung, mediastinum, bone, header (the scanner's), "
-                    "or NAME:CENTER:WIDTH in HU, comma-separated")
+parser.add_argument("--windows", type=str, default="auto",
+                    help="display windows for the PNGs: auto (the scanner's window and bone when the series has "
+                    "one, mediastinum and lung otherwise), or presets lung, mediastinum, bone, header (the "
+                    "scanner's), or NAME:CENTER:WIDTH in HU, comma-separated")
 parser.add_argument("--montage-slices", dest="montage_slices", type=int, default=4,
                     help="slices shown in each montage of original, denoised results and differences (1 or more)")
 parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",

@@ -12,13 +12,18 @@ from PIL import Image, ImageDraw
 
 from ctsvd_common import atomic
 
-DIFFERENCE_WINDOW_HU = 200.0  # original − denoised shown over ±100 HU
+DIFFERENCE_WINDOW_HU = 200.0  # original − denoised shown over ±100 HU when the noise is not known ...
+NOISE_WINDOW_SIGMAS = 8.0     # ... and over ±4 σ of the measured noise when it is (W 100 at most, 10 at least),
+NOISE_WINDOW_RANGE = (10.0, 100.0)   # narrow enough that what was removed shows as texture
 # Montage layout, in pixels: tiles between MIN_TILE and MAX_TILE on their long side,
 # a column of row labels, two lines of column headings, and the gap between tiles.
 MIN_TILE, MAX_TILE, LABEL_W, HEADER, PAD = 160, 256, 70, 30, 4
 # The presets pl-dicom2matrix puts in every manifest, and "header" (the scanner's
 # own window), which only series whose headers carry one have.
 PRESETS = ("lung", "mediastinum", "bone", "header")
+# --windows auto: the scanner's own window (it knows the body part) and bone when the series has
+# one, the chest pair otherwise.
+AUTO_WITH_HEADER, AUTO_WITHOUT = ("header", "bone"), ("mediastinum", "lung")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def parse_windows(text: str) -> list[Window | str]:
             if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # it names a folder
                 raise ValueError(f"--windows: name {name!r} may hold only letters, digits, _ and -")
             entry: Window | str = Window(name, center, width)
-        elif name in PRESETS:
+        elif name in PRESETS or (name == "auto" and len(text.split(",")) == 1):
             entry = name
         else:
             raise ValueError(f"--windows: unknown window {item!r} (presets: {', '.join(PRESETS)}; "
@@ -72,8 +77,20 @@ def parse_windows(text: str) -> list[Window | str]:
     return items
 
 
+def difference_width(noise_hu: float | None) -> float:
+    """The width of the window differences are shown in: ±4 σ of the measured noise, within
+    :data:`NOISE_WINDOW_RANGE`; the fixed :data:`DIFFERENCE_WINDOW_HU` when no noise is known."""
+    if noise_hu is None or not math.isfinite(noise_hu) or noise_hu <= 0:
+        return DIFFERENCE_WINDOW_HU
+    low, high = NOISE_WINDOW_RANGE
+    return float(min(high, max(low, round(NOISE_WINDOW_SIGMAS * noise_hu / 10) * 10)))
+
+
 def resolve_windows(items: list[Window | str], presets: dict[str, dict]) -> tuple[list[Window], list[str]]:
-    """One series' windows, and the presets named that its manifest lacks."""
+    """One series' windows, and the presets named that its manifest lacks. ``"auto"`` is the
+    scanner's window and bone when the series has one, mediastinum and lung otherwise."""
+    if items == ["auto"]:
+        items = list(AUTO_WITH_HEADER if "header" in presets else AUTO_WITHOUT)
     windows, missing = [], []
     for item in items:
         if isinstance(item, Window):
@@ -100,14 +117,14 @@ def tile_size(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def montage(original: np.ndarray, results: list[tuple[str, str, np.ndarray]], picks: list[int],
-            window: Window) -> Image.Image:
+            window: Window, diff_width: float = DIFFERENCE_WINDOW_HU) -> Image.Image:
     """A grid, one row per picked slice: original | each result | original − each result, with headings.
 
-    ``results``: (name, heading, volume). Differences are windowed over ±DIFFERENCE_WINDOW_HU / 2
-    around 0 HU, so mid-grey is no change whatever the display window.
+    ``results``: (name, heading, volume). Differences are windowed over ±diff_width / 2 around
+    0 HU (see :func:`difference_width`), so mid-grey is no change whatever the display window.
     """
-    diff_window = Window("difference", 0.0, DIFFERENCE_WINDOW_HU)
-    note = f"+/-{DIFFERENCE_WINDOW_HU / 2:g} HU, grey = 0"
+    diff_window = Window("difference", 0.0, diff_width)
+    note = f"+/-{diff_width / 2:g} HU, grey = 0"
     # (heading, note, slice index → 8-bit tile)
     columns = [("original", "", lambda i: window.to_uint8(original[i]))]
     columns += [(heading, "", lambda i, v=volume: window.to_uint8(v[i])) for _, heading, volume in results]
@@ -159,3 +176,41 @@ def scree_svg(s: np.ndarray, rank: int, threshold: float | None, width: int = 64
                  f'<text x="14" y="{(top + height - bottom) / 2}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {(top + height - bottom) / 2})">singular value</text></svg>')
     return "\n".join(parts)
+
+
+def noise_map_png(path: Path, sigma_map: np.ndarray, tile: int = 256) -> float:
+    """The σ map (cells × cells, its mean over the series' slabs) as a grey PNG scaled so that white
+    is its largest value, enlarged to ``tile`` pixels; returns that largest value (HU)."""
+    plane = np.asarray(sigma_map, float).mean(axis=0)
+    top = float(plane.max()) if plane.size and plane.max() > 0 else 1.0
+    pixels = np.clip(np.rint(plane / top * 255), 0, 255).astype(np.uint8)
+    h, w = plane.shape
+    scale = tile / max(h, w)
+    img = Image.fromarray(pixels).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                         Image.Resampling.NEAREST)
+    with atomic.atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return top
+
+
+def nps_svg(frequency: list[float], radial: list[float], width: int = 480, height: int = 260) -> str:
+    """The radially averaged NPS (normalised to mean 1) against cycles/pixel, as a standalone SVG."""
+    f, v = np.asarray(frequency, float), np.asarray(radial, float)
+    left, right, top, bottom = 55, 15, 15, 40
+    vmax = float(v.max()) if v.size and v.max() > 0 else 1.0
+    x = lambda q: left + (width - left - right) * q / 0.5
+    y = lambda q: top + (height - top - bottom) * (1 - q / vmax)
+    points = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(f, v))
+    ticks = "".join(f'<text x="{x(q):.1f}" y="{height - 24}" text-anchor="middle">{q:g}</text>'
+                    for q in (0, 0.1, 0.2, 0.3, 0.4, 0.5))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
+            f'<rect width="{width}" height="{height}" fill="white"/>'
+            f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#999"/>'
+            f'<line x1="{left}" x2="{left}" y1="{top}" y2="{y(0):.1f}" stroke="#999"/>'
+            f'<text x="{left - 6}" y="{y(vmax) + 4:.1f}" text-anchor="end">{vmax:.2g}</text>'
+            f'<text x="{left - 6}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>{ticks}'
+            f'<polyline points="{points}" fill="none" stroke="#c0392b" stroke-width="2"/>'
+            f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">cycles / pixel</text>'
+            f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 12 {(top + height - bottom) / 2})">NPS (mean 1)</text></svg>')

@@ -25,6 +25,7 @@ from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
 
 DENOISED = "denoised.npy"
+NOISE_MAP = "noise-map.png"
 DICOM_DIR = "dicom"
 PNG_DIR = "png"
 USES = ("auto", "global", "local")
@@ -137,8 +138,25 @@ def local_result(series_dir: Path, manifest: contract.Manifest) -> Result:
         description="SVD denoised local",
         derivation=(f"Local SVD denoising ({strength}; noise {noise}); pl-svd-render {__version__}; "
                     f"{local.method}; parameters {json.dumps(local.parameters, separators=(',', ':'))}"),
-        facts=[("local SVD", f"{local.method} ({strength})"), ("local noise estimate", noise)],
+        facts=[("local SVD", f"{local.method} ({strength})"), ("measured noise σ (in the object)", noise),
+               *model_facts(local)],
+        record={"noise_model": local.noise},
         warnings=list(local.warnings))
+
+
+def model_facts(local: contract.LocalRecord) -> list[tuple[str, str]]:
+    """What the report says of the measured noise model and the choices made from it."""
+    facts = []
+    rho = local.noise.get("slice_correlation", [])
+    if len(rho) > 1:
+        facts.append(("noise shared with the next slices", ", ".join(f"{r:.2f}" for r in rho[1:3])))
+    if "nps" in local.noise:
+        nps = local.noise["nps"]
+        facts.append(("noise power spectrum", f"peak at {nps['peak_cycles_per_pixel']:g} cycles/pixel"
+                      + ("" if nps.get("measured", True) else " (too little free of anatomy: taken as white)")))
+    for name, choice in local.choices.items():
+        facts.append((name, f"{choice.get('strength', '')}: {choice.get('why', '')}"))
+    return facts
 
 
 def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, use: str, wanted_rank: int | None,
@@ -206,7 +224,11 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
 
     with atomic.staged_dir(out_dir) as staging:
         atomic.save_npy(staging / DENOISED, denoised)
-        pictures = write_pictures(staging, original, published, results, windows, options.montage_slices)
+        noise_model = next((r.record.get("noise_model") for r in results if r.record.get("noise_model")), None)
+        sigma = (noise_model or {}).get("sigma_hu", {}).get("median")
+        pictures = write_pictures(staging, original, published, results, windows, options.montage_slices,
+                                  images.difference_width(sigma))
+        noise_html = noise_pictures(staging, noise_model) if noise_model and "sigma_map" in noise_model else None
         if scree:
             atomic.write_text(staging / "scree.svg", scree)
         dicom_dir = None
@@ -223,7 +245,7 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
             plugin=f"pl-svd-render {__version__}", denoiser=published.denoiser, automatic=published.automatic,
             method=published.method, parameters=published.parameters, relative_change=change,
             removed_std_hu=removed_hu, windows=[w.label for w in windows], denoised=DENOISED, dicom=dicom_dir,
-            warnings=warnings, **published.record))
+            warnings=warnings, **{k: v for k, v in published.record.items() if k != "noise_model"}))
         facts = [
             ("series", manifest.series.description or label),
             ("volume", f"{m} slices × {rows} × {cols}"),
@@ -235,7 +257,7 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
         ]
         upstream = manifest.skipped + manifest.failed + manifest.skipped_elsewhere
         page = report.series_page(f"SVD denoising: {label}", facts, pictures, m, scree, dicom_dir,
-                                  upstream, warnings)
+                                  upstream, warnings, images.difference_width(sigma), noise_html)
         atomic.write_text(staging / "index.html", page)
 
     stage.output(out_dir, denoiser=published.denoiser, rank=published.record.get("rank"),
@@ -274,8 +296,16 @@ def _no_dicom(stage: Stage, series_dir: Path, path: Path, problem: str, warnings
     return None
 
 
+def noise_pictures(staging: Path, model: dict) -> dict:
+    """The measured noise as the report shows it: the σ map as a PNG and the NPS as an SVG."""
+    top = images.noise_map_png(staging / NOISE_MAP, np.asarray(model["sigma_map"]["values_hu"], float))
+    return {"map": NOISE_MAP, "map_max_hu": top,
+            "nps": images.nps_svg(model["nps"]["frequency_cycles_per_pixel"], model["nps"]["radial_normalised"]),
+            "cell": model["sigma_map"]["cell"], "sigma_hu": model["sigma_hu"]}
+
+
 def write_pictures(staging: Path, original: np.ndarray, published: Result, results: list[Result], windows,
-                   montage_slices: int) -> list[dict]:
+                   montage_slices: int, diff_width: float) -> list[dict]:
     """Per window: every slice as PNG (original, the published result as "denoised", and the other
     denoiser's under its own name), and a montage of a few slices comparing them all."""
     m = original.shape[0]
@@ -293,7 +323,7 @@ def write_pictures(staging: Path, original: np.ndarray, published: Result, resul
                 images.save_png(staging / name, w.to_uint8(vol[i]))
             slices.append({"caption": caption, "files": names})
         montage_name = f"montage-{w.name}.png"
-        grid = images.montage(original, [(r.denoiser, r.heading, r.volume) for r in results], picks, w)
+        grid = images.montage(original, [(r.denoiser, r.heading, r.volume) for r in results], picks, w, diff_width)
         with atomic.atomic_path(staging / montage_name) as tmp:
             grid.save(tmp, format="PNG")
         pictures.append({"label": w.label, "montage": montage_name, "slices": slices})

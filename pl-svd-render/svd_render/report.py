@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 
-from svd_render.images import DIFFERENCE_WINDOW_HU
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
@@ -29,7 +28,8 @@ def _rows(facts: list[tuple[str, object]]) -> str:
 
 
 def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict], slices: int,
-                scree: str | None, dicom_dir: str | None, upstream: list[dict], warnings: list[str]) -> str:
+                scree: str | None, dicom_dir: str | None, upstream: list[dict], warnings: list[str],
+                diff_width: float, noise: dict | None = None) -> str:
     """``windows``: [{"label", "montage", "slices": [{"caption", "files": [png...]}...]}], the first
     of "slices" the original; ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
     montages = "\n".join(
@@ -44,6 +44,13 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
     dicom_html = (f'<p>Derived DICOM series (one file per slice): <a href="{escape(dicom_dir)}/">{escape(dicom_dir)}/</a></p>'
                   if dicom_dir else "")
     scree_html = f"<h2>Singular values of the global SVD</h2>\n{scree}" if scree else ""
+    noise_html = (f"""<h2>The noise measured in this series</h2>
+<p class="muted">σ in the object: median {escape(noise["sigma_hu"]["median"])} HU (10–90 %:
+{escape(noise["sigma_hu"]["p10"])}–{escape(noise["sigma_hu"]["p90"])} HU). Left: σ over the field, averaged
+along the series, on cells of {escape(" × ".join(str(c) for c in noise["cell"][1:]))} pixels (black 0, white
+{noise["map_max_hu"]:.3g} HU). Right: the in-plane noise power spectrum, averaged over rings.</p>
+<p><img src="{escape(noise["map"])}" alt="noise map" style="vertical-align:top;background:#000"> {noise["nps"]}</p>"""
+                  if noise else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
 <body>
@@ -69,10 +76,11 @@ document.getElementById('lbl').textContent=(i+1)+' / '+w.slices[0].files.length;
 win.onchange=show;idx.oninput=show;show();
 </script>
 <h2>Original against the denoised results</h2>
-<p class="muted">Columns: the original, each denoised result, and original minus each result in a fixed
-window of &plusmn;{DIFFERENCE_WINDOW_HU / 2:g} HU around 0 (mid-grey: no change; bright: the result is darker
-than the original).</p>
+<p class="muted">Columns: the original, each denoised result, and original minus each result in a narrow
+window of &plusmn;{diff_width / 2:g} HU around 0, set from the measured noise (mid-grey: no change; bright: the
+result is darker than the original).</p>
 {montages}
+{noise_html}
 {scree_html}
 <h2>Files skipped or failed upstream</h2>
 {upstream_html}

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctsvd_common import contract
+from ctsvd_common import contract, noise
 from ctsvd_common.contract import Geometry, LocalRecord, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
 from ctsvd_local.phantom import write_demo_series
 
@@ -56,7 +56,8 @@ def add_local(series: Path, volume: np.ndarray, automatic: bool = True) -> np.nd
     np.save(series / contract.LOCAL, volume.astype(np.float32))
     contract.write_local(series, LocalRecord(
         plugin="tests", method="local SVD of 8 × 8 patches × 5 slices (tests)", parameters=LOCAL_PARAMETERS,
-        automatic=automatic, noise_hu=LOCAL_NOISE, tiles=1, spark={}, timings={}))
+        automatic=automatic, noise_hu=LOCAL_NOISE, noise=noise.estimate(volume).summary(),
+        choices={"stage 2 strength": {"strength": 4.0, "why": "tests"}}, tiles=1, spark={}, timings={}))
     return volume
 
 

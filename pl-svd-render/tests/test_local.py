@@ -8,6 +8,7 @@ from PIL import Image
 
 from ctsvd_common import contract
 from svd_render import images
+from svd_render.images import difference_width
 from svd_render.__main__ import main, parser
 
 from conftest import LOCAL_NOISE, LOCAL_PARAMETERS, add_local, decomposed_series, smoothed
@@ -67,12 +68,19 @@ def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
         np.testing.assert_array_equal(local, original)
         assert (minus_local == MID_GREY).all()
         assert not np.array_equal(global_, original) and minus_global.std() > 1
-    # Global alone: original | global | original - global, the same tiles as with local beside it.
+    # Global alone: original | global | original - global, the same tiles as with local beside it;
+    # its difference is shown at ±100 HU, with local beside it in the window the measured noise sets.
     for row_both, row_global in zip(both, only_global):
         np.testing.assert_array_equal(row_global[1], row_both[1])
-        np.testing.assert_array_equal(row_global[2], row_both[3])
+    sigma = contract.read_local(inputdir / "series-001").noise["sigma_hu"]["median"]
+    width = difference_width(sigma)
+    assert width < 200
     page = (tmp_path / "out" / "series-001" / "index.html").read_text()
-    assert "&plusmn;100 HU around 0" in page
+    assert f"&plusmn;{width / 2:g} HU around 0" in page
+    assert "&plusmn;100 HU around 0" in (tmp_path / "out" / "series-002" / "index.html").read_text()
+    assert 'src="noise-map.png"' in page and "NPS (mean 1)" in page
+    with Image.open(tmp_path / "out" / "series-001" / "noise-map.png") as img:
+        assert img.size[0] == 256 and np.asarray(img).max() == 255
 
     # Local alone: original | local | original - local.
     decomposed_series(tmp_path / "l", svd=False)
