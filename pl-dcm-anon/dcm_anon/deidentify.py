@@ -48,6 +48,9 @@ _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})   # what Clean Descr
 _IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "DA", "DT", "TM",
                               "AS", "UR"})
 
+# The patient's own names: their parts count from two letters in Clean Descriptors.
+_OWN_NAMES = ("PatientName", "OtherPatientNames", "PatientBirthName")
+
 # Only these file meta elements are kept; the rest (source, sending and
 # receiving AE titles and addresses, private information) can identify sites.
 _FILE_META_KEPT = ("FileMetaInformationVersion", "MediaStorageSOPClassUID", "TransferSyntaxUID")
@@ -149,16 +152,20 @@ class Deidentifier:
         if self.shift_dates:
             context.shift_days = self.pseudonyms.date_shift_days(patient_identity(ds))
         if self.clean_descriptors:
-            context.identifying = Identifying(self._identifying_values(ds))
+            own = [str(ds.get(k) or "") for k in _OWN_NAMES if k in ds]
+            context.identifying = Identifying(self._identifying_values(ds), own)
         return context
 
     def _identifying_values(self, ds: Dataset) -> list[str]:
-        """The text of every element the Basic Profile would not keep, and of every person name."""
+        """The text of every element the Basic Profile would not keep, of every element the allow-list
+        does not keep (private ones too), and of every person name."""
         values: list[str] = []
         for elem in ds.iterall():
-            if elem.VR not in _IDENTIFYING_VRS or elem.tag.is_private:
+            if elem.VR not in _IDENTIFYING_VRS:
                 continue
-            action = self.profile.basic(elem.tag)
+            action = None if elem.tag.is_private else self.profile.basic(elem.tag)
+            if action is None and (elem.tag.is_private or int(elem.tag) not in SAFE_TAGS):
+                action = REMOVE   # not on the allow-list: removed, so it may identify
             if elem.VR != "PN" and action in (None, KEEP, MAP_UID, MAP_UIDS_INSIDE):
                 continue
             if self.profile.action(elem.tag) == CLEAN and elem.VR != "PN":

@@ -5,7 +5,8 @@ segments (JFIF, Exif with its date and camera, vendor blocks) and COM
 segments (free text: a name, a record number, a date were found in one)
 before its image data. None of them holds pixel information: a decoder
 needs the frame and scan headers, the tables and the entropy-coded data,
-and for a grey-level CT image nothing else. JPEG 2000 has COM (FF64) in its
+and for a grey-level CT image nothing else (Adobe's APP14, 12 bytes of
+flags that say whether colour components are RGB, is kept). JPEG 2000 has COM (FF64) in its
 main header. This module copies each frame's stream without those
 segments, so the image decodes to the same pixels, and rewrites the Basic
 Offset Table to the new fragment positions.
@@ -43,6 +44,11 @@ def _items(value: bytes) -> list[bytes]:
     return items
 
 
+def _adobe(segment: bytes) -> bool:
+    """Adobe's APP14, fixed at 12 bytes of flags: it says whether 3 components are RGB or YCbCr."""
+    return segment[1] == 0xEE and len(segment) == 16 and segment[4:9] == b"Adobe"
+
+
 def _jpeg(stream: bytes) -> bytes:
     """``stream`` (starting with SOI) without its APPn and COM segments before the scan."""
     out, pos = [_SOI], 2
@@ -66,8 +72,9 @@ def _jpeg(stream: bytes) -> bytes:
         if marker == _SOS:
             out.append(stream[pos:])              # scan header, image data, and what follows
             return b"".join(out)
-        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
-            out.append(stream[pos:pos + 2 + length])
+        segment = stream[pos:pos + 2 + length]
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE) or _adobe(segment):
+            out.append(segment)
         pos += 2 + length
     return b"".join(out)
 
