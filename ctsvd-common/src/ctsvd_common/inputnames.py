@@ -10,6 +10,11 @@ log line to its report entry; without the key it cannot be tested against a
 guessed path. The key is random for each run unless the stage is given one
 (dcm_anon derives it from ``--pseudonym-key``).
 
+Names this suite gives its own outputs carry nothing and are shown as they
+are: a series folder ``series-NNN`` and what a stage writes in it
+(``0001.dcm``, ``headers/0001.dcm``, ``volume.npy``...). So a stage reading
+an earlier stage's output names its inputs as that stage named them.
+
 The mapping back to paths exists only in the file the user asks for with
 ``--input-map``: it holds the original paths, that is PHI, and must therefore
 be outside the output folder (which goes on to the next stage).
@@ -21,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from pathlib import Path, PurePath
 from typing import Iterable
@@ -29,6 +35,18 @@ from ctsvd_common import atomic
 
 MAP_FORMAT = "ctsvd-input-map"
 HASH_HEX = 8
+# The names stages of this suite give (ctsvd_common.contract), and nothing else.
+_OWN_NAME = re.compile(r"series-\d{3}(/(\d{4}\.dcm|headers(/\d{4}\.dcm)?|volume\.npy|manifest\.json|U\.npy|s\.npy"
+                       r"|Vt\.npy|svd\.json|local\.npy|local\.json|render\.json))?")
+LABEL = re.compile(r"input #(\d+) \(([0-9a-f]{8})\)")
+
+
+def label_position(label: str) -> int:
+    """The position a label gives (1 for the first input), or ValueError when it is no label."""
+    m = LABEL.fullmatch(label)
+    if m is None:
+        raise ValueError(f"not an input label: {label!r}")
+    return int(m[1])
 
 
 class InputNames:
@@ -52,6 +70,9 @@ class InputNames:
         return hmac.new(self._key, b"input-name\x00" + text, hashlib.sha256).hexdigest()[:HASH_HEX]
 
     def __call__(self, relative: str | os.PathLike) -> str:
+        text = PurePath(relative).as_posix()
+        if _OWN_NAME.fullmatch(text):
+            return text
         return f"input #{self.position(relative)} ({self.digest(relative)})"
 
     def write_map(self, path: Path) -> None:
