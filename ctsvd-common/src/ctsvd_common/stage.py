@@ -132,7 +132,8 @@ class Stage:
         self.log = logging.getLogger(self.name)
 
     def rel(self, path: str | os.PathLike) -> str:
-        """``path`` relative to the input (or output) folder, as messages and reports name it."""
+        """How messages and reports name ``path``: an input by its label (never its path), an output
+        relative to the output folder, a name the code gave ("tag-report") as it is."""
         p = Path(path)
         try:
             return self.names(p.relative_to(self.inputdir))
@@ -141,7 +142,8 @@ class Stage:
         try:
             return str(p.relative_to(self.outputdir))
         except ValueError:
-            return str(p)
+            # Elsewhere on disk (where a link points, say): labelled like an input, never shown.
+            return self.names(p) if p.is_absolute() else str(p)
 
     def skip(self, path: str | os.PathLike, reason: str, **facts: Any) -> None:
         """Note an input passed over on purpose; not an error."""
