@@ -199,13 +199,11 @@ class Deidentifier:
         ds.file_meta = meta
 
     def _record(self, ds: Dataset, previous_ltim: str) -> None:
-        """Say in the file what was done to it (PS3.15 E.1.1), after what earlier de-identifiers said."""
+        """Say in the file what was done to it (PS3.15 E.1.1), after the codes earlier de-identifiers left."""
         ds.PatientIdentityRemoved = "YES"
-        # LO allows 64 characters per value, so the method is several values.
-        earlier = ds.get("DeidentificationMethod") or []
-        earlier = [str(v) for v in (earlier if isinstance(earlier, (MultiValue, list)) else [earlier]) if v]
-        ours = [PROFILE_NAME, f"dcm_anon {__version__}", *(o.meaning for o in self.options)]
-        ds.DeidentificationMethod = [*earlier, *(m for m in ours if m not in earlier)]
+        # LO allows 64 characters per value, so the method is several values. An earlier
+        # de-identifier's free text is gone with the body (not on the allow-list); its codes stay.
+        ds.DeidentificationMethod = [PROFILE_NAME, f"dcm_anon {__version__}", *(o.meaning for o in self.options)]
         codes = Sequence(ds.get("DeidentificationMethodCodeSequence") or [])
         present = {(str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) for c in codes}
         for value, meaning in [PROFILE_CODE, *((o.code, o.meaning) for o in self.options)]:
