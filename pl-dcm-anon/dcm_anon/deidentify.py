@@ -157,15 +157,16 @@ class Deidentifier:
         return context
 
     def _identifying_values(self, ds: Dataset) -> list[str]:
-        """The text of every element the Basic Profile would not keep, of every element the allow-list
-        does not keep (private ones too), and of every person name."""
+        """The text of every element the Basic Profile would not keep, and of every person name.
+
+        Attributes the table does not list are removed too, but for want of a judgement, not
+        because they identify: their words ("CHEST" in Body Part Examined) are not taken out.
+        """
         values: list[str] = []
         for elem in ds.iterall():
-            if elem.VR not in _IDENTIFYING_VRS:
+            if elem.VR not in _IDENTIFYING_VRS or elem.tag.is_private:
                 continue
-            action = None if elem.tag.is_private else self.profile.basic(elem.tag)
-            if action is None and (elem.tag.is_private or int(elem.tag) not in SAFE_TAGS):
-                action = REMOVE   # not on the allow-list: removed, so it may identify
+            action = self.profile.basic(elem.tag)
             if elem.VR != "PN" and action in (None, KEEP, MAP_UID, MAP_UIDS_INSIDE):
                 continue
             if self.profile.action(elem.tag) == CLEAN and elem.VR != "PN":
