@@ -29,6 +29,18 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if " ERROR: " in line]
 
 
+def source(inputdir: Path, label: str) -> str:
+    """The relative path of the input a log or report names by label (its position among the
+    input files in name order, as every stage numbers them; see ctsvd_common.inputnames).
+    Names the suite's own stages gave (series-001/0001.dcm) are shown as they are."""
+    from ctsvd_common.dicomfiles import input_files
+    from ctsvd_common.inputnames import LABEL, label_position
+
+    if not LABEL.fullmatch(label):
+        return label
+    return input_files(inputdir)[label_position(label) - 1].relative_to(inputdir).as_posix()
+
+
 def all_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ctsvd_common import contract
+from ctsvd_common.inputnames import LABEL
 from ctsvd_local.messy_exam import write_messy_exam
 
-from conftest import ENV, ROOT, all_files, run_command
+from conftest import ENV, ROOT, all_files, run_command, source
 
 # How the stages word each category of the fixture's ground truth.
 SKIP_REASONS = {
@@ -42,6 +43,16 @@ def converted(exam, tmp_path_factory):
     proc = run_command("dicom2matrix", exam.root, out)
     report = json.loads((out / "dicom2matrix.report.json").read_text())
     series = {d.name: contract.read_manifest(d) for d in contract.find_series(out)}
+    # Stages name inputs by position and hash only; the fixture's ground truth is by path.
+    assert exam.root.name not in proc.stderr and "localizer/" not in proc.stderr
+    name = lambda label: source(exam.root, label) if LABEL.fullmatch(label) else label   # each entry once
+    for entry in report["skipped"] + [e for e in report["errors"] if e["file"]]:
+        entry["file"] = name(entry["file"])
+    for m in series.values():
+        for s in m.slices:
+            s.source = name(s.source)
+        for entry in m.skipped + m.failed + m.skipped_elsewhere:
+            entry["file"] = name(entry["file"])
     return proc, out, report, series
 
 

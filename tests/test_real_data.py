@@ -10,7 +10,7 @@ import pydicom
 
 from ctsvd_common import contract
 
-from conftest import all_files, error_lines, run_command
+from conftest import all_files, error_lines, run_command, source as path_of
 
 
 def test_tcia_slices_go_through_anonymizer_and_converter(shared_data, tmp_path):
@@ -34,8 +34,9 @@ def test_tcia_slices_go_through_anonymizer_and_converter(shared_data, tmp_path):
         manifest = contract.read_manifest(series)
         assert manifest.series.patient_identity_removed is True
         first = manifest.slices[0]
-        anonymized = pydicom.dcmread(tmp_path / "anon" / first.source)
-        original = pydicom.dcmread(original_of[first.source])
+        written = path_of(tmp_path / "anon", first.source)
+        anonymized = pydicom.dcmread(tmp_path / "anon" / written)
+        original = pydicom.dcmread(original_of[written])
         assert anonymized.SOPInstanceUID != original.SOPInstanceUID
         hu = original.pixel_array * float(original.RescaleSlope) + float(original.RescaleIntercept)
         if "PixelPaddingValue" in original:

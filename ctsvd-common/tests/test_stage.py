@@ -1,7 +1,10 @@
 """A stage's report and exit code tell the truth."""
 
 import json
+import re
 from argparse import Namespace
+
+import pytest
 
 from ctsvd_common.stage import InputSkipped, StageError, UsageError, run_stage
 
@@ -19,7 +22,8 @@ def test_skips_are_not_errors(tmp_path):
         stage.output(tmp_path / "out" / "series-001", slices=3)
     code, report = run(tmp_path, body)
     assert code == 0 and report["status"] == "ok"
-    assert report["skipped"] == [{"file": "README.txt", "reason": "not a DICOM file"}]
+    (skipped,) = report["skipped"]
+    assert skipped["reason"] == "not a DICOM file" and re.fullmatch(r"input #1 \([0-9a-f]{8}\)", skipped["file"])
     assert report["parameters"] == {"flag": 3} and report["outputs"][0]["path"] == "series-001"
 
 
@@ -30,7 +34,8 @@ def test_a_failed_input_is_reported_and_the_outputs_stand(tmp_path, caplog):
     code, report = run(tmp_path, body)
     assert code == 0 and report["status"] == "ok-with-failures" and len(report["outputs"]) == 1
     assert report["counts"] == {"outputs": 1, "skipped": 0, "failed": 1}
-    assert "a/cut.dcm: truncated pixel data (10 of 20 bytes)" in caplog.text
+    assert re.search(r"input #1 \([0-9a-f]{8}\): truncated pixel data \(10 of 20 bytes\)", caplog.text)
+    assert "cut.dcm" not in caplog.text
 
 
 def test_strict_fails_the_run_on_any_failed_input(tmp_path):
@@ -67,7 +72,7 @@ def test_guard_contains_a_bug_to_its_input_and_quotes_no_value(tmp_path, caplog)
     code, report = run(tmp_path, body)
     assert code == 0 and report["counts"] == {"outputs": 1, "skipped": 1, "failed": 1}
     (error,) = report["errors"]
-    assert error["file"] == "b.dcm" and error["exception"] == "ValueError"
+    assert re.fullmatch(r"input #\d \([0-9a-f]{8}\)", error["file"]) and error["exception"] == "ValueError"
     assert error["traceback"] and all(".py:" in frame for frame in error["traceback"])
     assert "DOE" not in caplog.text and "DOE" not in json.dumps(report)
     assert "Traceback" not in caplog.text
@@ -87,3 +92,41 @@ def test_a_fatal_error_is_one_line(tmp_path, caplog):
     code, report = run(tmp_path, body)
     assert code == 1 and report["errors"] == [{"file": "", "reason": "no DICOM files found in /incoming"}]
     assert "Traceback" not in caplog.text
+
+
+def test_inputs_are_named_by_position_and_keyed_hash_and_mapped_only_where_asked(tmp_path, caplog):
+    (tmp_path / "in" / "DOE_JANE").mkdir(parents=True)
+
+    def body(stage):
+        stage.names.number(["DOE_JANE/2023-04-05.dcm", "DOE_JANE/notes.txt"])
+        stage.skip(tmp_path / "in" / "DOE_JANE" / "notes.txt", "not a DICOM file")
+        stage.fail(tmp_path / "in" / "DOE_JANE" / "2023-04-05.dcm", "truncated")
+        stage.output(tmp_path / "out" / "series-001")
+
+    mapping = tmp_path / "private" / "map.json"
+    options = Namespace(input_map=str(mapping))
+    assert run_stage("demo", "9.9", options, tmp_path / "in", tmp_path / "out", body) == 0
+    report = (tmp_path / "out" / "demo.report.json").read_text()
+    assert "DOE" not in report and "DOE" not in caplog.text and "2023" not in report and str(mapping) not in report
+    labels = {e["file"] for e in json.loads(report)["skipped"] + json.loads(report)["errors"]}
+    assert {label.split(" (")[0] for label in labels} == {"input #1", "input #2"}
+    entries = json.loads(mapping.read_text())
+    assert entries["contains_phi"] and {e["input"]: e["path"] for e in entries["inputs"]} == {
+        e["input"]: e["path"] for e in entries["inputs"] if e["input"] in labels}
+    assert sorted(e["path"] for e in entries["inputs"]) == ["DOE_JANE/2023-04-05.dcm", "DOE_JANE/notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["out/map.json", "out/sub/map.json", "out"])
+def test_an_input_map_inside_the_output_folder_is_a_usage_error(tmp_path, where):
+    (tmp_path / "in").mkdir()
+    options = Namespace(input_map=str(tmp_path / where))
+    assert run_stage("demo", "9.9", options, tmp_path / "in", tmp_path / "out", lambda stage: None) == 2
+    assert not (tmp_path / "out" / "map.json").exists()
+
+
+def test_the_same_key_gives_the_same_labels_and_another_key_others():
+    from ctsvd_common.inputnames import InputNames
+
+    a, b, c = InputNames(b"k"), InputNames(b"k"), InputNames(b"other")
+    assert a("x/DOE.dcm") == b("x/DOE.dcm") == "input #1 (" + a.digest("x/DOE.dcm") + ")"
+    assert c("x/DOE.dcm") != a("x/DOE.dcm") and a("y.dcm").startswith("input #2 (")

@@ -25,12 +25,13 @@ from dcm_anon.profile import EXCLUSIVE, RETAIN_OPTIONS
 DISPLAY_TITLE = "DICOM de-identification (PS3.15 Basic Profile)"
 
 parser = ArgumentParser(
-    description="De-identify the DICOM files of the input tree by the DICOM PS3.15 Annex E "
-                "Basic Application Level Confidentiality Profile and write them to the output "
-                "tree at the same relative paths, with the profile's options as flags. Non-DICOM "
-                "files are not copied. UIDs are replaced consistently across all files; PatientID "
-                "and PatientName become one pseudonym per patient. Writes dcm_anon.report.json "
-                "and a tag listing of the de-identified files in tag-report/.",
+    description="De-identify the CT images of the input tree by the DICOM PS3.15 Annex E "
+                "Basic Application Level Confidentiality Profile and an allow-list of what a CT "
+                "image needs (all else is removed), with the profile's options as flags, and "
+                "write them as series-NNN/NNNN.dcm. Other files are not copied. UIDs are replaced "
+                "consistently across all files; PatientID and PatientName become one pseudonym "
+                "per patient. Writes dcm_anon.report.json and a tag listing of the de-identified "
+                "files in tag-report/.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
 for _option in RETAIN_OPTIONS:

@@ -12,14 +12,17 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom._uid_dict import UID_dictionary
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from dcm_anon import __version__
-from dcm_anon.dates import SHIFTERS, shift_da, shift_values
+from dcm_anon.dates import SHIFTERS, shift_values
 from dcm_anon.descriptors import Identifying
 from dcm_anon.identity import patient_identity
 from dcm_anon.profile import (CLEAN, DUMMY, KEEP, MAP_UID, MAP_UIDS_INSIDE, PROFILE_CODE, REMOVE,
                               SHIFT_DATES, ZERO, Profile, RetainOption)
+from dcm_anon.pixel_segments import strip_segments
+from dcm_anon.safe_attributes import SAFE_TAGS
 from dcm_anon.safe_private import load_allow_list, safe_private_tags
 from dcm_anon.uids import Pseudonyms
 
@@ -27,6 +30,7 @@ PROFILE_NAME = "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
+PIXEL_DATA = 0x7FE00010
 # Padding after the dataset: meaningless, and it may carry leftover bytes.
 TRAILING_PADDING = 0xFFFCFFFC
 _UNDEFINED = 0xFFFFFFFF
@@ -44,19 +48,12 @@ _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})   # what Clean Descr
 _IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "DA", "DT", "TM",
                               "AS", "UR"})
 
+# The patient's own names: their parts count from two letters in Clean Descriptors.
+_OWN_NAMES = ("PatientName", "OtherPatientNames", "PatientBirthName")
+
 # Only these file meta elements are kept; the rest (source, sending and
 # receiving AE titles and addresses, private information) can identify sites.
 _FILE_META_KEPT = ("FileMetaInformationVersion", "MediaStorageSOPClassUID", "TransferSyntaxUID")
-
-
-@functools.lru_cache(maxsize=None)
-def _known_public(tag: int) -> bool:
-    """Is ``tag`` in pydicom's dictionary, repeating groups (60xx...) included?"""
-    try:
-        get_entry(tag)
-        return True
-    except KeyError:
-        return False
 
 
 # UIDs that name a type (a SOP class, a transfer syntax, a coding scheme), not
@@ -72,6 +69,12 @@ def _names_a_type(tag: int) -> bool:
     except KeyError:
         return False
     return any(word in keyword for word in _TYPE_UID_WORDS)
+
+
+def _standard_uids(value) -> bool:
+    """Is every UID in ``value`` one that DICOM defines (a SOP class, a transfer syntax...)?"""
+    values = value if isinstance(value, (MultiValue, list, tuple)) else [value]
+    return all(str(v) in UID_dictionary for v in values if v)
 
 
 @dataclass
@@ -130,6 +133,7 @@ class Deidentifier:
         previous_ltim = str(ds.get("LongitudinalTemporalInformationModified", "") or "").strip().upper()
         pseudonym = self.patient_pseudonym(ds)
         self.body(ds)
+        self._pixel_segments(ds)
         # A file without a patient ID or name still gets the pseudonym of the
         # identity it has (see dcm_anon.identity), so its patient can be followed.
         for tag, vr in ((PATIENT_NAME, "PN"), (PATIENT_ID, "LO")):
@@ -148,11 +152,16 @@ class Deidentifier:
         if self.shift_dates:
             context.shift_days = self.pseudonyms.date_shift_days(patient_identity(ds))
         if self.clean_descriptors:
-            context.identifying = Identifying(self._identifying_values(ds))
+            own = [str(ds.get(k) or "") for k in _OWN_NAMES if k in ds]
+            context.identifying = Identifying(self._identifying_values(ds), own)
         return context
 
     def _identifying_values(self, ds: Dataset) -> list[str]:
-        """The text of every element the Basic Profile would not keep, and of every person name."""
+        """The text of every element the Basic Profile would not keep, and of every person name.
+
+        Attributes the table does not list are removed too, but for want of a judgement, not
+        because they identify: their words ("CHEST" in Body Part Examined) are not taken out.
+        """
         values: list[str] = []
         for elem in ds.iterall():
             if elem.VR not in _IDENTIFYING_VRS or elem.tag.is_private:
@@ -166,6 +175,15 @@ class Deidentifier:
             for item in (value if isinstance(value, (MultiValue, list, tuple)) else [value]):
                 values.append(str(item or ""))
         return values
+
+    @staticmethod
+    def _pixel_segments(ds: FileDataset) -> None:
+        """Compressed frames lose their comment and application segments (dcm_anon.pixel_segments)."""
+        if PIXEL_DATA in ds and UID(ds.file_meta.get("TransferSyntaxUID", "")).is_encapsulated:
+            elem = ds[PIXEL_DATA]
+            stripped = strip_segments(elem.value)
+            if stripped is not None:
+                elem.value = stripped
 
     def _file_meta(self, ds: FileDataset) -> None:
         old = ds.file_meta
@@ -182,13 +200,11 @@ class Deidentifier:
         ds.file_meta = meta
 
     def _record(self, ds: Dataset, previous_ltim: str) -> None:
-        """Say in the file what was done to it (PS3.15 E.1.1), after what earlier de-identifiers said."""
+        """Say in the file what was done to it (PS3.15 E.1.1), after the codes earlier de-identifiers left."""
         ds.PatientIdentityRemoved = "YES"
-        # LO allows 64 characters per value, so the method is several values.
-        earlier = ds.get("DeidentificationMethod") or []
-        earlier = [str(v) for v in (earlier if isinstance(earlier, (MultiValue, list)) else [earlier]) if v]
-        ours = [PROFILE_NAME, f"dcm_anon {__version__}", *(o.meaning for o in self.options)]
-        ds.DeidentificationMethod = [*earlier, *(m for m in ours if m not in earlier)]
+        # LO allows 64 characters per value, so the method is several values. An earlier
+        # de-identifier's free text is gone with the body (not on the allow-list); its codes stay.
+        ds.DeidentificationMethod = [PROFILE_NAME, f"dcm_anon {__version__}", *(o.meaning for o in self.options)]
         codes = Sequence(ds.get("DeidentificationMethodCodeSequence") or [])
         present = {(str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) for c in codes}
         for value, meaning in [PROFILE_CODE, *((o.code, o.meaning) for o in self.options)]:
@@ -238,19 +254,19 @@ class Deidentifier:
                 vr = ds[tag].VR        # decoded: pydicom gives a known public tag its real VR
             action = self.profile.action(t)
             if action is None:
-                if vr is None or vr == "UN" or not _known_public(t):
-                    del ds[tag]        # not in the dictionary: we cannot judge it
+                # Not in the table: kept only when the allow-list vouches for it
+                # (dcm_anon.safe_attributes); all else goes, known or not.
+                if t not in SAFE_TAGS or vr is None or vr == "UN":
+                    del ds[tag]
                     continue
                 action = KEEP
-                # The table lists only some instance UIDs (not e.g. Target or
-                # Volume Frame of Reference UID); an original UID kept anywhere
-                # would link the output back to the source, so all are mapped.
-                if vr == "UI" and not self.keep_uids and not _names_a_type(t):
-                    action = MAP_UID
-                # A date the table does not list moves with the others, or it
-                # would give the shift away.
-                elif self.shift_dates and vr in SHIFTERS:
-                    action = SHIFT_DATES
+                if vr == "UI" and not self.keep_uids:
+                    if _names_a_type(t):
+                        # DICOM's own classes are kept; any other value could carry anything.
+                        if not _standard_uids(ds[tag].value):
+                            self._map_uids(ds[tag])
+                        continue
+                    action = MAP_UID   # an original instance UID would link back to the source
             if vr != "SQ":
                 # The commonest actions need no decoding either.
                 if action == KEEP:
@@ -271,16 +287,6 @@ class Deidentifier:
                     ds.add_new(tag, vr, _DUMMY_BY_VR.get(vr, DUMMY_TEXT))
                     continue
             self._act(ds, ds[tag], action, context)
-
-    def dates_in_names(self, dates: list[str], ds: Dataset) -> dict[str, str]:
-        """What a file name's copy of each of this file's ``dates`` becomes (read before :meth:`apply`)."""
-        if self.keep_dates:
-            return {}
-        pseudonym = self.patient_pseudonym(ds)
-        if not self.shift_dates:
-            return {d: pseudonym for d in dates}
-        days = self.pseudonyms.date_shift_days(patient_identity(ds))
-        return {d: shift_da(d, days) or pseudonym for d in dates}
 
     def patient_pseudonym(self, ds: Dataset) -> str:
         """One pseudonym per patient identity at this level (see :mod:`dcm_anon.identity`)."""
@@ -357,7 +363,29 @@ class Deidentifier:
             elem.value = self.pseudonyms.uid(value)
 
 
-def burned_in_annotation(ds: Dataset) -> bool:
-    """Does the file say its pixels carry burned-in text (which we do not clean)?"""
-    return str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+# The images dcm_anon de-identifies: the CT image classes the suite turns into volumes.
+# Its allow-list (dcm_anon.safe_attributes) is made for them; another object
+# (a report, a plan, a screenshot) would lose what it is made of, or keep what it should not.
+SUPPORTED_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+_MEDIA_DIRECTORY_GROUP = 0x0004
 
+
+def withheld_because(ds: FileDataset) -> str | None:
+    """Why this file is not written at all (a one-line reason), or None when it is de-identified."""
+    if any(tag.group == _MEDIA_DIRECTORY_GROUP for tag in ds.keys()):
+        # A DICOMDIR body lists patients, studies and file names, whatever SOP class it claims.
+        return "DICOMDIR records (media directory): not an image, not copied"
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip()
+    if sop_class not in SUPPORTED_CLASSES:
+        name = UID_dictionary[sop_class][0] if sop_class in UID_dictionary else "not one DICOM defines"
+        return f"not a CT image (SOP class: {name}): not copied, dcm_anon de-identifies CT images only"
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return "no pixel data: not an image, not copied"
+    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        # A screenshot or a scanned form: its pixels may show the patient's name.
+        return "burned-in annotation: pixel data may hold PHI, not copied"
+    return None

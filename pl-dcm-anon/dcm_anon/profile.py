@@ -73,8 +73,8 @@ RETAIN_OPTIONS: tuple[RetainOption, ...] = (
                  "(Clean Descriptors Option)"),
     RetainOption("--keep-safe-private", "keep_safe_private", "rtnSafePrivOpt", "113111",
                  "Retain Safe Private Option",
-                 "keep the private attributes on the shipped allow-list of CT reconstruction, "
-                 "kernel and dose parameters; all other private attributes are removed "
+                 "keep the numeric private attributes on the shipped allow-list of CT "
+                 "reconstruction and dose parameters; all other private attributes are removed "
                  "(Retain Safe Private Option)"),
     RetainOption("--keep-uids", "keep_uids", "rtnUIDsOpt", "113110",
                  "Retain UIDs Option",

@@ -1,19 +1,28 @@
-"""Walk the input tree, de-identify every DICOM file, write it at the same relative path."""
+"""Walk the input tree, de-identify every DICOM file, write it under a neutral name.
+
+Input names are never reused: exports name files and folders after the
+patient, the date, the record number or the original UIDs, in every format
+and script. Each output is ``series-NNN/NNNN.dcm``: its series' number (in
+the order the series' first file comes in the input) and its own number in
+that series (in input order). Logs and the report name an input by its
+position and a keyed hash of its path (``ctsvd_common.inputnames``).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from argparse import Namespace
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
+from ctsvd_common.inputnames import InputNames
 from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
 
 from dcm_anon import tag_report
-from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
-from dcm_anon.paths import PathNamer, date_values, identifying_values
+from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, withheld_because
+from dcm_anon.pixel_segments import BadStream
 from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.workers import ordered_map, worker_count
@@ -39,14 +48,23 @@ class _Tally:
 
 @dataclass
 class _Done:
-    """One file de-identified (in a worker): where it waits, and what naming it needs."""
+    """One file de-identified (in a worker): where it waits, and its mapped study, series and patient."""
 
     temp: Path
-    identifying: list[str]          # for the output's name; held in memory only
-    pseudonym: str
-    dates: dict[str, str]           # the file's dates → what its name says instead
-    counts: tuple[str, str, str] = ("", "", "")   # mapped study, series, patient
-    error: BaseException | None = field(default=None)
+    counts: tuple[str, str, str] = ("", "", "")
+
+
+class OutputNames:
+    """``series-NNN/NNNN.dcm``: numbered by series (mapped UID) and by file, in input order."""
+
+    def __init__(self) -> None:
+        self._series: dict[str, int] = {}
+        self._files: dict[int, int] = {}
+
+    def claim(self, series_uid: str) -> Path:
+        series = self._series.setdefault(series_uid, len(self._series) + 1)
+        self._files[series] = number = self._files.get(series, 0) + 1
+        return Path(f"series-{series:03d}") / f"{number:04d}.dcm"
 
 
 # The worker's state: set before the pool forks, so every worker inherits it.
@@ -59,8 +77,8 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
     retain = chosen_options(options)
     pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
     deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
-    namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids)
-    stage.name_input = namer   # logs and the report name inputs without identity too
+    # Labels keyed like the pseudonyms: reproducible with --pseudonym-key, else only for this run.
+    stage.names = InputNames(pseudonyms.key)
     stage.summary["profile"] = PROFILE_NAME
     stage.summary["options"] = {
         **{o.dest: bool(getattr(options, o.dest)) for o in RETAIN_OPTIONS},
@@ -68,7 +86,7 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
         "tag_report": not options.no_tag_report,
     }
     tally = _Tally()
-    _deidentify_all(stage, options, deidentifier, namer, tally)
+    _deidentify_all(stage, options, deidentifier, tally)
     if report is not None and tally.written:
         with stage.timed("tag report (after the files)"):
             made = report.finish(tally.written)
@@ -77,13 +95,14 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
         stage.summary["tag_report"] = "not made (--no-tag-report)"
 
 
-def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, namer: PathNamer,
-                    tally: _Tally) -> None:
+def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, tally: _Tally) -> None:
     global _JOB
     files = input_files(stage.inputdir)
+    stage.names.number(f.relative_to(stage.inputdir) for f in files)
     if not files:
         _summarize(stage, tally, found=0)
-        raise StageError(f"no DICOM files found in {stage.inputdir}: the folder is empty")
+        raise StageError("no DICOM files found: the input folder is empty")
+    names = OutputNames()
 
     workers = worker_count(options.workers, len(files))
     stage.summary["workers"] = workers
@@ -93,10 +112,10 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
     try:
         with stage.timed(f"de-identifying {len(files)} file(s) in {workers} process(es)"):
             for i, (path, outcome) in enumerate(zip(files, outcomes), 1):
-                # Whatever happens stays with this one file. Names in the report may be
-                # de-identified, so each entry also says which input it was, by position.
+                # Whatever happens stays with this one file; each entry also says which
+                # input it was by position alone, for scripts.
                 with stage.guard(path, "file", input=i):
-                    _place(stage, namer, path, outcome, tally, i)
+                    _place(stage, names, outcome, tally, i)
                 if i % PROGRESS_EVERY == 0 or i == len(files):
                     stage.log.info("%s", tally.line(stage, i, len(files)))
     finally:
@@ -107,7 +126,7 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
     _summarize(stage, tally, found=len(files))
 
     if not tally.written and not stage.errors:
-        raise StageError(f"no DICOM files found in {stage.inputdir} "
+        raise StageError(f"no DICOM files found in the input folder "
                          f"({len(stage.skipped)} other file(s) skipped)")
 
 
@@ -129,10 +148,6 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
 
     Exception texts are never used: they may quote header values.
     """
-    if path.name.upper() == "DICOMDIR":
-        # A media index: it repeats patient names and IDs in its records and
-        # would point at the original UIDs. It is not an image to de-identify.
-        raise InputSkipped("DICOMDIR media index: not copied (it lists patient data)")
     try:
         ds = read(path, pixels=True)   # also checks the file and its pixel data are complete
     except NotDicom as e:
@@ -142,15 +157,13 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
     except OSError as e:
         raise InputFailed(f"cannot read the file ({type(e).__name__})") from None
 
-    if burned_in_annotation(ds):
-        # A screenshot or a scanned form: withheld on purpose, not a failure.
-        raise InputSkipped("burned-in annotation: pixel data may hold PHI, not copied")
-
-    # Before the header loses them: its identifying values must not survive in a name.
-    identifying, pseudonym = identifying_values(ds), deidentifier.patient_pseudonym(ds)
-    dates = deidentifier.dates_in_names(date_values(ds), ds)
+    reason = withheld_because(ds)
+    if reason:
+        raise InputSkipped(reason)   # withheld on purpose (a media index, a screenshot...), not a failure
     try:
         deidentifier.apply(ds)
+    except BadStream as e:
+        raise InputFailed(str(e)) from None
     except Exception as e:
         raise InputFailed(f"cannot de-identify this file ({type(e).__name__})") from None
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".dcm", dir=outputdir)
@@ -162,16 +175,14 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
         Path(temp).unlink(missing_ok=True)
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
     counts = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID"))
-    return _Done(Path(temp), identifying, pseudonym, dates, counts)
+    return _Done(Path(temp), counts)
 
 
-def _place(stage: Stage, namer: PathNamer, path: Path, outcome: _Done | BaseException, tally: _Tally,
-           index: int) -> None:
+def _place(stage: Stage, names: OutputNames, outcome: _Done | BaseException, tally: _Tally, index: int) -> None:
     """Give a de-identified file its name (in input order, so names do not depend on the workers)."""
     if isinstance(outcome, BaseException):
         raise outcome
-    namer.learn_values(outcome.identifying, outcome.pseudonym)
-    rel = namer.claim(path.relative_to(stage.inputdir), outcome.dates)
+    rel = names.claim(outcome.counts[1])
     dest = stage.outputdir / rel
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,10 @@ INSTITUTION, STATION, STUDY_DATE = IDENTITY.institution, IDENTITY.station_name, 
 LAYOUT = ["case01/ct/slice-001.dcm", "case01/ct/slice-002.dcm",
           "case01/ct/part2/slice-003.dcm", "slice-004.dcm"]
 
+# dcm_anon names each output by its series and its place among the inputs (in name order), never
+# after the input: the four slices are one series.
+OUTPUT_OF = {rel: f"series-001/{i:04d}.dcm" for i, rel in enumerate(sorted(LAYOUT), 1)}
+
 GEOMETRY = ["Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
             "SliceThickness", "SliceLocation", "RescaleIntercept", "RescaleSlope", "RescaleType",
             "WindowCenter", "WindowWidth", "BitsAllocated", "BitsStored", "HighBit",

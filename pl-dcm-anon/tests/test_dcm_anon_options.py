@@ -18,9 +18,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dcm_anon.dates import shift_da, shift_dt
-from dcm_anon.safe_private import load_allow_list
+from dcm_anon.safe_private import NUMBER_SIZES, load_allow_list
 from dcm_anon.uids import Pseudonyms
-from dcm_anon_testdata import LAYOUT, PATIENT_ID, PATIENT_NAME, SHARED_DATA, STUDY_DATE, output_dicoms
+from dcm_anon_testdata import LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, SHARED_DATA, STUDY_DATE, output_dicoms
 
 KEY = ["--pseudonym-key", "test key"]
 TCIA_CODES = ["113100", "113101", "113104", "113105", "113107", "113108", "113109", "113111"]
@@ -119,20 +119,21 @@ def test_shifted_dates_keep_intervals_within_a_patient_and_differ_across_patient
         for days in dates.values():
             for day in days:
                 assert day.encode() not in data and day not in str(path)
-        # Each file was named after its study date: now after its shifted one.
-        assert path.name == f"{pydicom.dcmread(path).StudyDate}.dcm"
+        # Each file was named after its study date, in a folder named after its patient:
+        # output names say neither the real date, nor the shifted one (which would give the shift away).
+        assert re.fullmatch(r"series-00[1-4]/0001\.dcm", path.relative_to(out).as_posix())
 
 
-def test_dates_in_names_follow_the_headers(two_patients, tmp_path, run):
+def test_names_carry_no_input_name_whatever_the_options(two_patients, tmp_path, run):
     root, dates = two_patients
-    assert run(root, tmp_path / "kept", "--no-tag-report", "--keep-dates") == 0
-    assert run(root, tmp_path / "basic", "--no-tag-report") == 0
-    kept = sorted(p.name for p in output_dicoms(tmp_path / "kept"))
-    assert kept == sorted(f"{d}.dcm" for days in dates.values() for d in days)
-    for path in output_dicoms(tmp_path / "basic"):
-        # Removed from the header, so removed from the name: the patient's pseudonym stands in.
-        pseudonym = str(pydicom.dcmread(path).PatientID)
-        assert pseudonym == path.parent.name and re.fullmatch(rf"{pseudonym}(-\d)?\.dcm", path.name)
+    for flags in (["--keep-dates"], [], ["--shift-dates"], ["--keep-uids"]):
+        out = tmp_path / "-".join(["out", *flags])
+        assert run(root, out, "--no-tag-report", *flags) == 0
+        # Four series (one file each), numbered in input order: PAT-ALPHA's two, then PAT-BRAVO's.
+        names = sorted(p.relative_to(out).as_posix() for p in output_dicoms(out))
+        assert names == [f"series-00{i}/0001.dcm" for i in range(1, 5)]
+        text = (out / "dcm_anon.report.json").read_text()
+        assert "PAT-" not in text and not any(d in text for days in dates.values() for d in days)
 
 
 def test_the_shift_is_reproducible_with_the_key_and_secret_without(two_patients, tmp_path, run):
@@ -193,7 +194,8 @@ def test_the_record_is_appended_and_tells_the_truth_about_dates(tmp_path, run, f
     # The input's eight items first, as they were, then ours; the profile code is not repeated.
     assert codes == [*TCIA_CODES, *added]
     assert [c.CodeMeaning for c in ds.DeidentificationMethodCodeSequence][:8] == [f"TCIA {v}" for v in TCIA_CODES]
-    assert ds.DeidentificationMethod[0] == "Per DICOM PS 3.15 AnnexE. Details in 0012,0064"
+    # The earlier method's free text is not kept (the allow-list keeps no free text); its codes are.
+    assert "Per DICOM PS 3.15 AnnexE. Details in 0012,0064" not in ds.DeidentificationMethod
     assert "dcm_anon 0.1.0" in ds.DeidentificationMethod
     assert ds.LongitudinalTemporalInformationModified == ltim_out
 
@@ -204,17 +206,21 @@ def test_the_record_is_appended_and_tells_the_truth_about_dates(tmp_path, run, f
 def _ge_and_unknown_private(path: Path) -> Path:
     return _ct(path, PatientID="MRN-PRIV-7781", PatientName=PATIENT_NAME,
                p1=(0x00530010, "LO", "GEHC_CT_ADVAPP_001"),
-               p2=(0x00531040, "SH", "SS50"),                       # ASiR level: on the list
-               p3=(0x00531043, "SH", "50"),                          # on the list
+               p2=(0x00531040, "SH", "SS50"),                       # ASiR level: listed, but text
+               p3=(0x00531043, "SH", "50"),                          # listed, but text
                p4=(0x00531066, "LO", "JANE QUINCY DOE"),             # same block, not on the list
                p5=(0x00190010, "LO", "GEMS_ACQU_01"),
                p6=(0x00191027, "LO", "DOE^JANE^QUINCY"),             # listed place, wrong VR (DS)
+               p6b=(0x00191023, "DS", "39.375"),                     # table speed: listed, a number
                p7=(0x00190011, "LO", "GEMS_PARM_01"),                # GE creator in the wrong group
                p8=(0x00191127, "SH", "0.984:1"),
                p9=(0x00290010, "LO", "ACME_PRIVATE 1.0"),            # unknown creator
                p10=(0x00291010, "LO", PATIENT_ID),
                p11=(0x7005_0010, "LO", "TOSHIBA_MEC_CT3"),
-               p12=(0x7005_100B, "SH", "AIDR 3D STD"))
+               p12=(0x7005_100B, "SH", "AIDR 3D STD"),               # listed, but text
+               p13=(0x0043_0010, "LO", "GEMS_PARM_01"),
+               p14=(0x0043_1031, "UN", b"DOE^JANE MRN-PRIV-7781 "),  # listed as DS, stored as UN
+               p15=(0x0043_1064, "CS", "MRN-PRIV-7781"))             # listed as CS: text
 
 
 def _private_elements(ds: Dataset) -> dict[int, object]:
@@ -241,23 +247,36 @@ def test_safe_private_keeps_exactly_the_allow_list(tmp_path, run):
     assert run(tmp_path / "in", out, "--no-tag-report", "--keep-safe-private") == 0
     assert run(tmp_path / "in", bare, "--no-tag-report") == 0
     (ds,) = _read_all(out)
-    assert _private_elements(ds) == {0x00530010: "GEHC_CT_ADVAPP_001", 0x00531040: "SS50", 0x00531043: "50",
-                                     0x70050010: "TOSHIBA_MEC_CT3", 0x7005100B: "AIDR 3D STD"}
+    # Only numbers stay: a listed text field (GE's (0043,xx64), Toshiba's filter), a listed
+    # number stored as UN (GE's (0043,xx31)) or holding letters is free text, or could be.
+    assert _private_elements(ds) == {0x00190010: "GEMS_ACQU_01", 0x00191023: 39.375}
     assert _on_the_list(ds)
     assert "113111" in [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
     (plain,) = _read_all(bare)
     assert _private_elements(plain) == {}
     data = output_dicoms(out)[0].read_bytes()
-    for text in ("JANE QUINCY DOE", "DOE^JANE", PATIENT_ID, "ACME_PRIVATE", "GEMS_ACQU_01", "GEMS_PARM_01",
-                 "MRN-PRIV-7781"):
+    for text in ("JANE QUINCY DOE", "DOE^JANE", PATIENT_ID, "ACME_PRIVATE", "GEMS_PARM_01", "MRN-PRIV-7781",
+                 "TOSHIBA", "AIDR", "SS50"):
         assert text.encode() not in data, text
+
+
+def test_a_listed_number_must_read_as_one():
+    from pydicom.dataelem import RawDataElement
+    from dcm_anon.safe_private import _is_number
+
+    raw = lambda vr, value: RawDataElement(0x00191023, vr, len(value), value, 0, vr is None, True)
+    assert _is_number(raw("DS", b"39.375"), "DS") and _is_number(raw(None, b"-1.5E2\\3 "), "DS")
+    assert not _is_number(raw("DS", b"DOE "), "DS") and not _is_number(raw(None, b"JANE"), "DS")
+    assert not _is_number(raw("UN", b"12.5"), "DS") and not _is_number(raw("SH", b"12.5"), "DS")
+    assert _is_number(raw(None, b"\x01\x00"), "US") and not _is_number(raw(None, b"\x01\x00\x02"), "US")
 
 
 def test_the_allow_list_names_its_sources():
     text = (Path(__file__).parents[1] / "dcm_anon" / "data" / "safe_private.json").read_text()
     data = json.loads(text)
     allow = load_allow_list()
-    assert len(allow) == len(data["attributes"]) >= 30
+    numeric = [a for a in data["attributes"] if a["vr"] in NUMBER_SIZES]
+    assert len(allow) == len(numeric) >= 20 and all(e.vr in NUMBER_SIZES for e in allow.values())
     vendors = {a["creator"].split("_")[0].split(" ")[0] for a in data["attributes"]}
     assert {"GEMS", "GEHC", "TOSHIBA", "ELSCINT1", "SIEMENS"} <= vendors   # GE, Canon/Toshiba, Philips, Siemens
     for a in data["attributes"]:
@@ -271,21 +290,19 @@ def test_safe_private_on_real_tcia_slices(tmp_path, run):
     out = tmp_path / "out"
     assert run(src, out, "--no-tag-report", "--keep-safe-private", "--keep-patient-chars", "--shift-dates",
                "--clean-descriptors") == 0
-    kept = {"GE": set(), "TOSHIBA": set()}
+    with_private = 0
     for ds in _read_all(out):
         assert _on_the_list(ds)
         private = _private_elements(ds)
-        if ds.Manufacturer.startswith("GE"):
-            kept["GE"].add(private.get(0x00531040))                  # the ASiR level
-        elif ds.Manufacturer == "TOSHIBA":
-            kept["TOSHIBA"].add(private.get(0x7005100B))              # the AIDR 3D level
+        values = [e for e in ds.iterall() if e.tag.is_private and e.tag.element > 0xFF]
+        assert all(e.VR in NUMBER_SIZES for e in values)              # numbers only
+        with_private += bool(values)
         assert 0x00131010 not in private                              # CTP's collection name: not safe
         assert ds.PatientAge and ds.PatientSex                         # research data kept with the options
         assert ds.StudyDescription                                     # cleaned, not dropped
         codes = [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
         assert codes[:8] == TCIA_CODES and ds.LongitudinalTemporalInformationModified == "MODIFIED"
-    assert None not in kept["GE"] and None not in kept["TOSHIBA"]
-    assert any(v.startswith("AIDR 3D") for v in kept["TOSHIBA"])
+    assert with_private   # GE's numeric reconstruction parameters
 
 
 # -- Clean Descriptors ------------------------------------------------------------
@@ -293,7 +310,7 @@ def test_safe_private_on_real_tcia_slices(tmp_path, run):
 
 def test_clean_descriptors_keeps_descriptions_without_identity(series, outdir, run):
     assert run(series.root, outdir, "--no-tag-report", "--clean-descriptors") == 0
-    ds = pydicom.dcmread(outdir / LAYOUT[0])
+    ds = pydicom.dcmread(outdir / OUTPUT_OF[LAYOUT[0]])
     assert ds.StudyDescription == "CT CHEST LOW DOSE"
     assert ds.SeriesDescription == "LUNG 2.5mm LOW DOSE"
     assert ds.ProtocolName == "LDCT LUNG SCREENING"
@@ -340,7 +357,9 @@ def test_patients_without_id_get_pseudonyms_of_their_own(tmp_path, run):
     _ct(tmp_path / "in" / "anon-3.dcm")
     out = tmp_path / "out"
     assert run(tmp_path / "in", out, "--no-tag-report") == 0
-    ids = {p.name: str(pydicom.dcmread(p).PatientID) for p in output_dicoms(out)}
+    inputs = sorted(p.name for p in (tmp_path / "in").iterdir())
+    report = json.loads((out / "dcm_anon.report.json").read_text())
+    ids = {inputs[o["input"] - 1]: str(pydicom.dcmread(out / o["path"]).PatientID) for o in report["outputs"]}
     assert ids["named-1.dcm"] == ids["named-2.dcm"]                 # the same person
     assert ids["anon-1.dcm"] == ids["anon-2.dcm"]                   # one study, one patient
     assert len({ids[n] for n in ("named-1.dcm", "other.dcm", "anon-1.dcm", "anon-3.dcm")}) == 4

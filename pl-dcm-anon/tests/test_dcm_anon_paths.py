@@ -1,16 +1,18 @@
-"""Names carry identity too: exports name files after UIDs and folders after patients.
-The output layout is kept, de-identified like the headers."""
+"""Names carry identity too: exports name files after UIDs and folders after patients and dates.
+Outputs get neutral names; logs and the report name inputs by position and hash only."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pydicom
 
-from dcm_anon.paths import PathNamer, identifying_values
-from dcm_anon.uids import Pseudonyms
+from dcm_anon.tree import OutputNames
 from dcm_anon_testdata import PATIENT_ID, PATIENT_NAME, write_series
+
+LABEL = re.compile(r"input #(\d+) \(([0-9a-f]{8})\)")
 
 
 def uid_named(tmp_path: Path):
@@ -29,51 +31,57 @@ def uid_named(tmp_path: Path):
     return series, root, family
 
 
-def test_uid_and_patient_names_in_paths_are_de_identified(tmp_path, run, caplog):
+def test_outputs_are_named_by_series_and_position_and_inputs_by_label(tmp_path, run, caplog):
     series, root, family = uid_named(tmp_path)
     out = tmp_path / "out"
     assert run(root, out, "--no-tag-report") == 0
-    written = sorted(p for p in out.rglob("*.dcm"))
-    assert len(written) == len(series.files)
-    for path in written:
-        ds = pydicom.dcmread(path)
-        # A file named after its SOPInstanceUID is named after its new one; its folder after the new study.
-        assert path.name == f"{ds.SOPInstanceUID}.dcm"
-        assert path.parent.name == ds.StudyInstanceUID
-        assert path.parent.parent.name == f"{ds.PatientID}_{ds.PatientID}"
-    originals = [*series.original_uids, family, PATIENT_ID, PATIENT_NAME]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.dcm"))
+    assert written == [f"series-001/{i:04d}.dcm" for i in range(1, 5)]
+    originals = [*series.original_uids, family, PATIENT_ID, PATIENT_NAME, "notes"]
     every_name = [str(p.relative_to(out)) for p in out.rglob("*")]
     report = (out / "dcm_anon.report.json").read_text()
     for value in originals:
         assert not any(value in name for name in every_name), value
         assert value not in report, value
         assert value not in caplog.text, value
-    # The text file in the patient's folder is skipped, and named without the patient too.
-    skipped = [s["file"] for s in json.loads(report)["skipped"]]
-    assert len(skipped) == 1 and skipped[0].endswith("notes.txt") and family not in skipped[0]
+    # The text file in the patient's folder is skipped, named by its position and hash.
+    (skipped,) = json.loads(report)["skipped"]
+    assert LABEL.fullmatch(skipped["file"]) and skipped["file"] in caplog.text
+    assert LABEL.fullmatch(skipped["file"])[1] == str(skipped["input"]) == "5"   # after the 4 UIDs' folder
 
 
-def test_the_same_key_names_the_same_way(tmp_path, run):
+def test_the_input_map_is_written_only_where_asked_and_never_into_the_output(tmp_path, run):
+    series, root, family = uid_named(tmp_path)
+    out, mapping = tmp_path / "out", tmp_path / "private" / "map.json"
+    mapping.parent.mkdir()
+    assert run(root, out, "--no-tag-report", "--input-map", str(mapping)) == 0
+    entries = json.loads(mapping.read_text())
+    assert entries["contains_phi"] is True
+    paths = {e["input"]: e["path"] for e in entries["inputs"]}
+    by_position = {e["position"]: e["path"] for e in entries["inputs"]}
+    report = json.loads((out / "dcm_anon.report.json").read_text())
+    assert paths[report["skipped"][0]["file"]] == f"{family}_{PATIENT_ID}/notes.txt"
+    assert sorted(by_position[o["input"]] for o in report["outputs"]) == \
+        sorted(p.relative_to(root).as_posix() for p in series.files)
+    assert str(mapping) not in json.dumps(report) and family not in json.dumps(report)
+    # Inside the output folder it would go on to the next stage: refused, as a usage error.
+    assert run(root, tmp_path / "out2", "--input-map", str(tmp_path / "out2" / "map.json")) == 2
+    assert not (tmp_path / "out2" / "map.json").exists()
+
+
+def test_the_same_key_names_and_labels_the_same_way(tmp_path, run):
     series, root, _ = uid_named(tmp_path)
-    assert run(root, tmp_path / "a", "--no-tag-report", "--pseudonym-key", "k1") == 0
-    assert run(root, tmp_path / "b", "--no-tag-report", "--pseudonym-key", "k1") == 0
+    for name, key in (("a", "k1"), ("b", "k1"), ("c", "k2")):
+        assert run(root, tmp_path / name, "--no-tag-report", "--pseudonym-key", key) == 0
     names = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*.dcm"))
-    assert names(tmp_path / "a") == names(tmp_path / "b")
+    labels = lambda d: json.loads((d / "dcm_anon.report.json").read_text())["skipped"][0]["file"]
+    assert names(tmp_path / "a") == names(tmp_path / "b") == names(tmp_path / "c")
+    assert labels(tmp_path / "a") == labels(tmp_path / "b") != labels(tmp_path / "c")
 
 
-def test_two_inputs_never_share_an_output_name():
-    namer = PathNamer(Pseudonyms(b"key"))
-    ds = pydicom.Dataset()
-    ds.PatientName, ds.PatientID = "DOE^JANE", "MRN123"
-    namer.learn(ds, "ANON-1")
-    a, b = namer.claim(Path("DOE/1.dcm")), namer.claim(Path("JANE/1.dcm"))
-    assert a != b and {a.parent, b.parent} == {Path("ANON-1")}
-    assert namer.claim(Path("DOE/1.dcm")) == a      # the same input keeps its name
-
-
-def test_identifying_values_split_names_and_skip_short_parts():
-    ds = pydicom.Dataset()
-    ds.PatientName, ds.PatientID, ds.PatientSex = "DOE^JO^Q", "MRN-58310-7Q", "F"
-    values = identifying_values(ds)
-    assert {"DOE^JO^Q", "DOE", "MRN-58310-7Q"} <= set(values)
-    assert "JO" not in values and "F" not in values and "Q" not in values
+def test_output_names_follow_series_then_position():
+    names = OutputNames()
+    claimed = [names.claim(uid) for uid in ("2.25.1", "2.25.2", "2.25.1", "", "2.25.2")]
+    assert [p.as_posix() for p in claimed] == ["series-001/0001.dcm", "series-002/0001.dcm",
+                                               "series-001/0002.dcm", "series-003/0001.dcm",
+                                               "series-002/0002.dcm"]

@@ -147,7 +147,9 @@ def test_nested_and_unknown_and_private_elements():
     item.PatientName = "DOE^JANE"                    # nested: still replaced
     item.StudyDate = "20240229"
     item.add_new(0x00291010, "LO", "private")       # private inside a kept sequence
-    ds.AnatomicRegionSequence = Sequence([item])     # public, not in the table: kept, recursed
+    ds.CTDIPhantomTypeCodeSequence = Sequence([item])   # not in the table, allow-listed: kept, recursed
+    ds.AnatomicRegionSequence = Sequence([Dataset()])   # public, neither in the table nor allow-listed
+    ds.AnatomicRegionSequence[0].CodeMeaning = "x"
     ds.add_new(0x00311000, "LO", "odd group")       # private
     ds.add_new(0x00090010, "LO", "ACME")             # private creator
     ds.add_new(0x00080000, "UL", 0)                  # group length
@@ -157,8 +159,8 @@ def test_nested_and_unknown_and_private_elements():
     ds.add_new(0x00001000, "UI", "1.2.3.4")          # a command element (Affected SOP Instance UID)
     ds.add_new(0xFFFCFFFC, "OB", b"DOE^JANE")        # trailing padding
     _deidentify(ds)
-    assert list(ds.keys()) == [0x00082218]
-    nested = ds.AnatomicRegionSequence[0]
+    assert list(ds.keys()) == [0x00189346]
+    nested = ds.CTDIPhantomTypeCodeSequence[0]
     assert str(nested.PatientName).startswith("ANON-") and nested["StudyDate"].is_empty
     assert 0x00291010 not in nested
 
@@ -168,20 +170,21 @@ def test_uids_inside_referenced_image_sequence_are_all_mapped():
     ref = Dataset()
     ref.ReferencedSOPInstanceUID = "1.2.3.4.5"
     ref.SOPInstanceUIDOfConcatenationSource = "1.2.3.4.6"   # an instance UID the table omits
-    ref.ReferencedSOPClassUID = "1.2.3.99"                  # a (private) class: not mapped
+    ref.ReferencedSOPClassUID = "1.2.3.99"                  # a class DICOM does not define: mapped
     ds.ReferencedImageSequence = Sequence([ref])
-    ds.TargetFrameOfReferenceUID = "1.2.3.4.7"              # top level, omitted by the table too
+    ds.TargetFrameOfReferenceUID = "1.2.3.4.7"              # omitted by the table, not allow-listed
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"             # DICOM's own: kept
     _deidentify(ds)
     out = ds.ReferencedImageSequence[0]
-    assert out.ReferencedSOPClassUID == "1.2.3.99"
+    assert out.ReferencedSOPClassUID.startswith("2.25.")
     assert out.ReferencedSOPInstanceUID.startswith("2.25.")
-    assert out.SOPInstanceUIDOfConcatenationSource.startswith("2.25.")
-    assert ds.TargetFrameOfReferenceUID.startswith("2.25.")
+    assert "SOPInstanceUIDOfConcatenationSource" not in out and "TargetFrameOfReferenceUID" not in ds
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
 
     kept = Dataset()
     kept.ReferencedImageSequence = Sequence([Dataset()])
     kept.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5"
-    kept.TargetFrameOfReferenceUID = "1.2.3.4.7"
+    kept.FrameOfReferenceUID = "1.2.3.4.7"
     _deidentify(kept, "rtnUIDsOpt")
     assert kept.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4.5"
-    assert kept.TargetFrameOfReferenceUID == "1.2.3.4.7"
+    assert kept.FrameOfReferenceUID == "1.2.3.4.7"

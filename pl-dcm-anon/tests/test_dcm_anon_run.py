@@ -17,8 +17,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from dcm_anon import tag_extract_child, tag_report
-from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, PATIENT_ID, PATIENT_NAME, STATION, STUDY_DATE,
-                               UID_ROOT, output_dicoms)
+from ctsvd_common.dicomfiles import input_files
+from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, STATION,
+                               STUDY_DATE, UID_ROOT, output_dicoms)
 
 TAG_FILES = ["dicom-tags.json", "dicom-tags.html", "dicom-tags-body.html"]
 
@@ -28,7 +29,9 @@ def _all_output_files(outdir: Path) -> list[Path]:
 
 
 def _by_rel(outdir: Path) -> dict[str, pydicom.FileDataset]:
-    return {str(p.relative_to(outdir)): pydicom.dcmread(p) for p in output_dicoms(outdir)}
+    """Each input of LAYOUT → its de-identified output."""
+    assert len(output_dicoms(outdir)) == len(LAYOUT)
+    return {rel: pydicom.dcmread(outdir / OUTPUT_OF[rel]) for rel in LAYOUT}
 
 
 def _report(outdir: Path) -> dict:
@@ -57,9 +60,9 @@ def test_no_phi_and_no_original_uid_in_any_output_byte_or_log(series, outdir, ru
 def test_layout_meta_preamble_and_record(series, outdir, run):
     assert run(series.root, outdir, "--no-tag-report") == 0
     assert sorted(str(p.relative_to(outdir)) for p in _all_output_files(outdir)) == \
-        sorted([*LAYOUT, "dcm_anon.report.json"])
+        sorted([*OUTPUT_OF.values(), "dcm_anon.report.json"])
     for rel, ds in _by_rel(outdir).items():
-        assert (outdir / rel).read_bytes()[:128] == b"\x00" * 128
+        assert (outdir / OUTPUT_OF[rel]).read_bytes()[:128] == b"\x00" * 128
         meta = ds.file_meta
         for gone in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
                      "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID",
@@ -159,7 +162,7 @@ def test_retain_options(series, outdir, run, flag, keyword, value, code):
 def test_tag_report_lists_every_folder_of_the_output(series, outdir, run):
     assert run(series.root, outdir) == 0
     report_dir = outdir / "tag-report"
-    for folder in (report_dir, report_dir / "case01/ct", report_dir / "case01/ct/part2"):
+    for folder in (report_dir / "series-001",):
         assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(TAG_FILES)
         tags = json.loads((folder / "dicom-tags.json").read_text())
         assert tags["PatientIdentityRemoved"] == "YES"
@@ -167,9 +170,9 @@ def test_tag_report_lists_every_folder_of_the_output(series, outdir, run):
         assert "<html>" in (folder / "dicom-tags.html").read_text()
     # Nothing outside tag-report/ besides the DICOM tree and the run report.
     assert {p.relative_to(outdir).parts[0] for p in outdir.iterdir()} == \
-        {"case01", "slice-004.dcm", "tag-report", "dcm_anon.report.json"}
+        {"series-001", "tag-report", "dcm_anon.report.json"}
     summary = _report(outdir)["summary"]
-    assert summary["tag_report"] == {"folder": "tag-report", "files": 9}
+    assert summary["tag_report"] == {"folder": "tag-report", "files": 3}
     counts = [summary[k] for k in ("files_written", "studies", "series", "patients")]
     assert counts == [4, 1, 1, 1]
     assert not list(Path(tempfile.gettempdir()).glob("dcm_anon-tag-report-*"))
@@ -205,7 +208,7 @@ def test_tag_report_environment_named_by_the_variable(series, outdir, run, monke
     monkeypatch.setenv(tag_report.PYTHON_ENV_VAR, str(sibling))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere"))   # the sibling alone would not be found
     assert run(series.root, outdir) == 0
-    assert not _report(outdir)["errors"] and (outdir / "tag-report" / "dicom-tags.json").is_file()
+    assert not _report(outdir)["errors"] and (outdir / "tag-report" / "series-001" / "dicom-tags.json").is_file()
 
 
 def test_missing_tag_report_environment_is_one_clear_failure(series, outdir, run, monkeypatch, tmp_path, caplog):
@@ -252,7 +255,7 @@ def test_the_childs_stand_ins_change_nothing_in_the_listing(series, outdir, run,
     assert run(series.root, outdir, "--no-tag-report") == 0
     view = tmp_path / "view"
     (view / "tree").mkdir(parents=True)
-    (view / "tree" / "one.dcm").symlink_to(outdir / LAYOUT[0])
+    (view / "tree" / "one.dcm").symlink_to(outdir / OUTPUT_OF[LAYOUT[0]])
     env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp_path / "mpl")}
     child = [str(python), "-I", "-W", "ignore", tag_extract_child.__file__]
     subprocess.run([*child, str(tmp_path / "stand-ins"), "t", "json,html"], input=tag_extract_child.GO,
@@ -296,10 +299,15 @@ def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run
     _dicomdir(series.root / "DICOMDIR")
     assert run(series.root, outdir, "--no-tag-report") == 0
     assert sorted(str(p.relative_to(outdir)) for p in outdir.rglob("*") if p.is_file()) == \
-        sorted([*LAYOUT, "dcm_anon.report.json"])
+        sorted([*OUTPUT_OF.values(), "dcm_anon.report.json"])
     report = _report(outdir)
-    assert sorted(s["file"] for s in report["skipped"]) == \
+    inputs = [p.relative_to(series.root).as_posix() for p in input_files(series.root)]
+    assert sorted(inputs[s["input"] - 1] for s in report["skipped"]) == \
         ["DICOMDIR", "case01/ct/scout.png", "case01/notes.txt"]
+    # Named by position and hash only, never by path.
+    assert [s["file"] for s in report["skipped"]] == \
+        [f"input #{s['input']} ({s['file'].split('(')[1]}" for s in report["skipped"]]
+    assert "notes" not in json.dumps(report) and "scout" not in json.dumps(report)
     assert report["summary"]["files_skipped"] == 3 and report["summary"]["files_written"] == 4
 
 
@@ -327,7 +335,7 @@ def test_the_console_command_exits_with_everything_written(series, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = _report(tmp_path / "out")
     assert report["exit_code"] == 0 and report["summary"]["files_written"] == 4
-    assert sorted(p.name for p in (tmp_path / "out" / "tag-report").iterdir() if p.is_file()) == sorted(TAG_FILES)
+    assert sorted(p.name for p in (tmp_path / "out" / "tag-report" / "series-001").iterdir() if p.is_file()) == sorted(TAG_FILES)
     assert "finished in" in done.stderr.strip().splitlines()[-1]
 
     failed = subprocess.run([str(command), str(tmp_path / "missing"), str(tmp_path / "out2")],

@@ -73,12 +73,13 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
     dicomfiles.quiet_pydicom()
     workers = options.workers or cpu_count()
     files = dicomfiles.input_files(stage.inputdir)
+    stage.names.number(f.relative_to(stage.inputdir) for f in files)   # logs name inputs by position
     artifacts = [f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))]
     if artifacts:
         stage.log.info("passing over %d report file(s) of earlier stages", len(artifacts))
         files = [f for f in files if f not in set(artifacts)]
     if not files:
-        raise StageError(f"no files found in {stage.inputdir}")
+        raise StageError("no files found in the input folder")
 
     with Workers(workers) as pool:
         convert_files(stage, files, options, pool)
@@ -88,7 +89,7 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
 def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Workers) -> None:
     images, headers = scan_all(stage, files, options.any_modality, pool)
     if not images:
-        raise StageError(f"no DICOM images found in {stage.inputdir} ({len(files)} file(s), none usable: "
+        raise StageError(f"no DICOM images found in the input folder ({len(files)} file(s), none usable: "
                          f"{len(stage.skipped)} skipped, {len(stage.errors)} failed)")
     stacks = group(images)
     kept = []
@@ -106,7 +107,7 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
                    options.min_slices)
     stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks)})
     if not kept:
-        raise StageError(f"no stack of at least {options.min_slices} slices in {stage.inputdir}")
+        raise StageError(f"no stack of at least {options.min_slices} slices in the input folder")
 
     # Inputs no series owns (not DICOM, unreadable, too few slices): listed in every
     # manifest, because the report stays here and the manifests travel down the pipeline.

@@ -1,6 +1,7 @@
 """pl-dicom2matrix on real DICOM files written by pydicom: the synthetic phantom, and TCIA slices."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract
+from ctsvd_common.dicomfiles import input_files
 from ctsvd_local.phantom import write_demo_series
 from dicom2matrix.__main__ import main, parser
 
@@ -21,6 +23,13 @@ def convert(inputdir, outputdir, *flags):
 
 def report(outputdir):
     return json.loads((outputdir / "dicom2matrix.report.json").read_text())
+
+
+def source(inputdir, label):
+    """The relative path an input label names: logs, reports and manifests name inputs by position and
+    hash only (ctsvd_common.inputnames); the position is among the input files in name order."""
+    position = int(re.fullmatch(r"input #(\d+) \([0-9a-f]{8}\)", label)[1])
+    return input_files(inputdir)[position - 1].relative_to(inputdir).as_posix()
 
 
 @pytest.fixture
@@ -48,7 +57,8 @@ def test_volume_is_the_phantom_in_hu_sorted_along_the_normal(demo, tmp_path):
     assert geometry.tilt_deg == 0.0 and geometry.gantry_detector_tilt_deg == 0.0 and geometry.warnings == []
     assert geometry.pixel_spacing_mm == pytest.approx(list(demo.spacing_mm[1:]))
     assert [s.sop_instance_uid for s in manifest.slices] == demo.uids["sop_instances"]
-    assert [s.source for s in manifest.slices] == [str(f.relative_to(tmp_path / "in")) for f in demo.files]
+    assert [source(tmp_path / "in", s.source) for s in manifest.slices] == \
+        [f.relative_to(tmp_path / "in").as_posix() for f in demo.files]
     assert manifest.window_presets["lung"] == {"center": -600.0, "width": 1500.0}
     assert manifest.series.series_instance_uid == demo.uids["series"] and manifest.series.source == "single-frame"
 
@@ -94,7 +104,7 @@ def test_gaps_duplicates_and_strangers_are_recorded(demo, tmp_path):
     assert not manifest.geometry.uniform_spacing and manifest.geometry.missing_slices == 1
     assert len(manifest.geometry.duplicate_positions) == 1
     assert any("missing" in w for w in manifest.geometry.warnings)
-    reasons = {s["file"]: s["reason"] for s in manifest.skipped + manifest.skipped_elsewhere}
+    reasons = {source(tmp_path / "in", s["file"]): s["reason"] for s in manifest.skipped + manifest.skipped_elsewhere}
     assert "duplicate slice position" in reasons.get("CT-chest-lowdose/copy-of-slice-7.dcm", "") \
         or "duplicate slice position" in reasons.get(str(demo.files[7].relative_to(tmp_path / "in")), "")
     assert reasons["notes.txt"].startswith("not a DICOM file")
@@ -105,10 +115,12 @@ def test_truncated_slice_fails_alone_and_the_series_is_kept(demo, tmp_path, capl
     cut.write_bytes(cut.read_bytes()[:-500])
     assert convert(tmp_path / "in", tmp_path / "out") == 0      # outputs were made: the failure is reported
     errors = report(tmp_path / "out")["errors"]
-    assert errors == [{"file": str(cut.relative_to(tmp_path / "in")), "reason": "truncated pixel data (7692 of 8192 bytes)"}]
+    assert [{**e, "file": source(tmp_path / "in", e["file"])} for e in errors] == \
+        [{"file": cut.relative_to(tmp_path / "in").as_posix(), "reason": "truncated pixel data (7692 of 8192 bytes)"}]
     assert report(tmp_path / "out")["status"] == "ok-with-failures"
     assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
-        f"{cut.relative_to(tmp_path / 'in')}: truncated pixel data (7692 of 8192 bytes)"]
+        f"{errors[0]['file']}: truncated pixel data (7692 of 8192 bytes)"]
+    assert cut.name not in caplog.text
     volume = np.load(tmp_path / "out" / "series-001" / contract.VOLUME)
     assert np.array_equal(volume, np.delete(demo.hu, 3, axis=0))
     assert not [p for p in (tmp_path / "out").rglob(".*")]
@@ -145,7 +157,7 @@ def test_real_tcia_slices_convert(tmp_path):
     for series in contract.find_series(tmp_path / "out"):
         manifest = contract.read_manifest(series)
         volume = np.load(series / contract.VOLUME)
-        src = pydicom.dcmread(SHARED / manifest.slices[0].source)
+        src = pydicom.dcmread(SHARED / source(SHARED, manifest.slices[0].source))
         expected = src.pixel_array * float(src.RescaleSlope) + float(src.RescaleIntercept)
         if "PixelPaddingValue" in src:
             expected[src.pixel_array == src.PixelPaddingValue] = -1024
@@ -184,7 +196,7 @@ def test_header_bytes_are_the_file_before_its_pixels(demo, tmp_path):
     assert convert(tmp_path / "in", tmp_path / "out") == 0
     manifest = contract.read_manifest(tmp_path / "out" / "series-001")
     for entry in manifest.slices[:3]:
-        original = (tmp_path / "in" / entry.source).read_bytes()
+        original = (tmp_path / "in" / source(tmp_path / "in", entry.source)).read_bytes()
         header = (tmp_path / "out" / "series-001" / entry.header).read_bytes()
         assert original.startswith(header) and len(header) < len(original) - 64 * 64 * 2
         assert "PixelData" not in pydicom.dcmread(tmp_path / "out" / "series-001" / entry.header)

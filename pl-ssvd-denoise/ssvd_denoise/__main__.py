@@ -91,7 +91,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
         extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
     series = contract.find_series(stage.inputdir)
     if not series:
-        raise StageError(f"no series found in {stage.inputdir}: expected folders with "
+        raise StageError(f"no series found in the input folder: expected folders with "
                          f"{contract.MANIFEST} written by pl-dicom2matrix")
     stage.summary["series"] = len(series)
     stage.log.info("%d series to decompose", len(series))

@@ -49,15 +49,15 @@ def test_argparse_type_errors_exit_2():
 
 def test_non_finite_series_fail_with_a_count_and_spark_never_starts(tmp_path, caplog):
     inputdir = tmp_path / "in"
-    for name, bad in (("nan", np.nan), ("inf", -np.inf)):
+    for name, bad in (("series-001", np.nan), ("series-002", -np.inf)):
         volume = decaying_volume(m=8, rows=16, cols=64)
         volume[2, 3, 4:7] = bad
         write_series(inputdir / name, volume)
     assert run([], inputdir, tmp_path / "out") == 1
     r = report(tmp_path / "out")
     assert {e["file"]: e["reason"] for e in r["errors"]} == {
-        "inf": "the volume holds 3 non-finite values (NaN or infinity)",
-        "nan": "the volume holds 3 non-finite values (NaN or infinity)",
+        "series-002": "the volume holds 3 non-finite values (NaN or infinity)",
+        "series-001": "the volume holds 3 non-finite values (NaN or infinity)",
     }
     assert not spark_started(caplog)
     assert any("Spark was not started" in r.getMessage() for r in caplog.records)

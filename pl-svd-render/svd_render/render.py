@@ -64,7 +64,7 @@ def render_all(stage: Stage, options: Namespace) -> None:
     dicomfiles.quiet_pydicom()
     series = [d for d in contract.find_series(stage.inputdir) if any((d / f).exists() for f in PRESENT.values())]
     if not series:
-        raise StageError(f"no denoised or decomposed series found in {stage.inputdir}: expected folders with "
+        raise StageError(f"no denoised or decomposed series found in the input folder: expected folders with "
                          f"{contract.MANIFEST} and {contract.SVD_JSON} or {contract.LOCAL} written by pl-ssvd-denoise")
     entries = []
     for i, series_dir in enumerate(series, 1):

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 
 from ctsvd_common import atomic
 from ctsvd_common.contract import REPORT_SUFFIX
+from ctsvd_common.inputnames import InputNames, check_map_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,6 +79,10 @@ def add_policy_flags(parser: ArgumentParser) -> None:
     parser.add_argument("--strict", dest="strict", action="store_true", default=False,
                         help="exit 1 when any input failed, even if outputs were made "
                              "(by default a run that made its outputs exits 0 and reports the failures)")
+    parser.add_argument("--input-map", dest="input_map", type=str, default="",
+                        help="write the list of input paths and the labels logs and reports name them by "
+                             "to this file, outside the output folder. It holds the original paths, "
+                             "which may identify the patient")
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -117,9 +122,9 @@ class Stage:
     summary: dict[str, Any] = field(default_factory=dict)
     usage_error: bool = False
     fatal: bool = False
-    # How logs and the report name an input file (relative path in, name out);
-    # the de-identifier names inputs as it names their outputs, without identity.
-    name_input: Callable[[Path], Any] | None = None
+    # How logs and the report name an input: by position and keyed hash, never by its
+    # path, which may carry identity (see ctsvd_common.inputnames).
+    names: InputNames = field(default_factory=InputNames)
     _started: float = field(default_factory=time.perf_counter)
     _started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -127,17 +132,18 @@ class Stage:
         self.log = logging.getLogger(self.name)
 
     def rel(self, path: str | os.PathLike) -> str:
-        """``path`` relative to the input (or output) folder, as messages and reports name it."""
+        """How messages and reports name ``path``: an input by its label (never its path), an output
+        relative to the output folder, a name the code gave ("tag-report") as it is."""
         p = Path(path)
         try:
-            relative = p.relative_to(self.inputdir)
-            return str(self.name_input(relative) if self.name_input else relative)
+            return self.names(p.relative_to(self.inputdir))
         except ValueError:
             pass
         try:
             return str(p.relative_to(self.outputdir))
         except ValueError:
-            return str(p)
+            # Elsewhere on disk (where a link points, say): labelled like an input, never shown.
+            return self.names(p) if p.is_absolute() else str(p)
 
     def skip(self, path: str | os.PathLike, reason: str, **facts: Any) -> None:
         """Note an input passed over on purpose; not an error."""
@@ -247,12 +253,21 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
     configure_logging()
     parameters = {k: v for k, v in vars(options).items()
                   if k not in ("inputdir", "outputdir", "saveinputmeta", "saveoutputmeta")}
+    if parameters.get("input_map"):
+        parameters["input_map"] = "(given, not shown)"   # the user's own path; not for the report
     stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters,
                   strict=bool(getattr(options, "strict", False)))
-    stage.log.info("%s %s: %s -> %s", name, version, inputdir, outputdir)
+    # The input folder is not named: exports are often named after the patient.
+    stage.log.info("%s %s: input folder -> %s", name, version, outputdir)
+    input_map = None
     try:
+        if getattr(options, "input_map", ""):
+            try:
+                input_map = check_map_path(options.input_map, Path(outputdir))
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         if not Path(inputdir).is_dir():
-            raise StageError(f"{inputdir}: the input folder does not exist")
+            raise StageError("the input folder does not exist")
         body(stage)
     except UsageError as e:
         stage.usage_error = True
@@ -267,6 +282,13 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
         stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
                              "exception": type(e).__name__, "traceback": code_frames(e)})
         stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
+    if input_map is not None:
+        try:
+            stage.names.write_map(input_map)
+        except OSError as e:
+            stage.fatal = True
+            stage.errors.append({"file": "", "reason": f"cannot write --input-map ({type(e).__name__})"})
+            stage.log.error("cannot write --input-map (%s)", type(e).__name__)
     return stage.finish()
 
 
