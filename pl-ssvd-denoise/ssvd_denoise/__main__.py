@@ -12,7 +12,7 @@ from chris_plugin import chris_plugin
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
-from ctsvd_common import atomic, contract
+from ctsvd_common import atomic, contract, noise
 from ctsvd_common.stage import (InputFailed, Stage, StageError, UsageError, add_policy_flags, reports_missing_input,
                                 run_stage)
 from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
@@ -208,8 +208,9 @@ def local_reason(e: Exception, series_dir: Path) -> str:
     return str(e).replace(f"{series_dir}{os.sep}", "")
 
 
-def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: Path, shared: bool) -> None:
-    """local.npy and local.json: the series denoised patch by patch across neighbouring slices."""
+def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: Path, shared: bool) -> dict | None:
+    """local.npy and local.json: the series denoised patch by patch across neighbouring slices.
+    Returns the measured noise model (None when the series was too small to measure it)."""
     label = stage.rel(item.source)
     t0 = time.perf_counter()
     with stage.timed(f"{label}: local SVD denoising"):
@@ -232,6 +233,7 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
                    "slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, tiles, sigma["median"],
                    sigma["p10"], sigma["p90"], noise["slice_correlation"][1],
                    found["choices"]["stage 2 strength"]["strength"])
+    return noise if "unmeasured" not in noise else None
 
 
 def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None:
@@ -254,8 +256,9 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
             blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
         stage.log.info("%s: %d slices of %d×%d (%.0f MB), %d blocks, %s data access",
                        label, m, rows, cols, m * n * 4 / 1e6, blocks.partitions, "shared" if shared else "streamed")
+        model = None
         if options.mode in ("both", "local"):
-            denoise_locally(stage, sc, item, volume_path, staging, shared)
+            model = denoise_locally(stage, sc, item, volume_path, staging, shared)
         if options.mode == "local":
             stage.output(out_dir, local=True)
             return
@@ -288,8 +291,13 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         writer[0].commit()
         atomic.save_npy(staging / contract.SVD_U, result.U.astype(np.float32))
         atomic.save_npy(staging / contract.SVD_S, result.s.astype(np.float32))
-        contract.write_svd(staging, svd_record(result, reason, item, blocks, shared, session.describe(sc),
-                                               vt_by="executors" if executors_write else "driver"))
+        if model is None:
+            with stage.timed(f"{label}: measuring the noise"):
+                model = noise_model(np.load(volume_path, mmap_mode="r"))
+        record = svd_record(result, reason, item, blocks, shared, session.describe(sc),
+                            vt_by="executors" if executors_write else "driver")
+        record.noise = model
+        contract.write_svd(staging, record)
 
     stage.output(out_dir, k=result.k, method=result.method, relative_error=round(result.relative_error, 6),
                  seconds=result.seconds)
@@ -331,7 +339,17 @@ def svd_record(result: SvdResult, reason: str, item: Series, blocks: SparkBlocks
                "vt_written_by": vt_by},
         timings={"passes": result.passes, "total_seconds": result.seconds},
         warnings=item.warnings,
+        spectrum=None if result.spectrum is None else [float(x) for x in result.spectrum],
     )
+
+
+def noise_model(volume: np.ndarray) -> dict | None:
+    """The series' measured noise (ctsvd_common.noise) as svd.json records it; None when the series
+    is too small or all padding."""
+    try:
+        return noise.estimate(volume).summary()
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class SvdResult:
     frobenius_norm: float
     residual_norm: float
     passes: list[dict] = field(default_factory=list)
+    spectrum: np.ndarray | None = None   # every singular value, where the method has them (the Gram route)
 
     @property
     def relative_error(self) -> float:

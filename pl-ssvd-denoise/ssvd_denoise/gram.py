@@ -89,4 +89,5 @@ def gram_svd(
 
     norm, resid = write_eigenimages(blocks, clock, U, s, M, vt_out)
     return SvdResult(method="gram", U=U, s=s, k=k_out, requested_k=k, oversample=0, power_iters=0, seed=0,
-                     sample_rank=rank, frobenius_norm=norm, residual_norm=resid, passes=clock.passes)
+                     sample_rank=rank, frobenius_norm=norm, residual_norm=resid, passes=clock.passes,
+                     spectrum=np.sqrt(np.clip(lam, 0.0, None)))

@@ -15,7 +15,15 @@ over its degrees of freedom. ‖A‖_F (in svd.json) makes the energy beyond the
 k computed components exact, so a truncated SVD suffices. σ and r are found
 together as a fixed point from r = 0, where σ is largest, and r only grows.
 
-The estimate is believed only when the spectrum shows its noise floor: at
+When pl-ssvd-denoise measured the series' noise (``svd.json``'s ``noise``:
+σ map, in-plane NPS, slice correlation; :mod:`ctsvd_common.noise`), the
+automatic rank uses it instead (:func:`from_noise_model`): CT noise is shared
+between neighbouring slices and correlated in-plane, which the white-noise
+bulk above does not know, and the measured model needs no noise floor in the
+computed components. The exact Gram route stores every singular value, so the
+cut is counted over the whole spectrum, not only the k kept.
+
+Without a model the spectrum's estimate is believed only when the spectrum shows its noise floor: at
 least one computed component inside the bulk, and the floor holding at least
 a quarter of the m components (a slowly decaying spectrum looks flat over a
 few components). Otherwise the energy beyond the components above the bulk
@@ -115,6 +123,33 @@ def gavish_donoho(s: np.ndarray, m: int, n: int, noise: Noise) -> RankChoice:
                       warnings=(warning,) if warning else ())
 
 
+def from_noise_model(s: np.ndarray, spectrum: np.ndarray | None, m: int, n: int, model: dict) -> RankChoice:
+    """Gavish & Donoho's hard threshold for the measured noise of the series.
+
+    The noise matrix has slices correlated by T (the measured ρ_k), pixels of variance σ² (the σ
+    map) correlated in-plane by the NPS. Whitening it at its worst direction gives a white matrix
+    of σ̄² λ_max(T) per entry, and the in-plane correlation leaves n / c independent columns, c =
+    Σ_d R(d)² = mean(NPS²) (Parseval). So τ = λ*(β)·σ̄·√(λ_max(T)·n), β = m·c / n.
+    """
+    from ctsvd_common import noise as noise_model   # render reads only the record of it
+    measured = noise_model.NoiseModel.from_summary(model)
+    sigma = math.sqrt(float(np.mean(np.square(measured.sigma_map))))
+    worst = float(np.linalg.eigvalsh(measured.covariance(0, m)).max())
+    c = float(np.mean(np.square(measured.nps)))
+    beta = min(1.0, m * c / n)
+    tau = optimal_lambda(beta) * sigma * math.sqrt(worst * n)
+    values = np.asarray(spectrum if spectrum is not None else s, float)
+    above = int(np.sum(values > tau))
+    k = len(s)
+    warnings = ()
+    if above > k:
+        warnings = (f"--rank auto: the measured noise puts the cut at {above} components, beyond the k = {k} "
+                    f"computed: all {k} are kept; {LARGER_K}",)
+    noise = Noise(sigma, True, min(above, k))
+    return RankChoice(max(1, min(above, k)), "Gavish-Donoho threshold for the measured noise", "gavish-donoho",
+                      noise, threshold=tau, warnings=warnings)
+
+
 def parse_rank(rank: str, percent_removed: float) -> int | None:
     """Check ``--rank`` and ``--percent-removed`` before any data is read.
 
@@ -138,9 +173,12 @@ def parse_rank(rank: str, percent_removed: float) -> int | None:
 
 
 def choose(rank: int | None, percent_removed: float, s: np.ndarray, m: int, n: int,
-           frobenius_norm: float) -> RankChoice:
-    """The rank for one series from the checked flags (see :func:`parse_rank`) and its k components."""
+           frobenius_norm: float, model: dict | None = None, spectrum: np.ndarray | None = None) -> RankChoice:
+    """The rank for one series from the checked flags (see :func:`parse_rank`) and its k components;
+    ``model`` is the series' measured noise (svd.json's ``noise``), ``spectrum`` every singular value."""
     k = len(s)
+    if rank is None and not percent_removed and model is not None:
+        return from_noise_model(s, spectrum, m, n, model)
     noise = noise_level(s, m, n, frobenius_norm)
     if percent_removed:
         kept = max(1, k - int(round(k * percent_removed / 100)))

@@ -103,7 +103,8 @@ def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: in
     """The truncated SVD of the whole series, at the rank the flags choose."""
     factors = load_factors(series_dir, shape)
     svd = factors.record
-    choice = rank.choose(wanted_rank, percent_removed, factors.s, shape[0], shape[1] * shape[2], svd.frobenius_norm)
+    choice = rank.choose(wanted_rank, percent_removed, factors.s, shape[0], shape[1] * shape[2], svd.frobenius_norm,
+                         svd.noise, None if svd.spectrum is None else np.asarray(svd.spectrum))
     noise = choice.noise
     setup = (f"k = {factors.k}, exact (slices x slices Gram matrix)" if svd.method == "gram" else
              f"k = {factors.k}, randomized: oversampling {svd.oversample}, {svd.power_iters} power iterations, "
@@ -118,7 +119,8 @@ def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: in
         derivation=(f"Truncated SVD of the series: rank {choice.rank} of {factors.k} components ({choice.method}); "
                     f"{setup}; pl-svd-render {__version__}"),
         facts=[("global SVD", setup), ("SVD error ‖A − U S Vt‖ / ‖A‖", f"{svd.relative_error:.4g}"),
-               ("global rank kept", choice.describe()), ("noise from the SVD spectrum", noise.describe())],
+               ("global rank kept", choice.describe()),
+               ("noise measured in the series" if svd.noise else "noise from the SVD spectrum", noise.describe())],
         record={"rank": choice.rank, "k": factors.k, "threshold": choice.threshold,
                 "noise_hu_estimate": noise.sigma if noise.estimable else None},
         warnings=list(choice.warnings),

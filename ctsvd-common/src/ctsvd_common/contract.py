@@ -268,6 +268,11 @@ class SvdRecord(_Record):
     # "gram" (exact, from A·Aᵀ) or "randomized" (Halko, with oversample, power_iters and seed), and why.
     method: str = "randomized"
     method_reason: str = ""
+    # Every singular value where the method has them (the exact Gram route), for rank rules that
+    # need the whole spectrum; and the series' measured noise model (ctsvd_common.noise), which
+    # sets the automatic rank.
+    spectrum: list[float] | None = None
+    noise: dict | None = None
 
 
 @dataclass
