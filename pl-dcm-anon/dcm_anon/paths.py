@@ -74,9 +74,10 @@ def identifying_values(ds: Dataset) -> list[str]:
 class PathNamer:
     """De-identified relative paths, one mapping for the whole run."""
 
-    def __init__(self, pseudonyms: Pseudonyms, map_uids: bool = True):
+    def __init__(self, pseudonyms: Pseudonyms, map_uids: bool = True, reserved: frozenset[str] = frozenset()):
         self.pseudonyms = pseudonyms
         self.map_uids = map_uids          # off with --keep-uids: names then say what headers say
+        self.reserved = reserved          # top-level names the run itself writes (its report, the tag report)
         self._replacements: dict[str, str] = {}     # identifying value (lower case) → pseudonym
         self._pattern: re.Pattern | None = None
         self._taken: dict[Path, Path] = {}          # de-identified path → the input it names
@@ -115,6 +116,12 @@ class PathNamer:
         if dates:
             pattern = re.compile(r"(?<!\d)(" + "|".join(map(re.escape, dates)) + r")(?!\d)")
             out = Path(*(pattern.sub(lambda m: dates[m.group()], part) for part in out.parts))
+        top = Path(out.parts[0])
+        n = 1
+        while str(top) in self.reserved:   # an input named like the report or tag-report/ moves aside
+            n += 1
+            top = Path(out.parts[0]).with_name(f"{Path(out.parts[0]).stem}-{n}{Path(out.parts[0]).suffix}")
+        out = Path(top, *out.parts[1:])
         candidate, n = out, 1
         while self._taken.get(candidate, relative) != relative:
             n += 1

@@ -8,18 +8,21 @@ from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
+from ctsvd_common.dicomfiles import BadDicom, NotDicom, quiet_pydicom, read
 from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
+from ctsvd_common.workers import WorkerPool, capped_workers
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
 from dcm_anon.paths import PathNamer, date_values, identifying_values
 from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
-from dcm_anon.workers import ordered_map, worker_count
 from dcm_anon.writer import write_part10
 
 PROGRESS_EVERY = 50
+# Below this many files per worker a pool costs more (start-up) than it saves.
+MIN_FILES_PER_WORKER = 8
+CHUNK = 4
 TEMP_PREFIX = ".dcm_anon-"   # hidden: a later stage reading this folder never takes it for input
 
 
@@ -59,7 +62,8 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
     retain = chosen_options(options)
     pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
     deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
-    namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids)
+    namer = PathNamer(pseudonyms, map_uids=not deidentifier.keep_uids,
+                      reserved=frozenset({stage.report_path.name, tag_report.REPORT_DIR}))
     stage.name_input = namer   # logs and the report name inputs without identity too
     stage.summary["profile"] = PROFILE_NAME
     stage.summary["options"] = {
@@ -80,17 +84,18 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
 def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, namer: PathNamer,
                     tally: _Tally) -> None:
     global _JOB
-    files = input_files(stage.inputdir)
+    files = stage.input_files()
     if not files:
         _summarize(stage, tally, found=0)
         raise StageError(f"no DICOM files found in {stage.inputdir}: the folder is empty")
 
-    workers = worker_count(options.workers, len(files))
+    workers = worker_count(stage, options.workers, len(files))
     stage.summary["workers"] = workers
     _JOB = (deidentifier, stage.outputdir)
     stage.outputdir.mkdir(parents=True, exist_ok=True)
-    outcomes = ordered_map(_deidentify_one, files, workers)
+    pool = WorkerPool(workers)
     try:
+        outcomes = pool.map(_deidentify_one, files, CHUNK)
         with stage.timed(f"de-identifying {len(files)} file(s) in {workers} process(es)"):
             for i, (path, outcome) in enumerate(zip(files, outcomes), 1):
                 # Whatever happens stays with this one file. Names in the report may be
@@ -99,8 +104,9 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
                     _place(stage, namer, path, outcome, tally, i)
                 if i % PROGRESS_EVERY == 0 or i == len(files):
                     stage.log.info("%s", tally.line(stage, i, len(files)))
+        pool.close()
     finally:
-        outcomes.close()   # on an interrupt: the pool stops, and no temporary file stays behind
+        pool.kill()   # left early (an interrupt, a fatal error): the workers stop now, mid-file
         _JOB = None
         for leftover in stage.outputdir.glob(TEMP_PREFIX + "*"):
             leftover.unlink(missing_ok=True)
@@ -111,10 +117,18 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
                          f"({len(stage.skipped)} other file(s) skipped)")
 
 
+def worker_count(stage: Stage, requested: int, files: int) -> int:
+    """``requested`` processes (0: one per CPU), no more than the CPUs and the files justify."""
+    workers, note = capped_workers(requested)
+    if note:
+        stage.log.warning("%s", note)
+    return max(1, min(workers, files // MIN_FILES_PER_WORKER))
+
+
 def _deidentify_one(path: Path) -> _Done | BaseException:
     """Worker: de-identify one file into a temporary file of the output folder.
 
-    Returns the error rather than raising it (see :func:`ordered_map`).
+    Returns the error rather than raising it (see :meth:`WorkerPool.map`).
     """
     assert _JOB is not None
     deidentifier, outputdir = _JOB

@@ -29,9 +29,9 @@ import numpy as np
 
 from ctsvd_common import atomic, contract, dicomfiles
 from ctsvd_common.stage import Stage, StageError, UsageError
+from ctsvd_common.workers import WorkerPool, capped_workers
 from dicom2matrix import __version__
 from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
-from dicom2matrix.parallel import Workers, cpu_count, with_progress
 from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
 from dicom2matrix.stacks import Stack, geometry_warnings, group, spacing_report, tilt_deg
 
@@ -42,6 +42,8 @@ WINDOW_PRESETS = {
     "bone": {"center": 400.0, "width": 1800.0},
 }
 PROGRESS_EVERY = 200
+# Fewer files than this are read in this process: a pool costs more than it saves.
+MIN_ITEMS_FOR_POOL = 32
 
 
 @dataclass
@@ -71,8 +73,10 @@ def check_options(options: Namespace) -> None:
 def convert_tree(stage: Stage, options: Namespace) -> None:
     check_options(options)
     dicomfiles.quiet_pydicom()
-    workers = options.workers or cpu_count()
-    files = dicomfiles.input_files(stage.inputdir)
+    workers, note = capped_workers(options.workers)
+    if note:
+        stage.log.warning("%s", note)
+    files = stage.input_files()
     artifacts = [f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))]
     if artifacts:
         stage.log.info("passing over %d report file(s) of earlier stages", len(artifacts))
@@ -80,12 +84,12 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
     if not files:
         raise StageError(f"no files found in {stage.inputdir}")
 
-    with Workers(workers) as pool:
+    with WorkerPool(workers, MIN_ITEMS_FOR_POOL) as pool:
         convert_files(stage, files, options, pool)
     stage.summary["workers"] = workers
 
 
-def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Workers) -> None:
+def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: WorkerPool) -> None:
     images, headers = scan_all(stage, files, options.any_modality, pool)
     if not images:
         raise StageError(f"no DICOM images found in {stage.inputdir} ({len(files)} file(s), none usable: "
@@ -127,12 +131,13 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     stage.summary["series"] = number
 
 
-def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: Workers):
+def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: WorkerPool):
     images: list[Image] = []
     headers: dict[tuple[str, int | None], bytes] = {}
     scan = partial(scan_file, any_modality=any_modality)
     with stage.timed(f"reading {len(files)} file header(s)"):
-        results = with_progress(pool.map(scan, [str(f) for f in files]), len(files), PROGRESS_EVERY,
+        results = with_progress(pool.map(scan, [str(f) for f in files], chunk(files, pool)), len(files),
+                                PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("read %d/%d headers", n, total))
         for path, result in zip(files, results):
             if result.skip:
@@ -181,7 +186,19 @@ def write_headers(folder: Path, images: list[Image], headers: dict) -> None:
             (folder / header_name(i)).write_bytes(headers[(image.file, image.frame)])
 
 
-def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
+def chunk(items: list, pool: WorkerPool) -> int:
+    """Work goes out in chunks: few enough round trips, yet every worker busy until the end."""
+    return max(1, min(32, len(items) // (pool.count * 8)))
+
+
+def with_progress(results, total: int, every: int, report):
+    for n, result in enumerate(results, 1):
+        if n % every == 0 or n == total:
+            report(n, total)
+        yield result
+
+
+def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool) -> None:
     by_file: dict[str, list[tuple[Image, Target]]] = defaultdict(list)
     for p in plans:
         for slot, image in enumerate(p.stack.images):
@@ -194,7 +211,7 @@ def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
     tasks = list(by_file.items())
     slices = sum(len(p.stack.images) for p in plans)
     with stage.timed(f"reading the pixels of {slices} slice(s) in {len(tasks)} file(s)"):
-        results = with_progress(pool.map(convert_file, tasks), len(tasks), PROGRESS_EVERY,
+        results = with_progress(pool.map(convert_file, tasks, chunk(tasks, pool)), len(tasks), PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("converted %d/%d files", n, total))
         for outcomes in results:
             for o in outcomes:

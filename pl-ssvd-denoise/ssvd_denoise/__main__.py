@@ -12,10 +12,10 @@ from chris_plugin import chris_plugin
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
-from ctsvd_common import atomic, contract
+from ctsvd_common import atomic, contract, interrupts
 from ctsvd_common.stage import (InputFailed, Stage, StageError, UsageError, add_policy_flags, reports_missing_input,
                                 run_stage)
-from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
+from ssvd_denoise import __version__, kubernetes, local, localspark, session
 from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions,
                                  pages_are_private)
 from ssvd_denoise.factors import SvdResult
@@ -69,19 +69,7 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
     # Executors resolve relative paths against their own working folder, not ours.
     inputdir, outputdir = Path(inputdir).absolute(), Path(outputdir).absolute()
     return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
-                     lambda stage: decompose_all_until_stopped(stage, options))
-
-
-def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
-    """:func:`decompose_all`, turning SIGTERM and SIGINT into a run-ending error that the report keeps."""
-    try:
-        with interrupts.signals_raise():
-            decompose_all(stage, options)
-    except (interrupts.Interrupted, KeyboardInterrupt) as e:
-        name = e.signal_name if isinstance(e, interrupts.Interrupted) else "SIGINT"
-        stage.summary["interrupted"] = name
-        raise StageError(f"the run was interrupted by {name}: the series in progress was discarded, "
-                         f"{len(stage.outputs)} finished series were kept") from None
+                     lambda stage: decompose_all(stage, options))
 
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
@@ -112,7 +100,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
             sc = session.start(options.master, extra_conf)
         except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
             raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
-    interrupts.reclaim()
+    interrupts.reclaim()   # PySpark took SIGINT over
     try:
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
         with stage.timed("starting the Python workers"):

@@ -67,7 +67,11 @@ TAG_REPORT = "tag-report"
 
 
 def is_stage_artifact(relative: Path) -> bool:
-    return relative.name.endswith(REPORT_SUFFIX) or relative.parts[0] == TAG_REPORT
+    """A run report, or a page of pl-dcm-anon's tag report: what an earlier stage wrote beside its data.
+    Anything else, even in a folder named tag-report/, is input like any other."""
+    if len(relative.parts) == 1:
+        return relative.name.endswith(REPORT_SUFFIX)
+    return relative.parts[0] == TAG_REPORT and relative.suffix in (".json", ".html")
 
 
 class ContractError(Exception):

@@ -35,7 +35,7 @@ from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from ctsvd_common import dicomvalues
+from ctsvd_common import dicomvalues, walk
 from ctsvd_common.dicomvalues import BadValue
 
 _PREAMBLE = 128
@@ -63,12 +63,9 @@ def quiet_pydicom() -> None:
 
 
 def input_files(root: Path) -> list[Path]:
-    """Every regular file below ``root``, sorted; hidden files and folders are left out."""
-    root = Path(root)
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Every regular file below ``root``, sorted, as :func:`ctsvd_common.walk.input_tree` finds them;
+    a stage uses ``Stage.input_files``, which also reports what was left out."""
+    return walk.input_tree(root).files
 
 
 # -- reading one file ---------------------------------------------------------

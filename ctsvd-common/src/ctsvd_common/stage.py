@@ -23,14 +23,22 @@ At the end the stage writes ``<name>.report.json`` and returns
   report and the log),
 * ``1`` when nothing usable came out, when a fatal :class:`StageError` ended
   the run, or, with ``--strict``, when anything failed,
-* ``2`` for a usage error: argparse's own, and every flag value the body
-  rejects with :class:`UsageError`.
+* ``2`` for a usage error: argparse's own, every flag value the body
+  rejects with :class:`UsageError`, and an output folder the run may not
+  take (not empty, without ``--overwrite``; see :mod:`ctsvd_common.outputs`),
+* ``128 + N`` when signal N stopped it: ``143`` for SIGTERM, ``130`` for SIGINT.
+
+The body writes into a staging folder (``stage.outputdir`` while it runs);
+the outputs are published once the run has ended, and only when it was not
+interrupted and no fatal error ended it. A full disk, a read-only or an
+unwritable output folder end the run with one line naming the fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import io
 import logging
@@ -44,15 +52,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ctsvd_common import atomic
+from ctsvd_common import atomic, interrupts, walk
 from ctsvd_common.contract import REPORT_SUFFIX
+from ctsvd_common.outputs import OutputFolder, OutputInUse
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 REPORT_FORMAT = "ctsvd-stage-report"
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -73,11 +82,42 @@ class InputSkipped(Exception):
     """Raised inside :meth:`Stage.guard` to skip the guarded input with this one-line reason."""
 
 
+# Faults of the output's file system: they end the run, since every later output would meet them too.
+_DEVICE_FAULTS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted",
+                  errno.EROFS: "the file system is read-only"}
+_ACCESS_FAULTS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+
+
+def output_fault(exc: BaseException, outputdir: Path) -> str | None:
+    """A one-line reason when ``exc`` is a fault of writing the outputs (disk full, read-only, no
+    permission in ``outputdir``), else None; an input that cannot be read is the input's failure."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    if exc.errno in _DEVICE_FAULTS:
+        return f"cannot write the outputs: {_DEVICE_FAULTS[exc.errno]} ({name})"
+    if exc.errno in _ACCESS_FAULTS and any(_within(f, outputdir) for f in (exc.filename, exc.filename2) if f):
+        return f"cannot write into the output folder: {_ACCESS_FAULTS[exc.errno]} ({name})"
+    return None
+
+
+def _within(path: str | os.PathLike, folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+        return True
+    except ValueError:
+        return False
+
+
 def add_policy_flags(parser: ArgumentParser) -> None:
     """The flags every plugin of the suite shares."""
     parser.add_argument("--strict", dest="strict", action="store_true", default=False,
                         help="exit 1 when any input failed, even if outputs were made "
                              "(by default a run that made its outputs exits 0 and reports the failures)")
+    parser.add_argument("--overwrite", dest="overwrite", action="store_true", default=False,
+                        help="when the output folder holds an earlier run of this plugin, remove what that "
+                             "run wrote (its report lists it) and run again; without it a non-empty output "
+                             "folder is refused (exit 2). Nothing else in the folder is ever removed")
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -117,6 +157,9 @@ class Stage:
     summary: dict[str, Any] = field(default_factory=dict)
     usage_error: bool = False
     fatal: bool = False
+    interrupted: interrupts.Interrupted | None = None
+    # Where the outputs end up; ``outputdir`` is the staging folder inside it while the body runs.
+    final_dir: Path | None = None
     # How logs and the report name an input file (relative path in, name out);
     # the de-identifier names inputs as it names their outputs, without identity.
     name_input: Callable[[Path], Any] | None = None
@@ -134,10 +177,12 @@ class Stage:
             return str(self.name_input(relative) if self.name_input else relative)
         except ValueError:
             pass
-        try:
-            return str(p.relative_to(self.outputdir))
-        except ValueError:
-            return str(p)
+        for folder in (self.outputdir, self.final):   # the staging folder, or where its entries end up
+            try:
+                return str(p.relative_to(folder))
+            except ValueError:
+                pass
+        return str(p)
 
     def skip(self, path: str | os.PathLike, reason: str, **facts: Any) -> None:
         """Note an input passed over on purpose; not an error."""
@@ -173,8 +218,19 @@ class Stage:
         except (StageError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
+            fault = output_fault(e, self.final)
+            if fault is not None:
+                raise StageError(fault) from None
             self.fail(path, f"unexpected error while processing this {what} ({type(e).__name__}); "
                             f"the report has where it happened", exc=e, **facts)
+
+    def input_files(self) -> list[Path]:
+        """The regular files of the input folder (see :mod:`ctsvd_common.walk`); every entry left out is
+        skipped here, with its reason."""
+        tree = walk.input_tree(self.inputdir)
+        for path, reason in tree.left_out:
+            self.skip(path, reason)
+        return tree.files
 
     def output(self, path: str | os.PathLike, **facts: Any) -> None:
         self.outputs.append({"path": self.rel(path), **facts})
@@ -192,10 +248,16 @@ class Stage:
             self.log.info("%s done in %.2f s", label, dt)
 
     @property
+    def final(self) -> Path:
+        return self.final_dir if self.final_dir is not None else self.outputdir
+
+    @property
     def report_path(self) -> Path:
-        return self.outputdir / f"{self.name}{REPORT_SUFFIX}"
+        return self.final / f"{self.name}{REPORT_SUFFIX}"
 
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return 128 + self.interrupted.signum
         if self.usage_error:
             return EXIT_USAGE
         if self.fatal or not self.outputs or (self.strict and self.errors):
@@ -204,15 +266,23 @@ class Stage:
 
     def status(self) -> str:
         code = self.exit_code()
+        if self.interrupted is not None:
+            return "interrupted"
         if code == EXIT_USAGE:
             return "usage-error"
         if code == EXIT_FAILED:
             return "failed"
         return "ok" if not self.errors else "ok-with-failures"
 
-    def finish(self) -> int:
+    def finish(self, folder: OutputFolder | None = None) -> int:
+        """Write the report, then publish the staged outputs (unless the run was interrupted or a
+        fatal error ended it: then nothing is published); return the exit code."""
         code = self.exit_code()
         elapsed = time.perf_counter() - self._started
+        publish = folder is not None and self.interrupted is None and not self.fatal
+        published = folder.staged() if publish else []
+        discarded = [] if publish or folder is None else self.outputs
+        outputs = self.outputs if not discarded else []
         report = {
             "format": REPORT_FORMAT,
             "report_version": REPORT_VERSION,
@@ -225,18 +295,32 @@ class Stage:
             "strict": self.strict,
             "parameters": self.parameters,
             # Inputs only: a run-ending error (file "") is in "errors" but is no input.
-            "counts": {"outputs": len(self.outputs), "skipped": len(self.skipped),
+            "counts": {"outputs": len(outputs), "skipped": len(self.skipped),
                        "failed": sum(1 for e in self.errors if e["file"])},
             "summary": self.summary,
-            "outputs": self.outputs,
+            "outputs": outputs,
             "skipped": self.skipped,
             "errors": self.errors,
             "timings": self.timings,
+            # Every entry of the output folder this run made (besides this report): what --overwrite removes.
+            "published": published,
         }
-        atomic.write_json(self.report_path, report)
-        parts = [f"{len(self.outputs)} output(s)", f"{len(self.skipped)} skipped",
-                 f"{report['counts']['failed']} failed"]
-        verdict = {EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}[code]
+        if self.interrupted is not None:
+            report["interrupted"] = self.interrupted.signal_name
+        if discarded:
+            report["discarded_outputs"] = len(discarded)
+        try:
+            atomic.write_json(self.report_path, report)
+            if publish:
+                folder.publish()
+        except OSError as e:
+            self.log.error("the report cannot be written: %s", output_fault(e, self.final) or type(e).__name__)
+            return code if code != EXIT_OK else EXIT_FAILED
+        parts = [f"{len(outputs)} output(s)", f"{len(self.skipped)} skipped", f"{report['counts']['failed']} failed"]
+        if discarded:
+            parts.append(f"{len(discarded)} finished output(s) discarded")
+        verdict = ({EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}.get(code)
+                   or f"INTERRUPTED by {self.interrupted.signal_name}")
         self.log.info("%s in %.1f s: %s; report: %s", verdict, elapsed, ", ".join(parts), self.report_path.name)
         return code
 
@@ -250,24 +334,50 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
     stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters,
                   strict=bool(getattr(options, "strict", False)))
     stage.log.info("%s %s: %s -> %s", name, version, inputdir, outputdir)
-    try:
-        if not Path(inputdir).is_dir():
-            raise StageError(f"{inputdir}: the input folder does not exist")
-        body(stage)
-    except UsageError as e:
+    folder = OutputFolder(Path(outputdir), name, stage.report_path.name)
+    with interrupts.signals_raise():
+        try:
+            try:
+                for note in folder.claim(bool(getattr(options, "overwrite", False))):
+                    stage.log.info("%s", note)
+                stage.final_dir, stage.outputdir = folder.final, folder.staging
+                if not Path(inputdir).is_dir():
+                    raise StageError(f"{inputdir}: the input folder does not exist")
+                body(stage)
+            except OutputInUse as e:
+                # No report: the one in the folder belongs to the earlier run and says what it wrote.
+                stage.log.error("%s", e)
+                return EXIT_USAGE
+            except (interrupts.Interrupted, KeyboardInterrupt) as e:
+                stage.interrupted = e if isinstance(e, interrupts.Interrupted) else interrupts.Interrupted(2)
+                stage.log.error("interrupted by %s: nothing is published, the staging folder is removed",
+                                stage.interrupted.signal_name)
+            except Exception as e:
+                _end(stage, e)
+            with interrupts.deferred():
+                return stage.finish(folder)
+        finally:
+            folder.discard()
+            folder.release()
+
+
+def _end(stage: Stage, e: Exception) -> None:
+    """Record the exception that ended the body."""
+    if isinstance(e, UsageError):
         stage.usage_error = True
         stage.errors.append({"file": "", "reason": str(e)})
         stage.log.error("%s", e)
-    except StageError as e:
-        stage.fatal = True
-        stage.errors.append({"file": "", "reason": str(e)})
-        stage.log.error("%s", e)
-    except Exception as e:  # a bug: one line in the log, the frames in the report
-        stage.fatal = True
-        stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
-                             "exception": type(e).__name__, "traceback": code_frames(e)})
-        stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
-    return stage.finish()
+        return
+    stage.fatal = True
+    reason = str(e) if isinstance(e, StageError) else output_fault(e, stage.final)
+    if reason is not None:
+        stage.errors.append({"file": "", "reason": reason})
+        stage.log.error("%s", reason)
+        return
+    # A bug: one line in the log, the frames in the report.
+    stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
+                         "exception": type(e).__name__, "traceback": code_frames(e)})
+    stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
 
 
 def reports_missing_input(parser: ArgumentParser) -> Callable[[Callable[..., int]], Callable[..., int]]:
