@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsvd_common import atomic, contract, dicomfiles
+from ctsvd_common import atomic, contract, dicomfiles, resources
 from ctsvd_common.stage import Stage, StageError, UsageError
 from ctsvd_common.workers import WorkerPool, capped_workers
 from dicom2matrix import __version__
 from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
 from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
-from dicom2matrix.stacks import Stack, geometry_warnings, group, spacing_report, tilt_deg
+from dicom2matrix.stacks import BY_INSTANCE_NUMBER, Stack, geometry_warnings, group, spacing_report, tilt_deg
 
 # Standard CT display windows (center, width) in HU.
 WINDOW_PRESETS = {
@@ -42,6 +42,8 @@ WINDOW_PRESETS = {
     "bone": {"center": 400.0, "width": 1800.0},
 }
 PROGRESS_EVERY = 200
+# Memory per pixel while one slice is converted: its stored values, a float64 product, the float32 result, a mask.
+BYTES_PER_PIXEL_AT_WORK = 2 + 8 + 4 + 1
 # Fewer files than this are read in this process: a pool costs more than it saves.
 MIN_ITEMS_FOR_POOL = 32
 
@@ -111,6 +113,9 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks)})
     if not kept:
         raise StageError(f"no stack of at least {options.min_slices} slices in {stage.inputdir}")
+    kept = fitting(stage, kept, pool.count)
+    if not kept:
+        raise StageError("no stack fits this machine's memory and disk (see the reasons in the report)")
 
     # Inputs no series owns (not DICOM, unreadable, too few slices): listed in every
     # manifest, because the report stays here and the manifests travel down the pipeline.
@@ -129,6 +134,26 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
         for plan in plans:
             plan.discard()   # no-op for the published ones: their files have moved
     stage.summary["series"] = number
+
+
+def fitting(stage: Stage, stacks: list[Stack], workers: int) -> list[Stack]:
+    """The stacks whose declared size fits the memory and disk left, in plan order; the others fail, with
+    the numbers, before any volume is created."""
+    budget = resources.Budget(stage.outputdir)
+    fit = []
+    for stack in stacks:
+        rows, cols = stack.shape
+        disk = len(stack.images) * rows * cols * 4
+        memory = rows * cols * BYTES_PER_PIXEL_AT_WORK * workers
+        why = budget.refusal(disk, memory, f"to convert {workers} slice(s) of {rows}×{cols} at once")
+        if why is None:
+            budget.take(disk)
+            fit.append(stack)
+            continue
+        why = f"{stack.label}, {len(stack.images)} slices of {rows}×{cols} ({resources.size(disk)}): {why}"
+        for image in stack.images + [d for d, _ in stack.duplicates]:
+            stage.fail(image.file, why)
+    return fit
 
 
 def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: WorkerPool):
@@ -297,6 +322,9 @@ def _frame_no(image: Image) -> int | None:
 def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: list[float], outcomes: list[Outcome],
                    headers: list[str], duplicates: list, failed: list, run_skipped: list) -> contract.Manifest:
     stack, first = plan.stack, plan.stack.first
+    located = stack.sorted_by != BY_INSTANCE_NUMBER
+    # Without positions the order is known, the spacing is not: none is made up.
+    positions = positions if located else []
     spacing = spacing_report(positions)
     tilt = tilt_deg(stack)
     thicknesses = [i.thickness for i in images if i.thickness is not None]
@@ -318,6 +346,9 @@ def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: lis
         **spacing,
     )
     geometry.warnings = geometry_warnings(stack, spacing, tilt)
+    if not located:
+        geometry.warnings.append("no slice positions: the slices are in InstanceNumber order and their "
+                                 "spacing is unknown")
     if first.gantry_tilt and not (tilt and tilt > 0.5):
         geometry.warnings.append(f"GantryDetectorTilt says {first.gantry_tilt:g}°, "
                                  f"but the slice positions show no shear")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ctsvd_common import atomic, contract, dicomfiles
+from ctsvd_common import atomic, contract, dicomfiles, walk
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError
 from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
@@ -175,6 +175,9 @@ def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, us
 def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namespace, use: str,
                   wanted_rank: int | None, window_items: list) -> str:
     label = stage.rel(series_dir)
+    unsafe = walk.unsafe_entry(sorted(series_dir.iterdir()), stage.inputdir)
+    if unsafe is not None:   # never read, never copied into a page or a DICOM file
+        raise InputFailed(f"{unsafe[0].relative_to(series_dir)}: {unsafe[1]}")
     manifest = contract.read_manifest(series_dir)
     volume = contract.open_volume(series_dir, manifest)
     m, rows, cols = volume.shape
@@ -184,7 +187,8 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
     if not windows:
         raise InputFailed(f"--windows: this series has none of the presets asked for (it has: {presets})")
     if missing:
-        warnings.append(f"--windows: {', '.join(missing)} left out, not among this series' presets ({presets})")
+        warnings.append(f"--windows: {', '.join(missing)} left out, not among this series' usable presets "
+                        f"({presets})")
     published, other = load_results(stage, series_dir, manifest, use, wanted_rank, options.percent_removed, warnings)
     warnings += published.warnings
     for warning in warnings:

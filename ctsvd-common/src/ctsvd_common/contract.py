@@ -137,10 +137,22 @@ class _Record:
     @classmethod
     def read(cls: type[R], path: Path) -> R:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(), parse_constant=_no_constant)
+        except _NotJson:
+            raise ContractError(f"{path}: {Path(path).name} holds NaN or Infinity, which are no numbers "
+                                f"a stage writes; re-run the stage that wrote it") from None
         except (OSError, ValueError) as e:
             raise ContractError(f"{path}: cannot read {Path(path).name} ({type(e).__name__})") from None
         return cls.from_dict(data, str(path))
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _no_constant(name: str):
+    """Python's json reads NaN, Infinity and -Infinity, which JSON does not have: refuse them."""
+    raise _NotJson(name)
 
 
 @dataclass

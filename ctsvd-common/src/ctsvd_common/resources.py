@@ -96,3 +96,29 @@ def size(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} bytes"
+
+
+class Budget:
+    """The disk and memory a run may still use, shared out series by series before any work.
+
+    A series whose declared size does not fit is refused with the numbers
+    (:meth:`refusal`); one that fits takes its disk from the budget
+    (:meth:`take`), so the next series is weighed against what is left.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.disk = free_disk(folder)
+        self.memory = available_memory()
+
+    def refusal(self, disk: int, memory: int = 0, memory_for: str = "to work on it") -> str | None:
+        """None when ``disk`` bytes fit on the disk and ``memory`` bytes in memory; else the reason."""
+        if memory > self.memory:
+            return (f"too large for this machine: it needs about {size(memory)} of memory {memory_for}, "
+                    f"{size(self.memory)} is available")
+        if disk > self.disk:
+            return (f"too large for the disk: its outputs need {size(disk)}, {size(self.disk)} is free "
+                    f"on the output's file system")
+        return None
+
+    def take(self, disk: int) -> None:
+        self.disk -= disk
