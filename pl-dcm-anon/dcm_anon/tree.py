@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctsvd_common.dicomfiles import BadDicom, NotDicom, quiet_pydicom, read
-from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
+from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, output_fault
 from ctsvd_common.workers import WorkerPool, capped_workers
 
 from dcm_anon import tag_report
@@ -174,6 +174,8 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
             write_part10(ds, f)
     except Exception as e:
         Path(temp).unlink(missing_ok=True)
+        if output_fault(e, outputdir) is not None:
+            raise   # a full or read-only disk: it ends the run (Stage.guard), it is no fault of this file
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
     counts = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID"))
     return _Done(Path(temp), identifying, pseudonym, dates, counts)

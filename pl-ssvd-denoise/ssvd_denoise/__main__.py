@@ -74,6 +74,7 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
     extra_conf = check_options(options)
+    options.master = capped_master(stage, options.master)
     if kubernetes.is_kubernetes(options.master):
         # --spark-conf still has the last word.
         extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
@@ -142,6 +143,16 @@ def check_options(options: Namespace) -> dict[str, str]:
         return session.parse_conf(options.spark_conf)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def capped_master(stage: Stage, master: str) -> str:
+    """``local[N]`` with N no more than the CPUs this process may use: Spark would start N task threads."""
+    if not (session.is_local(master) and master[6:-1].isdigit()):
+        return master
+    threads, note = resources.capped_workers(int(master[6:-1]))
+    if note:
+        stage.log.warning("--master %s capped at local[%d]: the CPUs this process may use", master, threads)
+    return f"local[{threads}]"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ctsvd_common import atomic, contract, dicomfiles, walk
+from ctsvd_common import atomic, contract, dicomfiles, resources, walk
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError
 from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
@@ -181,6 +181,12 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
     manifest = contract.read_manifest(series_dir)
     volume = contract.open_volume(series_dir, manifest)
     m, rows, cols = volume.shape
+    # The original, the published and the compared result, and their difference, in memory at once;
+    # on disk the denoised volume, the DICOM series (half as large) and the pictures.
+    why = resources.Budget(stage.outputdir).refusal(disk=2 * volume.nbytes, memory=4 * volume.nbytes,
+                                                    memory_for="to rebuild and picture it")
+    if why is not None:
+        raise InputFailed(f"{m} slices of {rows}×{cols} ({resources.size(volume.nbytes)}): {why}")
     warnings: list[str] = []
     windows, missing = images.resolve_windows(window_items, manifest.window_presets)
     presets = ", ".join(manifest.window_presets) or "none"

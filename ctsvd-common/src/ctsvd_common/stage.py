@@ -281,6 +281,8 @@ class Stage:
         elapsed = time.perf_counter() - self._started
         publish = folder is not None and self.interrupted is None and not self.fatal
         published = folder.staged() if publish else []
+        if folder is not None and not publish:
+            folder.discard()   # first: on a full disk, its space is what the report needs
         discarded = [] if publish or folder is None else self.outputs
         outputs = self.outputs if not discarded else []
         report = {
