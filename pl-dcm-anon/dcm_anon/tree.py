@@ -17,7 +17,7 @@ from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, burned_in_annotation
 from dcm_anon.paths import PathNamer, date_values, identifying_values
 from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
-from dcm_anon.writer import write_part10
+from dcm_anon.writer import InvalidVR, write_part10
 
 PROGRESS_EVERY = 50
 # Below this many files per worker a pool costs more (start-up) than it saves.
@@ -172,6 +172,9 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
         with os.fdopen(fd, "wb") as f:
             # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
             write_part10(ds, f)
+    except InvalidVR as e:
+        Path(temp).unlink(missing_ok=True)
+        raise InputFailed(f"corrupt: element {e} has no valid value representation") from None
     except Exception as e:
         Path(temp).unlink(missing_ok=True)
         if output_fault(e, outputdir) is not None:
