@@ -63,7 +63,7 @@ def _walk(folder: Path, real_root: Path, tree: InputTree) -> None:
         elif entry.is_file(follow_symlinks=False):
             tree.files.append(path)
         else:
-            tree.left_out.append((path, f"not a regular file ({_kind(path)}), not read"))
+            tree.left_out.append((path, f"{_kind(path)}, not a regular file: not read"))
 
 
 def _kind(path: Path) -> str:
@@ -102,5 +102,5 @@ def unsafe_entry(paths: list[Path], root: str | os.PathLike) -> tuple[Path, str]
             if found is not None:
                 return found
         elif path.exists() and not path.is_file():
-            return path, f"not a regular file ({_kind(path)})"
+            return path, f"{_kind(path)}, not a regular file"
     return None
