@@ -394,3 +394,28 @@ def _is_python(pid: int) -> bool:
         return "python" in Path(f"/proc/{pid}/comm").read_text()
     except OSError:
         return False
+
+
+def test_names_the_run_reserves_are_never_taken_by_inputs(inputs, tmp_path):
+    """A DICOM file named like dcm_anon's report, a series in a folder named tag-report/: both are
+    written and converted like any other, and the report and the tag report stay what they are."""
+    exam = tmp_path / "exam"
+    shutil.copytree(inputs["dcm_anon"], exam / "tag-report")
+    other = write_demo_series(tmp_path / "other", slices=3, size=64, seed=9)
+    shutil.copy(other.files[0], exam / "dcm_anon.report.json")
+    proc = run_command("dcm_anon", exam, tmp_path / "anon")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = report_of("dcm_anon", tmp_path / "anon")     # the run's report, not a DICOM file
+    assert report["stage"] == "dcm_anon" and report["counts"] == {"outputs": 41, "skipped": 0, "failed": 0}
+    assert all(p.suffix in (".json", ".html") for p in (tmp_path / "anon" / "tag-report").rglob("*") if p.is_file())
+    assert len([p for p in (tmp_path / "anon").rglob("*") if p.is_file() and _is_dicom(p)]) == 41
+
+    proc = run_command("dicom2matrix", "--min-slices", "1", tmp_path / "anon", tmp_path / "volumes")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    converted = sorted(o["slices"] for o in report_of("dicom2matrix", tmp_path / "volumes")["outputs"])
+    assert converted == [1, 40]      # nothing dropped for its folder's name
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"

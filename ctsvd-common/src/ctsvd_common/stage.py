@@ -410,8 +410,13 @@ def reports_missing_input(parser: ArgumentParser) -> Callable[[Callable[..., int
                 if rest in ([], ["--saveinputmeta"], ["--saveoutputmeta"],
                             ["--saveinputmeta", "--saveoutputmeta"]):
                     inputdir, outputdir = Path(options.inputdir), Path(options.outputdir)
-                    if not inputdir.is_dir() and not outputdir.is_file():
+                    try:   # chris_plugin would make it too, with a traceback when it cannot
                         outputdir.mkdir(parents=True, exist_ok=True)
+                    except OSError as e:
+                        name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+                        print(f"{outputdir}: cannot make the output folder ({name})", file=sys.stderr)
+                        return EXIT_FAILED
+                    if not inputdir.is_dir():
                         return command.__wrapped__(options, inputdir, outputdir)
             return command(*args)
         return run
