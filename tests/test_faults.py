@@ -351,13 +351,15 @@ def test_a_declared_64_gb_series_is_refused_with_the_numbers_and_the_run_goes_on
     assert "too large for" in refused[0]["reason"]
     assert_clean_end("dicom2matrix", proc, tmp_path / "volumes")
 
-    # ssvd_denoise and svd_render: a series folder declaring a huge volume (sparse files), refused before Spark.
-    for command, parent in (("ssvd_denoise", "volumes"), ("svd_render", "factors")):
+    # ssvd_denoise (both denoisers: the local one holds tiles in memory) and svd_render: a series folder
+    # declaring a huge volume (sparse files), refused before Spark and before a byte of it is read.
+    for command, flags in (("ssvd_denoise", [*FLAGS["ssvd_denoise"], "--mode", "both"]),
+                           ("svd_render", FLAGS["svd_render"])):
         source = inputs[command] / "series-001"
         shape = _huge_series(source, tmp_path / f"{command}-in" / "series-001")
         out = tmp_path / f"{command}-out"
         started = time.monotonic()
-        proc = run_command(command, *FLAGS[command], tmp_path / f"{command}-in", out)
+        proc = run_command(command, *flags, tmp_path / f"{command}-in", out)
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert time.monotonic() - started < 30   # refused from its declared size, not after reading it
         (error,) = report_of(command, out)["errors"]
