@@ -209,3 +209,14 @@ def test_input_walking_lists_every_entry_it_leaves_out(tmp_path):
         ("loop", "a link to a folder: not followed (its files are read where they are)"),
         ("pipe", "a FIFO (named pipe), not a regular file: not read"),
     ]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_leaves_the_first_alone(tmp_path, caplog):
+    def body(stage):
+        # While this run works, another starts into the same folder.
+        code = run_stage("demo", "9.9", Namespace(overwrite=True), tmp_path / "in", tmp_path / "out", writes("y/"))
+        assert code == 2 and stage.outputdir.is_dir()     # our staging folder is still there
+        writes("series-001/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 0 and report["published"] == ["series-001"]
+    assert "another run is writing into this output folder" in caplog.text

@@ -54,6 +54,7 @@ class OutputFolder:
         self.report = report
         self.staging = self.final / staging_name(stage)
         self._lock: int | None = None
+        self._claimed = False   # only a run that claimed the folder may remove its staging
 
     @property
     def reserved(self) -> frozenset[str]:
@@ -79,6 +80,7 @@ class OutputFolder:
                                   f"wrote there")
             notes.append(self._remove_earlier_run(present))
         self.staging.mkdir()
+        self._claimed = True
         return notes
 
     def _take_lock(self) -> None:
@@ -128,8 +130,9 @@ class OutputFolder:
         return sorted(p.name for p in self.staging.iterdir()) if self.staging.is_dir() else []
 
     def discard(self) -> None:
-        """Remove the staging folder and everything in it."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Remove the staging folder and everything in it (if this run made it: another run's is not ours)."""
+        if self._claimed:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def release(self) -> None:
         if self._lock is not None:
