@@ -193,8 +193,7 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
     if not windows:
         raise InputFailed(f"--windows: this series has none of the presets asked for (it has: {presets})")
     if missing:
-        warnings.append(f"--windows: {', '.join(missing)} left out, not among this series' usable presets "
-                        f"({presets})")
+        warnings.append(f"--windows: {', '.join(missing)} left out, not among this series' presets ({presets})")
     published, other = load_results(stage, series_dir, manifest, use, wanted_rank, options.percent_removed, warnings)
     warnings += published.warnings
     for warning in warnings:
