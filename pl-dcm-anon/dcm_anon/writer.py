@@ -82,15 +82,15 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
             fp.write(data[1])   # not joined: the pixel data is most of the file
 
 
-def check_vrs(ds) -> None:
-    """Raise :class:`InvalidVR` for the first element, at any depth, whose VR is none of the standard's."""
-    for tag in ds.keys():
-        elem = ds.get_item(tag)
-        if elem.VR is not None and elem.VR not in _KNOWN_VRS:
-            raise InvalidVR(tag)
+def check_vrs(ds, top: bool = True) -> None:
+    """Raise :class:`InvalidVR` for the first element in a sequence item, at any depth, whose VR is none
+    of the standard's. Top-level elements were checked as the file was read (``dicomfiles.check_complete``)."""
+    for elem in ds.values():   # as stored: raw elements stay raw
+        if not top and elem.VR is not None and elem.VR not in _KNOWN_VRS:
+            raise InvalidVR(elem.tag)
         if elem.VR == "SQ" and not elem.is_raw:
             for item in elem.value or ():
-                check_vrs(item)
+                check_vrs(item, top=False)
 
 
 def _elements(ds) -> Iterator[tuple[int, object]]:
