@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import signal
+import time
 from argparse import Namespace
 
 from ctsvd_common import walk
@@ -220,3 +221,17 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_leaves_the_first_alone
     code, report = run(tmp_path, body)
     assert code == 0 and report["published"] == ["series-001"]
     assert "another run is writing into this output folder" in caplog.text
+
+
+def test_an_error_raised_while_an_interrupt_unwinds_is_still_the_interrupt(tmp_path):
+    """Library code cleaning up after a signal (PySpark's job cancellation) may raise its own error."""
+    def body(stage):
+        with stage.guard(tmp_path / "in" / "series-001", "series"):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)   # the handler raises here
+            finally:
+                raise KeyError("a library's cleanup")   # hides the interrupt, as a finally block may
+        writes("series-001/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 130 and report["status"] == "interrupted" and report["errors"] == []

@@ -27,8 +27,19 @@ class Interrupted(BaseException):
         self.signal_name = signal.Signals(signum).name
 
 
+_received: Interrupted | None = None
+
+
 def _raise(signum, _frame):
-    raise Interrupted(signum)
+    global _received
+    _received = Interrupted(signum)
+    raise _received
+
+
+def received() -> Interrupted | None:
+    """The stop signal this run received, if any. Code cleaning up after it (PySpark's, py4j's) may
+    raise an error of its own that hides the interrupt; callers check here before blaming the error."""
+    return _received
 
 
 @contextlib.contextmanager
@@ -40,9 +51,11 @@ def signals_raise() -> Iterator[None]:
     signal cut a call short); :func:`reclaim` puts ours back. Spark's jobs are
     cancelled when the unwinding stops Spark.
     """
+    global _received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received = None
     previous = {s: signal.signal(s, _raise) for s in SIGNALS}
     try:
         yield

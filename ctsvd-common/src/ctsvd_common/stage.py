@@ -218,6 +218,8 @@ class Stage:
         except (StageError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
+            if (stop := interrupts.received()) is not None:
+                raise stop from None   # an error raised while the interrupt unwound: the interrupt it is
             fault = output_fault(e, self.final)
             if fault is not None:
                 raise StageError(fault) from None
@@ -351,16 +353,23 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
                 stage.log.error("%s", e)
                 return EXIT_USAGE
             except (interrupts.Interrupted, KeyboardInterrupt) as e:
-                stage.interrupted = e if isinstance(e, interrupts.Interrupted) else interrupts.Interrupted(2)
-                stage.log.error("interrupted by %s: nothing is published, the staging folder is removed",
-                                stage.interrupted.signal_name)
+                _stopped(stage, e if isinstance(e, interrupts.Interrupted) else interrupts.Interrupted(2))
             except Exception as e:
-                _end(stage, e)
+                stop = interrupts.received()
+                if stop is None:
+                    _end(stage, e)
+                else:   # e was raised while the interrupt unwound
+                    _stopped(stage, stop)
             with interrupts.deferred():
                 return stage.finish(folder)
         finally:
             folder.discard()
             folder.release()
+
+
+def _stopped(stage: Stage, stop: interrupts.Interrupted) -> None:
+    stage.interrupted = stop
+    stage.log.error("interrupted by %s: nothing is published, the staging folder is removed", stop.signal_name)
 
 
 def _end(stage: Stage, e: Exception) -> None:
