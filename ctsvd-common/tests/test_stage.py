@@ -1,11 +1,16 @@
 """A stage's report and exit code tell the truth."""
 
+import errno
 import json
+import os
 import re
+import signal
+import time
 from argparse import Namespace
 
 import pytest
 
+from ctsvd_common import walk
 from ctsvd_common.stage import InputSkipped, StageError, UsageError, run_stage
 
 
@@ -130,3 +135,146 @@ def test_the_same_key_gives_the_same_labels_and_another_key_others():
     a, b, c = InputNames(b"k"), InputNames(b"k"), InputNames(b"other")
     assert a("x/DOE.dcm") == b("x/DOE.dcm") == "input #1 (" + a.digest("x/DOE.dcm") + ")"
     assert c("x/DOE.dcm") != a("x/DOE.dcm") and a("y.dcm").startswith("input #2 (")
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+def writes(*names):
+    """A body that writes ``names`` (files, or folders when they end in /) where it is told to."""
+    def body(stage):
+        for name in names:
+            path = stage.outputdir / name
+            if name.endswith("/"):
+                path.mkdir()
+                (path / "data.bin").write_bytes(b"x")
+            else:
+                path.write_text(name)
+            stage.output(path)
+    return body
+
+
+def test_outputs_are_staged_then_published_after_the_report(tmp_path):
+    seen = []
+
+    def body(stage):
+        seen.append(stage.outputdir)
+        writes("series-001/", "index.html")(stage)
+        assert not (tmp_path / "out" / "index.html").exists()   # not before the run ends
+    code, report = run(tmp_path, body)
+    assert code == 0 and seen == [tmp_path / "out" / ".demo.staging"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.report.json", "index.html", "series-001"]
+    assert report["published"] == ["index.html", "series-001"]
+    assert [o["path"] for o in report["outputs"]] == ["series-001", "index.html"]
+
+
+def test_a_used_folder_is_refused_without_a_report(tmp_path, caplog):
+    run(tmp_path, writes("series-001/"))
+    before = (tmp_path / "out" / "demo.report.json").read_text()
+    code = run_stage("demo", "9.9", Namespace(), tmp_path / "in", tmp_path / "out", writes("series-002/"))
+    assert code == 2 and (tmp_path / "out" / "demo.report.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.report.json", "series-001"]
+    assert "the output folder is not empty (2 entries); give an empty folder, or --overwrite" in caplog.text
+
+
+def test_overwrite_removes_the_earlier_run_and_only_it(tmp_path, caplog):
+    run(tmp_path, writes("series-001/", "series-002/"))
+    (tmp_path / "out" / "mine.txt").write_text("a user's file")
+    overwrite = Namespace(overwrite=True)
+    code = run_stage("demo", "9.9", overwrite, tmp_path / "in", tmp_path / "out", writes("series-001/"))
+    assert code == 2 and (tmp_path / "out" / "series-002").is_dir()     # nothing removed
+    assert "1 of the 4 entries of the output folder were not written by the earlier demo run" in caplog.text
+    (tmp_path / "out" / "mine.txt").unlink()
+    code = run_stage("demo", "9.9", overwrite, tmp_path / "in", tmp_path / "out", writes("series-001/"))
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.report.json", "series-001"]
+    # Another plugin's folder is never taken for ours.
+    code = run_stage("other", "1.0", overwrite, tmp_path / "in", tmp_path / "out", writes("x/"))
+    assert code == 2 and "holds no report of an earlier other run" in caplog.text
+
+
+def test_an_interrupted_run_publishes_nothing_and_says_so(tmp_path):
+    from ctsvd_common import interrupts
+
+    def body(stage):
+        writes("series-001/")(stage)
+        raise interrupts.Interrupted(signal.SIGTERM)
+    code, report = run(tmp_path, body)
+    assert code == 143 and report["status"] == "interrupted" and report["interrupted"] == "SIGTERM"
+    assert report["outputs"] == [] and report["discarded_outputs"] == 1 and report["published"] == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.report.json"]
+
+
+def test_a_full_disk_ends_the_run_in_one_line(tmp_path, caplog):
+    def body(stage):
+        writes("series-001/")(stage)
+        with stage.guard(tmp_path / "in" / "a.dcm"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        writes("series-002/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 1 and report["errors"] == [
+        {"file": "", "reason": "cannot write the outputs: no space left on the device (ENOSPC)"}]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.report.json"]
+    assert "Traceback" not in caplog.text
+
+
+def test_an_unreadable_input_is_the_inputs_failure_not_the_runs(tmp_path):
+    def body(stage):
+        with stage.guard(tmp_path / "in" / "a.dcm"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "in" / "a.dcm"))
+        writes("series-001/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 0 and report["counts"] == {"outputs": 1, "skipped": 0, "failed": 1}
+
+
+# --------------------------------------------------------------------------- walking the input
+
+
+def test_input_walking_lists_every_entry_it_leaves_out(tmp_path):
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "slice.dcm").write_bytes(b"x")
+    (root / ".DS_Store").write_bytes(b"x")
+    (root / ".hidden-folder").mkdir()
+    (root / ".hidden-folder" / "x.dcm").write_bytes(b"x")
+    os.mkfifo(root / "pipe")
+    (root / "dangling").symlink_to(root / "gone")
+    (tmp_path / "outside.dcm").write_bytes(b"secret")
+    (root / "escape.dcm").symlink_to(tmp_path / "outside.dcm")
+    (root / "inside.dcm").symlink_to(root / "a" / "slice.dcm")
+    (root / "loop").symlink_to(root)
+    tree = walk.input_tree(root)
+    assert tree.files == [root / "a" / "slice.dcm", root / "inside.dcm"]
+    assert [(p.name, why) for p, why in tree.left_out] == [
+        (".DS_Store", "hidden file, not read"),
+        (".hidden-folder", "hidden folder, not read"),
+        ("dangling", "a link that leads nowhere (dangling), not read"),
+        ("escape.dcm", "a link to outside the input folder, not followed"),
+        ("loop", "a link to a folder: not followed (its files are read where they are)"),
+        ("pipe", "a FIFO (named pipe), not a regular file: not read"),
+    ]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_leaves_the_first_alone(tmp_path, caplog):
+    def body(stage):
+        # While this run works, another starts into the same folder.
+        code = run_stage("demo", "9.9", Namespace(overwrite=True), tmp_path / "in", tmp_path / "out", writes("y/"))
+        assert code == 2 and stage.outputdir.is_dir()     # our staging folder is still there
+        writes("series-001/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 0 and report["published"] == ["series-001"]
+    assert "another run is writing into this output folder" in caplog.text
+
+
+def test_an_error_raised_while_an_interrupt_unwinds_is_still_the_interrupt(tmp_path):
+    """Library code cleaning up after a signal (PySpark's job cancellation) may raise its own error."""
+    def body(stage):
+        with stage.guard(tmp_path / "in" / "series-001", "series"):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)   # the handler raises here
+            finally:
+                raise KeyError("a library's cleanup")   # hides the interrupt, as a finally block may
+        writes("series-001/")(stage)
+    code, report = run(tmp_path, body)
+    assert code == 130 and report["status"] == "interrupted" and report["errors"] == []

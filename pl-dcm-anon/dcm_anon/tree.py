@@ -16,19 +16,22 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctsvd_common.dicomfiles import BadDicom, NotDicom, input_files, quiet_pydicom, read
+from ctsvd_common.dicomfiles import BadDicom, NotDicom, quiet_pydicom, read
 from ctsvd_common.inputnames import InputNames
-from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError
+from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, output_fault
+from ctsvd_common.workers import WorkerPool, capped_workers
 
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, withheld_because
 from dcm_anon.pixel_segments import BadStream
 from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
 from dcm_anon.uids import Pseudonyms
-from dcm_anon.workers import ordered_map, worker_count
-from dcm_anon.writer import write_part10
+from dcm_anon.writer import InvalidVR, write_part10
 
 PROGRESS_EVERY = 50
+# Below this many files per worker a pool costs more (start-up) than it saves.
+MIN_FILES_PER_WORKER = 8
+CHUNK = 4
 TEMP_PREFIX = ".dcm_anon-"   # hidden: a later stage reading this folder never takes it for input
 
 
@@ -97,19 +100,20 @@ def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagRepor
 
 def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, tally: _Tally) -> None:
     global _JOB
-    files = input_files(stage.inputdir)
+    files = stage.input_files()
     stage.names.number(f.relative_to(stage.inputdir) for f in files)
     if not files:
         _summarize(stage, tally, found=0)
         raise StageError("no DICOM files found: the input folder is empty")
     names = OutputNames()
 
-    workers = worker_count(options.workers, len(files))
+    workers = worker_count(stage, options.workers, len(files))
     stage.summary["workers"] = workers
     _JOB = (deidentifier, stage.outputdir)
     stage.outputdir.mkdir(parents=True, exist_ok=True)
-    outcomes = ordered_map(_deidentify_one, files, workers)
+    pool = WorkerPool(workers)
     try:
+        outcomes = pool.map(_deidentify_one, files, CHUNK)
         with stage.timed(f"de-identifying {len(files)} file(s) in {workers} process(es)"):
             for i, (path, outcome) in enumerate(zip(files, outcomes), 1):
                 # Whatever happens stays with this one file; each entry also says which
@@ -118,8 +122,9 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
                     _place(stage, names, outcome, tally, i)
                 if i % PROGRESS_EVERY == 0 or i == len(files):
                     stage.log.info("%s", tally.line(stage, i, len(files)))
+        pool.close()
     finally:
-        outcomes.close()   # on an interrupt: the pool stops, and no temporary file stays behind
+        pool.kill()   # left early (an interrupt, a fatal error): the workers stop now, mid-file
         _JOB = None
         for leftover in stage.outputdir.glob(TEMP_PREFIX + "*"):
             leftover.unlink(missing_ok=True)
@@ -130,10 +135,18 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
                          f"({len(stage.skipped)} other file(s) skipped)")
 
 
+def worker_count(stage: Stage, requested: int, files: int) -> int:
+    """``requested`` processes (0: one per CPU), no more than the CPUs and the files justify."""
+    workers, note = capped_workers(requested)
+    if note:
+        stage.log.warning("%s", note)
+    return max(1, min(workers, files // MIN_FILES_PER_WORKER))
+
+
 def _deidentify_one(path: Path) -> _Done | BaseException:
     """Worker: de-identify one file into a temporary file of the output folder.
 
-    Returns the error rather than raising it (see :func:`ordered_map`).
+    Returns the error rather than raising it (see :meth:`WorkerPool.map`).
     """
     assert _JOB is not None
     deidentifier, outputdir = _JOB
@@ -171,8 +184,13 @@ def _deidentify_file(deidentifier: Deidentifier, outputdir: Path, path: Path) ->
         with os.fdopen(fd, "wb") as f:
             # A valid Part 10 file: preamble, "DICM" and the rebuilt file meta.
             write_part10(ds, f)
+    except InvalidVR as e:
+        Path(temp).unlink(missing_ok=True)
+        raise InputFailed(f"corrupt: element {e} has no valid value representation") from None
     except Exception as e:
         Path(temp).unlink(missing_ok=True)
+        if output_fault(e, outputdir) is not None:
+            raise   # a full or read-only disk: it ends the run (Stage.guard), it is no fault of this file
         raise InputFailed(f"cannot write the de-identified file ({type(e).__name__})") from None
     counts = tuple(str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID"))
     return _Done(Path(temp), counts)

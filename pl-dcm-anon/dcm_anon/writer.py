@@ -23,7 +23,7 @@ from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR, PersonName
 
 _UNDEFINED = 0xFFFFFFFF
 # Decoded values of these VRs are plain bytes, written as they are (the pixel data, mostly).
@@ -37,13 +37,26 @@ _SHORT = struct.Struct("<HH2sH")         # tag, VR, 2-byte length
 _LONG = struct.Struct("<HH2sHL")         # tag, VR, reserved, 4-byte length
 _TAG_LENGTH = struct.Struct("<HHL")      # tag, 4-byte length: implicit VR, items and delimiters
 _META_GROUP_LENGTH = 0x00020000
+_KNOWN_VRS = frozenset(vr.value for vr in VR)
+
+
+class InvalidVR(Exception):
+    """An element read from the input carries no valid value representation (a corrupt file).
+    Written as it is, it would make a file that pydicom cannot read back."""
+
+    def __init__(self, tag: int):
+        super().__init__(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
+
+
 _ITEM_UNDEFINED = _TAG_LENGTH.pack(0xFFFE, 0xE000, _UNDEFINED)
 _ITEM_END = _TAG_LENGTH.pack(0xFFFE, 0xE00D, 0)
 _SEQUENCE_END = _TAG_LENGTH.pack(0xFFFE, 0xE0DD, 0)
 
 
 def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
-    """Write ``ds`` as a DICOM Part 10 file to the open binary file ``fp``."""
+    """Write ``ds`` as a DICOM Part 10 file to the open binary file ``fp``; :class:`InvalidVR` first
+    if an element could not be read back."""
+    check_vrs(ds)
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     implicit = syntax.is_implicit_VR
     if (not syntax.is_little_endian or syntax.is_deflated or ds.original_encoding != (implicit, True)
@@ -67,6 +80,17 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
         else:
             fp.write(data[0])
             fp.write(data[1])   # not joined: the pixel data is most of the file
+
+
+def check_vrs(ds, top: bool = True) -> None:
+    """Raise :class:`InvalidVR` for the first element in a sequence item, at any depth, whose VR is none
+    of the standard's. Top-level elements were checked as the file was read (``dicomfiles.check_complete``)."""
+    for elem in ds.values():   # as stored: raw elements stay raw
+        if not top and elem.VR is not None and elem.VR not in _KNOWN_VRS:
+            raise InvalidVR(elem.tag)
+        if elem.VR == "SQ" and not elem.is_raw:
+            for item in elem.value or ():
+                check_vrs(item, top=False)
 
 
 def _elements(ds) -> Iterator[tuple[int, object]]:

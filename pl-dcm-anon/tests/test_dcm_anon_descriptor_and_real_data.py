@@ -35,7 +35,7 @@ def test_chris_plugin_descriptor():
     assert set(params) == {"--keep-dates", "--shift-dates", "--clean-descriptors", "--keep-safe-private",
                            "--keep-uids", "--keep-device-id", "--keep-patient-chars",
                            "--keep-institution-id", "--pseudonym-key", "--no-tag-report", "--workers",
-                           "--strict", "--input-map"}
+                           "--strict", "--input-map", "--overwrite"}
     for flag, p in params.items():
         assert p["optional"] is True and p["help"]
         if flag in ("--pseudonym-key", "--input-map"):

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsvd_common import atomic, contract, dicomfiles
+from ctsvd_common import atomic, contract, dicomfiles, resources
 from ctsvd_common.stage import Stage, StageError, UsageError
+from ctsvd_common.workers import WorkerPool, capped_workers
 from dicom2matrix import __version__
 from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
-from dicom2matrix.parallel import Workers, cpu_count, with_progress
 from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
-from dicom2matrix.stacks import Stack, geometry_warnings, group, spacing_report, tilt_deg
+from dicom2matrix.stacks import BY_INSTANCE_NUMBER, Stack, geometry_warnings, group, spacing_report, tilt_deg
 
 # Standard CT display windows (center, width) in HU.
 WINDOW_PRESETS = {
@@ -42,6 +42,10 @@ WINDOW_PRESETS = {
     "bone": {"center": 400.0, "width": 1800.0},
 }
 PROGRESS_EVERY = 200
+# Memory per pixel while one slice is converted: its stored values, a float64 product, the float32 result, a mask.
+BYTES_PER_PIXEL_AT_WORK = 2 + 8 + 4 + 1
+# Fewer files than this are read in this process: a pool costs more than it saves.
+MIN_ITEMS_FOR_POOL = 32
 
 
 @dataclass
@@ -71,8 +75,10 @@ def check_options(options: Namespace) -> None:
 def convert_tree(stage: Stage, options: Namespace) -> None:
     check_options(options)
     dicomfiles.quiet_pydicom()
-    workers = options.workers or cpu_count()
-    files = dicomfiles.input_files(stage.inputdir)
+    workers, note = capped_workers(options.workers)
+    if note:
+        stage.log.warning("%s", note)
+    files = stage.input_files()
     stage.names.number(f.relative_to(stage.inputdir) for f in files)   # logs name inputs by position
     artifacts = [f for f in files if contract.is_stage_artifact(f.relative_to(stage.inputdir))]
     if artifacts:
@@ -81,12 +87,12 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
     if not files:
         raise StageError("no files found in the input folder")
 
-    with Workers(workers) as pool:
+    with WorkerPool(workers, MIN_ITEMS_FOR_POOL) as pool:
         convert_files(stage, files, options, pool)
     stage.summary["workers"] = workers
 
 
-def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Workers) -> None:
+def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: WorkerPool) -> None:
     images, headers = scan_all(stage, files, options.any_modality, pool)
     if not images:
         raise StageError(f"no DICOM images found in the input folder ({len(files)} file(s), none usable: "
@@ -108,6 +114,9 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks)})
     if not kept:
         raise StageError(f"no stack of at least {options.min_slices} slices in the input folder")
+    kept = fitting(stage, kept, pool.count)
+    if not kept:
+        raise StageError("no stack fits this machine's memory and disk (see the reasons in the report)")
 
     # Inputs no series owns (not DICOM, unreadable, too few slices): listed in every
     # manifest, because the report stays here and the manifests travel down the pipeline.
@@ -128,12 +137,33 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     stage.summary["series"] = number
 
 
-def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: Workers):
+def fitting(stage: Stage, stacks: list[Stack], workers: int) -> list[Stack]:
+    """The stacks whose declared size fits the memory and disk left, in plan order; the others fail, with
+    the numbers, before any volume is created."""
+    budget = resources.Budget(stage.outputdir)
+    fit = []
+    for stack in stacks:
+        rows, cols = stack.shape
+        disk = len(stack.images) * rows * cols * 4
+        memory = rows * cols * BYTES_PER_PIXEL_AT_WORK * workers
+        why = budget.refusal(disk, memory, f"to convert {workers} slice(s) of {rows}×{cols} at once")
+        if why is None:
+            budget.take(disk)
+            fit.append(stack)
+            continue
+        why = f"{stack.label}, {len(stack.images)} slices of {rows}×{cols} ({resources.size(disk)}): {why}"
+        for image in stack.images + [d for d, _ in stack.duplicates]:
+            stage.fail(image.file, why)
+    return fit
+
+
+def scan_all(stage: Stage, files: list[Path], any_modality: bool, pool: WorkerPool):
     images: list[Image] = []
     headers: dict[tuple[str, int | None], bytes] = {}
     scan = partial(scan_file, any_modality=any_modality)
     with stage.timed(f"reading {len(files)} file header(s)"):
-        results = with_progress(pool.map(scan, [str(f) for f in files]), len(files), PROGRESS_EVERY,
+        results = with_progress(pool.map(scan, [str(f) for f in files], chunk(files, pool)), len(files),
+                                PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("read %d/%d headers", n, total))
         for path, result in zip(files, results):
             if result.skip:
@@ -182,7 +212,19 @@ def write_headers(folder: Path, images: list[Image], headers: dict) -> None:
             (folder / header_name(i)).write_bytes(headers[(image.file, image.frame)])
 
 
-def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
+def chunk(items: list, pool: WorkerPool) -> int:
+    """Work goes out in chunks: few enough round trips, yet every worker busy until the end."""
+    return max(1, min(32, len(items) // (pool.count * 8)))
+
+
+def with_progress(results, total: int, every: int, report):
+    for n, result in enumerate(results, 1):
+        if n % every == 0 or n == total:
+            report(n, total)
+        yield result
+
+
+def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool) -> None:
     by_file: dict[str, list[tuple[Image, Target]]] = defaultdict(list)
     for p in plans:
         for slot, image in enumerate(p.stack.images):
@@ -195,7 +237,7 @@ def read_pixels(stage: Stage, plans: list[Plan], pool: Workers) -> None:
     tasks = list(by_file.items())
     slices = sum(len(p.stack.images) for p in plans)
     with stage.timed(f"reading the pixels of {slices} slice(s) in {len(tasks)} file(s)"):
-        results = with_progress(pool.map(convert_file, tasks), len(tasks), PROGRESS_EVERY,
+        results = with_progress(pool.map(convert_file, tasks, chunk(tasks, pool)), len(tasks), PROGRESS_EVERY,
                                 lambda n, total: stage.log.info("converted %d/%d files", n, total))
         for outcomes in results:
             for o in outcomes:
@@ -281,6 +323,9 @@ def _frame_no(image: Image) -> int | None:
 def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: list[float], outcomes: list[Outcome],
                    headers: list[str], duplicates: list, failed: list, run_skipped: list) -> contract.Manifest:
     stack, first = plan.stack, plan.stack.first
+    located = stack.sorted_by != BY_INSTANCE_NUMBER
+    # Without positions the order is known, the spacing is not: none is made up.
+    positions = positions if located else []
     spacing = spacing_report(positions)
     tilt = tilt_deg(stack)
     thicknesses = [i.thickness for i in images if i.thickness is not None]
@@ -302,6 +347,9 @@ def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: lis
         **spacing,
     )
     geometry.warnings = geometry_warnings(stack, spacing, tilt)
+    if not located:
+        geometry.warnings.append("no slice positions: the slices are in InstanceNumber order and their "
+                                 "spacing is unknown")
     if first.gantry_tilt and not (tilt and tilt > 0.5):
         geometry.warnings.append(f"GantryDetectorTilt says {first.gantry_tilt:g}°, "
                                  f"but the slice positions show no shear")

@@ -16,6 +16,7 @@ the shared and per-frame functional groups.
 from __future__ import annotations
 
 import io
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,11 @@ _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"}
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED = 0xFFFFFFFF
+# Direction cosines are unit vectors at right angles (PS3.3 C.7.6.2.1.1); this much rounding is allowed.
+COSINE_TOLERANCE = 1e-2
+# Hounsfield units end well within this; a rescale beyond it is an error in the header, not a tissue.
+MAX_ABS_HU = 1e6
+FLOAT32_MAX = 3.4e38
 
 
 @dataclass(frozen=True)
@@ -140,12 +146,48 @@ def read_header(path: Path) -> dicomfiles.Header:
 def _scan(path: Path, any_modality: bool) -> FileScan:
     header = read_header(path)
     try:
-        return _classify(path, header, any_modality)
+        scan = _classify(path, header, any_modality)
     except (BadValue, dicomfiles.BadDicom) as e:
         placed = _placeholder(path, header, str(e))
         if placed is None:
             raise
         return FileScan(images=[placed], headers=[b""])
+    for image in scan.images:
+        if (why := geometry_problem(image)) is not None:
+            raise Skip(why)
+        if (why := rescale_problem(image)) is not None:
+            raise BadValue(why)
+    return scan
+
+
+def geometry_problem(image: Image) -> str | None:
+    """Why the image's geometry cannot be right, or None. Nothing is made up in its place."""
+    if image.pixel_spacing is not None and min(image.pixel_spacing) <= 0:
+        return "PixelSpacing is zero or negative: the pixels have no size, so the volume would have none"
+    if image.thickness is not None and image.thickness < 0:
+        return "SliceThickness is negative"
+    if image.orientation is not None:
+        row, col = image.orientation[:3], image.orientation[3:]
+        norms = [math.sqrt(sum(v * v for v in vector)) for vector in (row, col)]
+        dot = sum(a * b for a, b in zip(row, col))
+        if any(abs(n - 1) > COSINE_TOLERANCE for n in norms) or abs(dot) > COSINE_TOLERANCE:
+            return ("ImageOrientationPatient is degenerate: its row and column directions are not unit vectors "
+                    "at right angles (zero, parallel or skewed), so the slices cannot be placed in space")
+    return None
+
+
+def rescale_problem(image: Image) -> str | None:
+    """Why RescaleSlope and RescaleIntercept cannot be right for the stored values, or None."""
+    bits = image.bits_stored or 16
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if image.signed else (0, 2 ** bits - 1)
+    ends = [lo * image.slope + image.intercept, hi * image.slope + image.intercept]
+    if not all(math.isfinite(v) and abs(v) < FLOAT32_MAX for v in ends):
+        return "RescaleSlope and RescaleIntercept take the stored values beyond what a float32 volume holds"
+    is_ct = image.modality == "CT" or image.sop_class_uid in CT_SOP_CLASSES
+    if is_ct and bits <= 16 and max(map(abs, ends)) > MAX_ABS_HU:
+        return (f"RescaleSlope and RescaleIntercept give values beyond ±{MAX_ABS_HU:,.0f} HU: "
+                f"not Hounsfield units")
+    return None
 
 
 def _placeholder(path: Path, header: dicomfiles.Header, reason: str) -> Image | None:

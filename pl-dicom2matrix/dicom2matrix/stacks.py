@@ -33,6 +33,7 @@ DUPLICATE_MM = 1e-3
 MISSING_STEP = 1.5
 # A slice vector this far from the normal is a tilted (sheared) stack.
 TILT_DEG = 0.5
+BY_INSTANCE_NUMBER = "InstanceNumber (no ImagePositionPatient/ImageOrientationPatient)"
 
 _KEY_NAMES = ("study", "series", "stack", "orientation", "size", "pixel spacing", "slice thickness", "image type")
 
@@ -129,8 +130,8 @@ def sort_along_normal(stack: Stack) -> None:
     normal = stack.normal
     if normal is None or any(i.position is None for i in stack.images):
         stack.images.sort(key=lambda i: (i.instance_number or 0, i.file, i.frame or 0))
-        stack.positions = [float(i.instance_number or 0) for i in stack.images]
-        stack.sorted_by = "InstanceNumber (no ImagePositionPatient/ImageOrientationPatient)"
+        stack.positions = [float(i.instance_number or 0) for i in stack.images]   # an order, not millimetres
+        stack.sorted_by = BY_INSTANCE_NUMBER
         return
     along = [float(np.dot(i.position, normal)) for i in stack.images]
     # At one position, a readable slice goes before one known to be broken, so it is the one kept.

@@ -215,3 +215,39 @@ def test_both_workers_and_one_give_the_same_bytes(tmp_path):
     assert convert(tmp_path / "in", tmp_path / "two", "--workers", "2") == 0
     for name in (contract.VOLUME, "headers/0017.dcm"):
         assert (tmp_path / "one" / "series-001" / name).read_bytes() == (tmp_path / "two" / "series-001" / name).read_bytes()
+
+
+@pytest.mark.parametrize("keyword, value, outcome, reason", [
+    ("PixelSpacing", [0, -1], "skipped", "PixelSpacing is zero or negative"),
+    ("ImageOrientationPatient", [0, 0, 0, 0, 0, 0], "skipped", "ImageOrientationPatient is degenerate"),
+    ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0], "skipped", "ImageOrientationPatient is degenerate"),
+    ("RescaleSlope", "1e308", "errors", "beyond what a float32 volume holds"),
+    ("RescaleSlope", "1e4", "errors", "beyond ±1,000,000 HU: not Hounsfield units"),
+])
+def test_geometry_and_rescale_that_cannot_be_right_are_refused(keyword, value, outcome, reason, tmp_path):
+    """One series with a nonsense value beside a sound one: the bad one is refused by name, never guessed at."""
+    write_demo_series(tmp_path / "in" / "good", slices=4, size=32, seed=1)
+    write_demo_series(tmp_path / "in" / "bad", slices=4, size=32, seed=2)
+    for path in (tmp_path / "in" / "bad").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        setattr(ds, keyword, value)
+        ds.save_as(path)
+    assert convert(tmp_path / "in", tmp_path / "out") == 0
+    r = report(tmp_path / "out")
+    assert r["counts"]["outputs"] == 1
+    # Inputs are named by label, not path: the bad series' four files, and nothing else, refused.
+    refused = [e for e in r[outcome] if reason in e["reason"]]
+    assert len(refused) == 4 and len(r["skipped"] + r["errors"]) == 4
+
+
+def test_slices_without_positions_get_no_made_up_spacing(tmp_path):
+    write_demo_series(tmp_path / "in", slices=4, size=32, seed=1)
+    for path in (tmp_path / "in").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    assert convert(tmp_path / "in", tmp_path / "out") == 0
+    geometry = contract.read_manifest(tmp_path / "out" / "series-001").geometry
+    assert geometry.sorted_by.startswith("InstanceNumber")
+    assert geometry.slice_spacing_mm is None and geometry.slice_positions_mm == []
+    assert "spacing is unknown" in " ".join(geometry.warnings)

@@ -12,10 +12,10 @@ from chris_plugin import chris_plugin
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
-from ctsvd_common import atomic, contract, noise
+from ctsvd_common import atomic, contract, interrupts, noise, resources, walk
 from ctsvd_common.stage import (InputFailed, Stage, StageError, UsageError, add_policy_flags, reports_missing_input,
                                 run_stage)
-from ssvd_denoise import __version__, interrupts, kubernetes, local, localspark, session
+from ssvd_denoise import __version__, kubernetes, local, localspark, localsvd, session
 from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions,
                                  pages_are_private)
 from ssvd_denoise.factors import SvdResult
@@ -69,23 +69,12 @@ def main(options: Namespace, inputdir: Path, outputdir: Path) -> int:
     # Executors resolve relative paths against their own working folder, not ours.
     inputdir, outputdir = Path(inputdir).absolute(), Path(outputdir).absolute()
     return run_stage("ssvd_denoise", __version__, options, inputdir, outputdir,
-                     lambda stage: decompose_all_until_stopped(stage, options))
-
-
-def decompose_all_until_stopped(stage: Stage, options: Namespace) -> None:
-    """:func:`decompose_all`, turning SIGTERM and SIGINT into a run-ending error that the report keeps."""
-    try:
-        with interrupts.signals_raise():
-            decompose_all(stage, options)
-    except (interrupts.Interrupted, KeyboardInterrupt) as e:
-        name = e.signal_name if isinstance(e, interrupts.Interrupted) else "SIGINT"
-        stage.summary["interrupted"] = name
-        raise StageError(f"the run was interrupted by {name}: the series in progress was discarded, "
-                         f"{len(stage.outputs)} finished series were kept") from None
+                     lambda stage: decompose_all(stage, options))
 
 
 def decompose_all(stage: Stage, options: Namespace) -> None:
     extra_conf = check_options(options)
+    options.master = capped_master(stage, options.master)
     if kubernetes.is_kubernetes(options.master):
         # --spark-conf still has the last word.
         extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
@@ -98,9 +87,10 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
 
     # Everything that needs no Spark is checked first, so a bad series costs no JVM.
     ready: list[Series] = []
+    budget = resources.Budget(stage.outputdir)
     for series_dir in series:
         with stage.guard(series_dir, "series"):
-            ready.append(check_series(stage, series_dir, options.k))
+            ready.append(check_series(stage, series_dir, options, budget))
     if not ready:
         stage.log.error("none of the %d series can be decomposed; Spark was not started", len(series))
         return
@@ -112,7 +102,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
             sc = session.start(options.master, extra_conf)
         except Exception as e:  # pyspark raises its own and Py4J's types, and RuntimeError
             raise StageError(f"cannot start Spark with master {options.master}: {session.failure_reason(e)}") from None
-    interrupts.reclaim()
+    interrupts.reclaim()   # PySpark took SIGINT over
     try:
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
         with stage.timed("starting the Python workers"):
@@ -155,6 +145,16 @@ def check_options(options: Namespace) -> dict[str, str]:
         raise UsageError(str(e)) from None
 
 
+def capped_master(stage: Stage, master: str) -> str:
+    """``local[N]`` with N no more than the CPUs this process may use: Spark would start N task threads."""
+    if not (session.is_local(master) and master[6:-1].isdigit()):
+        return master
+    threads, note = resources.capped_workers(int(master[6:-1]))
+    if note:
+        stage.log.warning("--master %s capped at local[%d]: the CPUs this process may use", master, threads)
+    return f"local[{threads}]"
+
+
 @dataclass
 class Series:
     """A series that passed every check that needs no Spark."""
@@ -164,16 +164,24 @@ class Series:
     warnings: list[str]
 
 
-def check_series(stage: Stage, series_dir: Path, k: int) -> Series:
+def check_series(stage: Stage, series_dir: Path, options: Namespace, budget: resources.Budget) -> Series:
     """Check one series without Spark; :class:`InputFailed` names the first problem."""
+    k = options.k
     missing = [name for name in contract.PASSED_FORWARD if not (series_dir / name).exists()]
     if missing:
         raise InputFailed(f"{', '.join(missing)} missing from the series folder")
+    unsafe = walk.unsafe_entry([series_dir / name for name in contract.PASSED_FORWARD], stage.inputdir)
+    if unsafe is not None:   # never read, never passed forward
+        raise InputFailed(f"{unsafe[0].relative_to(series_dir)}: {unsafe[1]}")
     try:
         volume = contract.open_volume(series_dir, contract.read_manifest(series_dir))
     except contract.ContractError as e:
         raise InputFailed(local_reason(e, series_dir)) from None
     m, rows, cols = volume.shape
+    # Before the volume is read: a declared size that cannot fit is refused in a moment, not after a scan.
+    disk, memory = needs(series_dir, stage.outputdir, volume.shape, options)
+    if (why := budget.refusal(disk, memory, "for the local SVD's tiles")) is not None:
+        raise InputFailed(f"{m} slices of {rows}×{cols} ({resources.size(volume.nbytes)}): {why}")
     if m < 2:
         raise InputFailed(f"the volume has {m} slice(s); an SVD needs at least 2")
     if min(rows, cols) < 2:
@@ -185,11 +193,29 @@ def check_series(stage: Stage, series_dir: Path, k: int) -> Series:
         raise InputFailed(f"the volume holds {nonfinite} non-finite values (NaN or infinity)")
     if not nonzero:
         raise InputFailed("the volume is all zeros: there is nothing to decompose")
+    budget.take(disk)
     warnings = []
     if k > m:
         warnings.append(f"--k {k} is more than the {m} slices: at most {m} components are computed")
         stage.log.warning("%s: %s", stage.rel(series_dir), warnings[-1])
     return Series(series_dir, (m, rows, cols), warnings)
+
+
+def needs(series_dir: Path, outputdir: Path, shape: tuple[int, int, int], options: Namespace) -> tuple[int, int]:
+    """Bytes of disk and of memory (in this process's Spark, 0 for a remote one) the series will take."""
+    m, rows, cols = shape
+    volume = m * rows * cols * 4
+    disk = memory = 0
+    if options.mode in ("both", "local"):
+        disk += volume * (1 + len(localsvd.ENSEMBLE))   # local.npy, and its passes while it is made
+        # Two tiles per core, one per core at work, each held in float64 with its float64 result.
+        memory = 2 * volume if session.is_local(options.master) else 0
+    if options.mode in ("both", "global"):
+        k = min(options.k, m)
+        disk += k * rows * cols * 4 + m * k * 4          # Vt and U
+    if os.stat(series_dir / contract.VOLUME).st_dev != os.stat(outputdir).st_dev:
+        disk += volume                                     # passed forward as a copy, not a link
+    return disk, memory
 
 
 def scan_values(volume: np.ndarray, chunk_bytes: int = 64 << 20) -> tuple[int, bool]:

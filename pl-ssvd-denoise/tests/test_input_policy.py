@@ -110,3 +110,15 @@ def test_a_bad_series_is_one_line_and_costs_no_spark(tmp_path, caplog, make, rea
     assert str(tmp_path) not in errors[0]["reason"]
     assert not spark_started(caplog)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
+
+
+def test_a_link_out_of_the_input_is_never_read_or_passed_forward(series_input, tmp_path, caplog):
+    """headers/0000.dcm pointing at a system file: the series fails before Spark, nothing is copied."""
+    inputdir, _ = series_input
+    header = inputdir / "series-001" / contract.HEADERS / "0000.dcm"
+    header.symlink_to("/etc/passwd")
+    assert run(["--k", "2"], inputdir, tmp_path / "out") == 1
+    (error,) = report(tmp_path / "out")["errors"]
+    assert error["reason"] == f"headers/{header.name}: a link to outside the input folder, not followed"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
+    assert not spark_started(caplog)

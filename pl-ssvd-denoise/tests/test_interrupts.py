@@ -26,19 +26,18 @@ def test_a_stop_signal_discards_the_series_in_progress_and_reports(tmp_path, sig
         while "local SVD denoising ..." not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()[-2000:]
             time.sleep(0.1)
-        staging = list(out.glob(".series-001.*.part"))
+        staging = list((out / ".ssvd_denoise.staging").glob(".series-001.*.part"))
         assert staging, "the run is expected to be inside its staging folder when the signal arrives"
         proc.send_signal(signum)
         code = proc.wait(timeout=60)
     finally:
         proc.kill()
     text = log.read_text()
-    assert code == 1, text[-2000:]
-    assert not list(out.glob(".*")), f"left behind: {list(out.glob('.*'))}"
-    assert not (out / "series-001").exists()
+    assert code == 128 + signum, text[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["ssvd_denoise.report.json"]   # no staging, no series
     report = json.loads((out / "ssvd_denoise.report.json").read_text())
     name = signal.Signals(signum).name
-    assert report["status"] == "failed" and report["summary"]["interrupted"] == name
-    assert report["errors"] == [{"file": "", "reason": f"the run was interrupted by {name}: the series in "
-                                                       f"progress was discarded, 0 finished series were kept"}]
+    assert report["status"] == "interrupted" and report["interrupted"] == name
+    assert report["exit_code"] == 128 + signum and report["published"] == [] and report["outputs"] == []
+    assert f"interrupted by {name}" in text
     assert "Traceback" not in text

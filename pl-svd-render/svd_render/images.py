@@ -95,11 +95,20 @@ def resolve_windows(items: list[Window | str], presets: dict[str, dict]) -> tupl
     for item in items:
         if isinstance(item, Window):
             windows.append(item)
-        elif item in presets:
-            windows.append(Window(item, float(presets[item]["center"]), float(presets[item]["width"])))
+        elif item in presets and (window := _preset(item, presets[item])) is not None:
+            windows.append(window)
         else:
             missing.append(item)
     return windows, missing
+
+
+def _preset(name: str, values: object) -> Window | None:
+    """A manifest's window preset, or None when it is no window (not numbers, NaN, a width of 0 or less)."""
+    try:
+        center, width = float(values["center"]), float(values["width"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
+    return Window(name, center, width) if math.isfinite(center) and math.isfinite(width) and width > 0 else None
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:

@@ -36,6 +36,10 @@ def load_factors(series_dir: Path, volume_shape: tuple[int, ...]) -> Factors:
             raise contract.ContractError(f"{series_dir / name}: cannot read the SVD ({type(e).__name__}: missing, "
                                          "truncated or not a .npy file); run pl-ssvd-denoise again") from None
     U, s, Vt = arrays
+    if not (np.all(np.isfinite(s)) and np.all(s >= 0) and np.all(np.isfinite(U))
+            and np.all(np.isfinite(record.singular_values)) and np.all(np.asarray(record.singular_values) >= 0)):
+        raise contract.ContractError("the SVD holds singular values or weights that are not finite and "
+                                     "non-negative (NaN, infinity or below 0); run pl-ssvd-denoise again")
     m, n = volume_shape[0], int(np.prod(volume_shape[1:]))
     k = len(s)
     if U.shape != (m, k) or Vt.shape != (k, n) or record.k != k:

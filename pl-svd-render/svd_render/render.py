@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ctsvd_common import atomic, contract, dicomfiles
+from ctsvd_common import atomic, contract, dicomfiles, resources, walk
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError
 from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
@@ -195,9 +195,18 @@ def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, us
 def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namespace, use: str,
                   wanted_rank: int | None, window_items: list) -> str:
     label = stage.rel(series_dir)
+    unsafe = walk.unsafe_entry(sorted(series_dir.iterdir()), stage.inputdir)
+    if unsafe is not None:   # never read, never copied into a page or a DICOM file
+        raise InputFailed(f"{unsafe[0].relative_to(series_dir)}: {unsafe[1]}")
     manifest = contract.read_manifest(series_dir)
     volume = contract.open_volume(series_dir, manifest)
     m, rows, cols = volume.shape
+    # The original, the published and the compared result, and their difference, in memory at once;
+    # on disk the denoised volume, the DICOM series (half as large) and the pictures.
+    why = resources.Budget(stage.outputdir).refusal(disk=2 * volume.nbytes, memory=4 * volume.nbytes,
+                                                    memory_for="to rebuild and picture it")
+    if why is not None:
+        raise InputFailed(f"{m} slices of {rows}×{cols} ({resources.size(volume.nbytes)}): {why}")
     warnings: list[str] = []
     windows, missing = images.resolve_windows(window_items, manifest.window_presets)
     presets = ", ".join(manifest.window_presets) or "none"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from urllib.parse import quote
 
 
 STYLE = """
@@ -23,6 +24,17 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def url(path: str) -> str:
+    """A relative path as an attribute value: percent-encoded and starting with ./, so that no folder
+    name (``javascript:alert(1)``) is ever read as a URL scheme; then escaped for HTML."""
+    return escape("./" + quote(path))
+
+
+def script_json(value: object) -> str:
+    """JSON to place inside <script>: no "<" (which could close the element), no ">" or "&"."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _rows(facts: list[tuple[str, object]]) -> str:
     return "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
 
@@ -33,15 +45,15 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
     """``windows``: [{"label", "montage", "slices": [{"caption", "files": [png...]}...]}], the first
     of "slices" the original; ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
     montages = "\n".join(
-        f'<h3>{escape(w["label"])}</h3><img src="{escape(w["montage"])}" alt="montage, {escape(w["label"])}">'
+        f'<h3>{escape(w["label"])}</h3><img src="{url(w["montage"])}" alt="montage, {escape(w["label"])}">'
         for w in windows)
-    data = json.dumps([{"label": w["label"], "slices": w["slices"]} for w in windows])
+    data = script_json([{"label": w["label"], "slices": w["slices"]} for w in windows])
     captions = " | ".join(s["caption"] for s in windows[0]["slices"])
     upstream_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in upstream)
                      + "</ul>" if upstream else '<p class="muted">none</p>')
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
                      if warnings else "")
-    dicom_html = (f'<p>Derived DICOM series (one file per slice): <a href="{escape(dicom_dir)}/">{escape(dicom_dir)}/</a></p>'
+    dicom_html = (f'<p>Derived DICOM series (one file per slice): <a href="{url(dicom_dir + "/")}">{escape(dicom_dir)}/</a></p>'
                   if dicom_dir else "")
     scree_html = f"<h2>Singular values of the global SVD</h2>\n{scree}" if scree else ""
     noise_html = (f"""<h2>The noise measured in this series</h2>
@@ -91,7 +103,7 @@ result is darker than the original).</p>
 def index_page(title: str, entries: list[dict]) -> str:
     """``entries``: [{"name", "href", "facts"}] one per series."""
     items = "\n".join(
-        f'<li><a href="{escape(e["href"])}">{escape(e["name"])}</a>: {escape(e["facts"])}</li>' for e in entries)
+        f'<li><a href="{url(e["href"])}">{escape(e["name"])}</a>: {escape(e["facts"])}</li>' for e in entries)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
 <body><h1>{escape(title)}</h1><ul>{items}</ul></body></html>

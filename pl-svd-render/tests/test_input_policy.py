@@ -138,3 +138,39 @@ def test_a_failure_while_writing_dicom_costs_only_the_derived_dicom(full_rank, t
     assert error["file"] == "series-001/dicom" and error["exception"] == "AttributeError"
     assert contract.read_render(series).warnings == ["the derived DICOM series was not written: see the run report"]
     assert not [p for p in (tmp_path / "out").rglob(".*")], "temporary files left behind"
+
+
+def test_a_folder_name_never_becomes_a_script_link(tmp_path):
+    """The index links a series by its folder name; a name with a URL scheme stays a relative path."""
+    decomposed_series(tmp_path, k=4, slices=6, size=32, name="javascript:alert(1)")
+    assert render(tmp_path / "volume", tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert 'href="./javascript%3Aalert%281%29/index.html"' in page
+    assert 'href="javascript:' not in page and "<script" not in page
+    series_page = (tmp_path / "out" / "javascript:alert(1)" / "index.html").read_text()
+    assert 'src="./montage-lung.png"' in series_page
+
+
+def test_values_read_from_upstream_are_checked(tmp_path):
+    """NaN singular values fail the series; a window preset that is no window is left out, named."""
+    _, inputdir, _ = decomposed_series(tmp_path, k=4, slices=6, size=32)
+    series = inputdir / "series-001"
+    manifest = json.loads((series / contract.MANIFEST).read_text())
+    manifest["window_presets"]["lung"] = {"center": float("nan"), "width": -5}
+    (series / contract.MANIFEST).write_text(json.dumps(manifest))    # json writes NaN, which is no JSON
+    assert render(inputdir, tmp_path / "nan-json", "--windows", "lung,bone") == 1
+    assert "holds NaN or Infinity" in report(tmp_path / "nan-json")["errors"][0]["reason"]
+
+    manifest["window_presets"]["lung"] = {"center": -600, "width": -5}
+    (series / contract.MANIFEST).write_text(json.dumps(manifest))
+    assert render(inputdir, tmp_path / "bad-window", "--windows", "lung,bone", "--no-dicom") == 0
+    record = contract.read_render(tmp_path / "bad-window" / "series-001")
+    assert record.windows == ["bone (C 400 / W 1800)"]
+    assert any("lung left out" in w for w in record.warnings)
+
+    s = np.load(series / contract.SVD_S)
+    s[1] = np.nan
+    np.save(series / contract.SVD_S, s)
+    assert render(inputdir, tmp_path / "nan-s", "--windows", "bone", "--use", "global") == 1
+    (error,) = report(tmp_path / "nan-s")["errors"]
+    assert "not finite and non-negative" in error["reason"]

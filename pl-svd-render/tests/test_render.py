@@ -77,7 +77,7 @@ def test_pictures_and_report_are_complete(full_rank, tmp_path):
     assert "dicom/README.txt: not a DICOM file" in (series / "index.html").read_text()
     top = Links()
     top.feed((tmp_path / "out" / "index.html").read_text())
-    assert top.targets == ["series-001/index.html"]
+    assert top.targets == ["./series-001/index.html"]
 
 
 def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(full_rank, tmp_path):

@@ -4,7 +4,8 @@ Each node runs its plugin's command as ``CMD [flags] inputdir outputdir``:
 the root reads the user's folder, every other node reads its parent's output
 folder, and every node writes a folder of its own, named after its title.
 Flags come from the node's ``plugin_parameter_defaults``, translated with the
-plugin's own ChRIS descriptor (the JSON ``chris_plugin_info`` prints, which is
+plugin's own ChRIS descriptor (plus ``--overwrite``: a node run again writes
+into its own earlier folder, where ChRIS would give it a new one) (the JSON ``chris_plugin_info`` prints, which is
 what CUBE registers). A node that fails stops its descendants; its siblings
 go on, as in ChRIS.
 
@@ -61,6 +62,10 @@ class Plugin:
                     args.append(spec["flag"])
             else:
                 args += [spec["flag"], str(value).lower() if isinstance(value, bool) else str(value)]
+        if "overwrite" in self.parameters and "--overwrite" not in args:
+            # ChRIS gives every job a new folder; here a node that runs again reuses its own, and
+            # --overwrite lets the plugin replace what its earlier run wrote there (and nothing else).
+            args.append("--overwrite")
         return [str(self.command), *args]
 
 

@@ -10,6 +10,7 @@ that ChRIS compute resources mount.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -94,6 +95,19 @@ def _create_aligned_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, ali
         f.truncate(data_start + int(np.prod(shape)) * dtype.itemsize)
 
 
+def reserve(path: Path, size: int) -> None:
+    """Allocate ``size`` bytes of ``path`` on the disk now, so that a full disk is an ``OSError``
+    (ENOSPC) here rather than a SIGBUS later, when a memory-mapped write finds no block to fill."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):   # a file system that cannot reserve
+            raise
+    finally:
+        os.close(fd)
+
+
 class NpyWriter:
     """A ``.npy`` file filled in place, published under its final name on ``commit``.
 
@@ -101,7 +115,8 @@ class NpyWriter:
     several processes at once: the file and its header are created here at
     ``temp_path``; writers fill their own parts through a memory map (this
     process through :attr:`array`, others with ``np.load(temp_path,
-    mmap_mode="r+")``), and :meth:`commit` renames the finished file.
+    mmap_mode="r+")``), and :meth:`commit` renames the finished file. Its
+    space is reserved on the disk when it is created (:func:`reserve`).
     """
 
     def __init__(self, dest: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32, align: int = 0):
@@ -116,6 +131,7 @@ class NpyWriter:
             else:
                 created = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
                 del created  # other processes may write first; map again only when asked
+            reserve(self.temp_path, self.temp_path.stat().st_size)
         except BaseException:
             self.temp_path.unlink(missing_ok=True)
             raise

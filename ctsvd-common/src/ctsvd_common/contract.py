@@ -67,7 +67,11 @@ TAG_REPORT = "tag-report"
 
 
 def is_stage_artifact(relative: Path) -> bool:
-    return relative.name.endswith(REPORT_SUFFIX) or relative.parts[0] == TAG_REPORT
+    """A run report, or a page of pl-dcm-anon's tag report: what an earlier stage wrote beside its data.
+    Anything else, even in a folder named tag-report/, is input like any other."""
+    if len(relative.parts) == 1:
+        return relative.name.endswith(REPORT_SUFFIX)
+    return relative.parts[0] == TAG_REPORT and relative.suffix in (".json", ".html")
 
 
 class ContractError(Exception):
@@ -133,10 +137,22 @@ class _Record:
     @classmethod
     def read(cls: type[R], path: Path) -> R:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(), parse_constant=_no_constant)
+        except _NotJson:
+            raise ContractError(f"{path}: {Path(path).name} holds NaN or Infinity, which are no numbers "
+                                f"a stage writes; re-run the stage that wrote it") from None
         except (OSError, ValueError) as e:
             raise ContractError(f"{path}: cannot read {Path(path).name} ({type(e).__name__})") from None
         return cls.from_dict(data, str(path))
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _no_constant(name: str):
+    """Python's json reads NaN, Infinity and -Infinity, which JSON does not have: refuse them."""
+    raise _NotJson(name)
 
 
 @dataclass

@@ -33,9 +33,9 @@ from typing import Iterator
 import pydicom
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
-from ctsvd_common import dicomvalues
+from ctsvd_common import dicomvalues, walk
 from ctsvd_common.dicomvalues import BadValue
 
 _PREAMBLE = 128
@@ -63,12 +63,9 @@ def quiet_pydicom() -> None:
 
 
 def input_files(root: Path) -> list[Path]:
-    """Every regular file below ``root``, sorted; hidden files and folders are left out."""
-    root = Path(root)
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Every regular file below ``root``, sorted, as :func:`ctsvd_common.walk.input_tree` finds them;
+    a stage uses ``Stage.input_files``, which also reports what was left out."""
+    return walk.input_tree(root).files
 
 
 # -- reading one file ---------------------------------------------------------
@@ -377,6 +374,7 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)   # 2 reserved bytes, 4-byte length
 _SQ_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
+_KNOWN_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
 
 
 class _Cut(Exception):
@@ -439,6 +437,8 @@ class _Walk:
                     break
                 start = pos
                 tag, pos = self._element(pos, self.size, implicit)
+                if not implicit:
+                    self._known_vr(start)
                 if tag in wanted:
                     vr = self.buf[start + 4:start + 6]
                     explicit = not implicit and b"AA" <= vr <= b"ZZ"
@@ -462,12 +462,20 @@ class _Walk:
                 raise BadDicom("truncated: the file ends inside an element header")
             try:
                 tag, pos = self._element(pos, self.size, implicit)
+                if not implicit:
+                    self._known_vr(start)
             except _Cut as cut:
                 raise BadDicom(self._cut_reason(start, cut)) from None
             except _Malformed as e:
                 raise BadDicom(f"corrupt: {e}, in {self._name_at(start)}") from None
             if tag == _ITEM_END:
                 raise BadDicom("corrupt: an item delimiter outside any item")
+
+    def _known_vr(self, pos: int) -> None:
+        """A top-level element of an explicit VR data set has one of the standard's VRs: pydicom would
+        keep any other two bytes as its VR, and nothing could read the element back."""
+        if self.buf[pos:pos + 2] != b"\xfe\xff" and self.buf[pos + 4:pos + 6] not in _KNOWN_VRS:
+            raise _Malformed("an element has no valid value representation (VR)")
 
     def _implicit_at(self, pos: int) -> bool:
         """Explicit VR when the first element's VR is two capital letters, as pydicom decides."""

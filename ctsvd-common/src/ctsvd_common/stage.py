@@ -23,14 +23,22 @@ At the end the stage writes ``<name>.report.json`` and returns
   report and the log),
 * ``1`` when nothing usable came out, when a fatal :class:`StageError` ended
   the run, or, with ``--strict``, when anything failed,
-* ``2`` for a usage error: argparse's own, and every flag value the body
-  rejects with :class:`UsageError`.
+* ``2`` for a usage error: argparse's own, every flag value the body
+  rejects with :class:`UsageError`, and an output folder the run may not
+  take (not empty, without ``--overwrite``; see :mod:`ctsvd_common.outputs`),
+* ``128 + N`` when signal N stopped it: ``143`` for SIGTERM, ``130`` for SIGINT.
+
+The body writes into a staging folder (``stage.outputdir`` while it runs);
+the outputs are published once the run has ended, and only when it was not
+interrupted and no fatal error ended it. A full disk, a read-only or an
+unwritable output folder end the run with one line naming the fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import io
 import logging
@@ -44,16 +52,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ctsvd_common import atomic
+from ctsvd_common import atomic, interrupts, walk
 from ctsvd_common.contract import REPORT_SUFFIX
 from ctsvd_common.inputnames import InputNames, check_map_path
+from ctsvd_common.outputs import OutputFolder, OutputInUse
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 REPORT_FORMAT = "ctsvd-stage-report"
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -74,6 +83,33 @@ class InputSkipped(Exception):
     """Raised inside :meth:`Stage.guard` to skip the guarded input with this one-line reason."""
 
 
+# Faults of the output's file system: they end the run, since every later output would meet them too.
+_DEVICE_FAULTS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted",
+                  errno.EROFS: "the file system is read-only"}
+_ACCESS_FAULTS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+
+
+def output_fault(exc: BaseException, outputdir: Path) -> str | None:
+    """A one-line reason when ``exc`` is a fault of writing the outputs (disk full, read-only, no
+    permission in ``outputdir``), else None; an input that cannot be read is the input's failure."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    if exc.errno in _DEVICE_FAULTS:
+        return f"cannot write the outputs: {_DEVICE_FAULTS[exc.errno]} ({name})"
+    if exc.errno in _ACCESS_FAULTS and any(_within(f, outputdir) for f in (exc.filename, exc.filename2) if f):
+        return f"cannot write into the output folder: {_ACCESS_FAULTS[exc.errno]} ({name})"
+    return None
+
+
+def _within(path: str | os.PathLike, folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+        return True
+    except ValueError:
+        return False
+
+
 def add_policy_flags(parser: ArgumentParser) -> None:
     """The flags every plugin of the suite shares."""
     parser.add_argument("--strict", dest="strict", action="store_true", default=False,
@@ -83,6 +119,10 @@ def add_policy_flags(parser: ArgumentParser) -> None:
                         help="write the list of input paths and the labels logs and reports name them by "
                              "to this file, outside the output folder. It holds the original paths, "
                              "which may identify the patient")
+    parser.add_argument("--overwrite", dest="overwrite", action="store_true", default=False,
+                        help="when the output folder holds an earlier run of this plugin, remove what that "
+                             "run wrote (its report lists it) and run again; without it a non-empty output "
+                             "folder is refused (exit 2). Nothing else in the folder is ever removed")
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -125,6 +165,9 @@ class Stage:
     # How logs and the report name an input: by position and keyed hash, never by its
     # path, which may carry identity (see ctsvd_common.inputnames).
     names: InputNames = field(default_factory=InputNames)
+    interrupted: interrupts.Interrupted | None = None
+    # Where the outputs end up; ``outputdir`` is the staging folder inside it while the body runs.
+    final_dir: Path | None = None
     _started: float = field(default_factory=time.perf_counter)
     _started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -139,11 +182,13 @@ class Stage:
             return self.names(p.relative_to(self.inputdir))
         except ValueError:
             pass
-        try:
-            return str(p.relative_to(self.outputdir))
-        except ValueError:
-            # Elsewhere on disk (where a link points, say): labelled like an input, never shown.
-            return self.names(p) if p.is_absolute() else str(p)
+        for folder in (self.outputdir, self.final):   # the staging folder, or where its entries end up
+            try:
+                return str(p.relative_to(folder))
+            except ValueError:
+                pass
+        # Elsewhere on disk (where a link points, say): labelled like an input, never shown.
+        return self.names(p) if p.is_absolute() else str(p)
 
     def skip(self, path: str | os.PathLike, reason: str, **facts: Any) -> None:
         """Note an input passed over on purpose; not an error."""
@@ -179,8 +224,21 @@ class Stage:
         except (StageError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
+            if (stop := interrupts.received()) is not None:
+                raise stop from None   # an error raised while the interrupt unwound: the interrupt it is
+            fault = output_fault(e, self.final)
+            if fault is not None:
+                raise StageError(fault) from None
             self.fail(path, f"unexpected error while processing this {what} ({type(e).__name__}); "
                             f"the report has where it happened", exc=e, **facts)
+
+    def input_files(self) -> list[Path]:
+        """The regular files of the input folder (see :mod:`ctsvd_common.walk`); every entry left out is
+        skipped here, with its reason."""
+        tree = walk.input_tree(self.inputdir)
+        for path, reason in tree.left_out:
+            self.skip(path, reason)
+        return tree.files
 
     def output(self, path: str | os.PathLike, **facts: Any) -> None:
         self.outputs.append({"path": self.rel(path), **facts})
@@ -198,10 +256,16 @@ class Stage:
             self.log.info("%s done in %.2f s", label, dt)
 
     @property
+    def final(self) -> Path:
+        return self.final_dir if self.final_dir is not None else self.outputdir
+
+    @property
     def report_path(self) -> Path:
-        return self.outputdir / f"{self.name}{REPORT_SUFFIX}"
+        return self.final / f"{self.name}{REPORT_SUFFIX}"
 
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return 128 + self.interrupted.signum
         if self.usage_error:
             return EXIT_USAGE
         if self.fatal or not self.outputs or (self.strict and self.errors):
@@ -210,15 +274,25 @@ class Stage:
 
     def status(self) -> str:
         code = self.exit_code()
+        if self.interrupted is not None:
+            return "interrupted"
         if code == EXIT_USAGE:
             return "usage-error"
         if code == EXIT_FAILED:
             return "failed"
         return "ok" if not self.errors else "ok-with-failures"
 
-    def finish(self) -> int:
+    def finish(self, folder: OutputFolder | None = None) -> int:
+        """Write the report, then publish the staged outputs (unless the run was interrupted or a
+        fatal error ended it: then nothing is published); return the exit code."""
         code = self.exit_code()
         elapsed = time.perf_counter() - self._started
+        publish = folder is not None and self.interrupted is None and not self.fatal
+        published = folder.staged() if publish else []
+        if folder is not None and not publish:
+            folder.discard()   # first: on a full disk, its space is what the report needs
+        discarded = [] if publish or folder is None else self.outputs
+        outputs = self.outputs if not discarded else []
         report = {
             "format": REPORT_FORMAT,
             "report_version": REPORT_VERSION,
@@ -231,18 +305,32 @@ class Stage:
             "strict": self.strict,
             "parameters": self.parameters,
             # Inputs only: a run-ending error (file "") is in "errors" but is no input.
-            "counts": {"outputs": len(self.outputs), "skipped": len(self.skipped),
+            "counts": {"outputs": len(outputs), "skipped": len(self.skipped),
                        "failed": sum(1 for e in self.errors if e["file"])},
             "summary": self.summary,
-            "outputs": self.outputs,
+            "outputs": outputs,
             "skipped": self.skipped,
             "errors": self.errors,
             "timings": self.timings,
+            # Every entry of the output folder this run made (besides this report): what --overwrite removes.
+            "published": published,
         }
-        atomic.write_json(self.report_path, report)
-        parts = [f"{len(self.outputs)} output(s)", f"{len(self.skipped)} skipped",
-                 f"{report['counts']['failed']} failed"]
-        verdict = {EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}[code]
+        if self.interrupted is not None:
+            report["interrupted"] = self.interrupted.signal_name
+        if discarded:
+            report["discarded_outputs"] = len(discarded)
+        try:
+            atomic.write_json(self.report_path, report)
+            if publish:
+                folder.publish()
+        except OSError as e:
+            self.log.error("the report cannot be written: %s", output_fault(e, self.final) or type(e).__name__)
+            return code if code != EXIT_OK else EXIT_FAILED
+        parts = [f"{len(outputs)} output(s)", f"{len(self.skipped)} skipped", f"{report['counts']['failed']} failed"]
+        if discarded:
+            parts.append(f"{len(discarded)} finished output(s) discarded")
+        verdict = ({EXIT_OK: "finished", EXIT_FAILED: "FAILED", EXIT_USAGE: "usage error"}.get(code)
+                   or f"INTERRUPTED by {self.interrupted.signal_name}")
         self.log.info("%s in %.1f s: %s; report: %s", verdict, elapsed, ", ".join(parts), self.report_path.name)
         return code
 
@@ -259,37 +347,70 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
                   strict=bool(getattr(options, "strict", False)))
     # The input folder is not named: exports are often named after the patient.
     stage.log.info("%s %s: input folder -> %s", name, version, outputdir)
+    folder = OutputFolder(Path(outputdir), name, stage.report_path.name)
     input_map = None
-    try:
-        if getattr(options, "input_map", ""):
+    with interrupts.signals_raise():
+        try:
             try:
-                input_map = check_map_path(options.input_map, Path(outputdir))
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-        if not Path(inputdir).is_dir():
-            raise StageError("the input folder does not exist")
-        body(stage)
-    except UsageError as e:
+                if getattr(options, "input_map", ""):
+                    try:
+                        input_map = check_map_path(options.input_map, Path(outputdir))
+                    except ValueError as e:
+                        raise UsageError(str(e)) from None
+                for note in folder.claim(bool(getattr(options, "overwrite", False))):
+                    stage.log.info("%s", note)
+                stage.final_dir, stage.outputdir = folder.final, folder.staging
+                if not Path(inputdir).is_dir():
+                    raise StageError("the input folder does not exist")
+                body(stage)
+            except OutputInUse as e:
+                # No report: the one in the folder belongs to the earlier run and says what it wrote.
+                stage.log.error("%s", e)
+                return EXIT_USAGE
+            except (interrupts.Interrupted, KeyboardInterrupt) as e:
+                _stopped(stage, e if isinstance(e, interrupts.Interrupted) else interrupts.Interrupted(2))
+            except Exception as e:
+                stop = interrupts.received()
+                if stop is None:
+                    _end(stage, e)
+                else:   # e was raised while the interrupt unwound
+                    _stopped(stage, stop)
+            if input_map is not None:
+                try:
+                    stage.names.write_map(input_map)
+                except OSError as e:
+                    stage.fatal = True
+                    stage.errors.append({"file": "", "reason": f"cannot write --input-map ({type(e).__name__})"})
+                    stage.log.error("cannot write --input-map (%s)", type(e).__name__)
+            with interrupts.deferred():
+                return stage.finish(folder)
+        finally:
+            folder.discard()
+            folder.release()
+
+
+def _stopped(stage: Stage, stop: interrupts.Interrupted) -> None:
+    stage.interrupted = stop
+    stage.log.error("interrupted by %s: nothing is published, the staging folder is removed", stop.signal_name)
+
+
+def _end(stage: Stage, e: Exception) -> None:
+    """Record the exception that ended the body."""
+    if isinstance(e, UsageError):
         stage.usage_error = True
         stage.errors.append({"file": "", "reason": str(e)})
         stage.log.error("%s", e)
-    except StageError as e:
-        stage.fatal = True
-        stage.errors.append({"file": "", "reason": str(e)})
-        stage.log.error("%s", e)
-    except Exception as e:  # a bug: one line in the log, the frames in the report
-        stage.fatal = True
-        stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
-                             "exception": type(e).__name__, "traceback": code_frames(e)})
-        stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
-    if input_map is not None:
-        try:
-            stage.names.write_map(input_map)
-        except OSError as e:
-            stage.fatal = True
-            stage.errors.append({"file": "", "reason": f"cannot write --input-map ({type(e).__name__})"})
-            stage.log.error("cannot write --input-map (%s)", type(e).__name__)
-    return stage.finish()
+        return
+    stage.fatal = True
+    reason = str(e) if isinstance(e, StageError) else output_fault(e, stage.final)
+    if reason is not None:
+        stage.errors.append({"file": "", "reason": reason})
+        stage.log.error("%s", reason)
+        return
+    # A bug: one line in the log, the frames in the report.
+    stage.errors.append({"file": "", "reason": f"unexpected error ({type(e).__name__})",
+                         "exception": type(e).__name__, "traceback": code_frames(e)})
+    stage.log.error("unexpected error (%s); the report has where it happened", type(e).__name__)
 
 
 def reports_missing_input(parser: ArgumentParser) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -320,8 +441,13 @@ def reports_missing_input(parser: ArgumentParser) -> Callable[[Callable[..., int
                 if rest in ([], ["--saveinputmeta"], ["--saveoutputmeta"],
                             ["--saveinputmeta", "--saveoutputmeta"]):
                     inputdir, outputdir = Path(options.inputdir), Path(options.outputdir)
-                    if not inputdir.is_dir() and not outputdir.is_file():
+                    try:   # chris_plugin would make it too, with a traceback when it cannot
                         outputdir.mkdir(parents=True, exist_ok=True)
+                    except OSError as e:
+                        name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+                        print(f"{outputdir}: cannot make the output folder ({name})", file=sys.stderr)
+                        return EXIT_FAILED
+                    if not inputdir.is_dir():
                         return command.__wrapped__(options, inputdir, outputdir)
             return command(*args)
         return run

@@ -3,8 +3,9 @@
 Kubernetes, Docker and ChRIS stop a plugin with SIGTERM, whose default action
 ends Python on the spot: the half-written series folder stays behind and no
 report is written. Raised as :class:`Interrupted` instead, the signal unwinds
-the stack like any error: staged folders are discarded (``atomic.staged_dir``),
-Spark is stopped, and the stage writes its report.
+the stack like any error: worker processes and children are stopped, Spark
+is stopped, the staging folder is discarded, and the stage writes a report
+that says it was interrupted (``stage.run_stage`` does this for every plugin).
 """
 
 from __future__ import annotations
@@ -22,11 +23,23 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
         self.signal_name = signal.Signals(signum).name
 
 
+_received: Interrupted | None = None
+
+
 def _raise(signum, _frame):
-    raise Interrupted(signum)
+    global _received
+    _received = Interrupted(signum)
+    raise _received
+
+
+def received() -> Interrupted | None:
+    """The stop signal this run received, if any. Code cleaning up after it (PySpark's, py4j's) may
+    raise an error of its own that hides the interrupt; callers check here before blaming the error."""
+    return _received
 
 
 @contextlib.contextmanager
@@ -38,10 +51,26 @@ def signals_raise() -> Iterator[None]:
     signal cut a call short); :func:`reclaim` puts ours back. Spark's jobs are
     cancelled when the unwinding stops Spark.
     """
+    global _received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received = None
     previous = {s: signal.signal(s, _raise) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT are ignored: the run is writing its report and ends right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in SIGNALS}
     try:
         yield
     finally:
