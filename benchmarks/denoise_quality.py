@@ -195,6 +195,20 @@ class Conditions:
                 out.append(Condition(f"b-{i0:g}", f"(b) textured soft tissue ({a.texture:g} HU), I0 = {i0:g}",
                                      s.noisy_hu, s.reference_hu, {"i0": i0, "texture_hu": a.texture}))
             return [_finish(c) for c in out]
+        if key == "f":
+            if not REAL_EXAM.is_dir():
+                print(f"(f) skipped: {REAL_EXAM} is not beside this clone")
+                return []
+            out = []
+            for series in REAL_SERIES:
+                volume, spacing = cond.read_series_hu(REAL_EXAM / series)
+                volume = central_crop(volume, a.real_slices, a.real_size)
+                c = with_disc(Condition(f"f-{series}", f"(f) real exam, series {series}, "
+                                        f"{volume.shape[0]} x {volume.shape[1]}x{volume.shape[2]}, "
+                                        f"{spacing[0]:g} mm slices", volume, None,
+                                        {"series": series, "spacing_mm": list(spacing)}))
+                out.append(_finish(c))
+            return out
         ref = self.base_reference()
         if key == "c":
             noise = cond.white_noise(shape, a.sigma, seed=a.seed)
@@ -217,20 +231,6 @@ class Conditions:
             c.meta["centre_to_edge"] = centre_to_edge(c.noisy - c.reference)
             c.title += f", x{c.meta['centre_to_edge']:.2f} at the edge"
             return [c]
-        if key == "f":
-            if not REAL_EXAM.is_dir():
-                print(f"(f) skipped: {REAL_EXAM} is not beside this clone")
-                return []
-            out = []
-            for series in REAL_SERIES:
-                volume, spacing = cond.read_series_hu(REAL_EXAM / series)
-                volume = central_crop(volume, a.real_slices, a.real_size)
-                c = with_disc(Condition(f"f-{series}", f"(f) real exam, series {series}, "
-                                        f"{volume.shape[0]} x {volume.shape[1]}x{volume.shape[2]}, "
-                                        f"{spacing[0]:g} mm slices", volume, None,
-                                        {"series": series, "spacing_mm": list(spacing)}))
-                out.append(_finish(c))
-            return out
         raise ValueError(key)
 
 
@@ -362,7 +362,7 @@ def tune_log(run: Callable[[float], np.ndarray], fitness: Callable[[np.ndarray],
 
 
 def search_matching(run: Callable[[float], np.ndarray], measure: Callable[[np.ndarray], float], target: float,
-                    lo: float, hi: float, steps: int = 7):
+                    lo: float, hi: float, steps: int = 5):
     """The p in [lo, hi] (log bisection) whose ``measure(run(p))`` is closest to ``target``,
     for a measure that falls as p grows. Returns ``(p, output, seconds of its run)``."""
     best = None
@@ -643,7 +643,7 @@ def run_matched(c: Condition, ours: Row, skip: set) -> list[tuple[str, Result]]:
             out, again=lambda v: gaussian(v, s * z_per_xy, s))))
     if "tv" not in skip:
         t0 = time.perf_counter()
-        w, out, dt = search_matching(lambda w: tv(c.noisy, w), measure, ours.noise_ratio, 1e-5, 0.1)
+        w, out, dt = search_matching(lambda w: tv(c.noisy, w), measure, ours.noise_ratio, 1e-4, 0.05)
         results.append(("tv", Result(
             Row("TV 3-D Chambolle", seconds=dt, tune_seconds=time.perf_counter() - t0,
                 parameter=f"weight={w:.4g}", note="matched to ours' uniform-region noise"),
