@@ -97,10 +97,6 @@ class Condition:
     true_noise_hu: float = math.nan
 
     @property
-    def scored_against_reference(self) -> bool:
-        return self.reference is not None
-
-    @property
     def structural(self) -> bool:
         """Conditions scored for uniform-region noise, edges and ghosts too (d, e, f)."""
         return self.key[0] in "def"
@@ -435,16 +431,9 @@ def inplane_psd(noise: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(np.fft.fft2(noise.astype(np.float64))) ** 2, axis=0)
 
 
-def lag_correlation(noise: np.ndarray, lag: int) -> float:
-    """Correlation of the noise between slices ``lag`` apart."""
-    a, b = noise[:-lag].astype(np.float64).ravel(), noise[lag:].astype(np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a @ b) / math.sqrt((a @ a) * (b @ b)))
-
-
 def z_spectrum(noise: np.ndarray) -> np.ndarray:
     """The slice-to-slice power spectrum (mean 1) from the measured correlations at lags 1 and 2."""
-    r1, r2 = (lag_correlation(noise, lag) if noise.shape[0] > lag else 0.0 for lag in (1, 2))
+    r1, r2 = (cond.slice_correlation(noise, lag=lag) if noise.shape[0] > lag else 0.0 for lag in (1, 2))
     f = np.fft.fftfreq(noise.shape[0])
     return np.maximum(1.0 + 2 * r1 * np.cos(2 * np.pi * f) + 2 * r2 * np.cos(4 * np.pi * f), 1e-3)
 

@@ -136,11 +136,11 @@ def plant_disc(volume: np.ndarray, slices: range, centre: tuple[int, int], radiu
     return out, disc
 
 
-def slice_correlation(noise: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Pearson correlation of ``noise`` between neighbouring slices, over ``mask`` (3-D, optional)."""
-    a, b = noise[:-1].astype(np.float64), noise[1:].astype(np.float64)
+def slice_correlation(noise: np.ndarray, mask: np.ndarray | None = None, lag: int = 1) -> float:
+    """Pearson correlation of ``noise`` between slices ``lag`` apart, over ``mask`` (3-D, optional)."""
+    a, b = noise[:-lag].astype(np.float64), noise[lag:].astype(np.float64)
     if mask is not None:
-        both = mask[:-1] & mask[1:]
+        both = mask[:-lag] & mask[lag:]
         a, b = a[both], b[both]
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     return float((a @ b) / math.sqrt((a @ a) * (b @ b)))
