@@ -425,10 +425,20 @@ def run_tv(c: Condition) -> Result:
     return Result(row, out, again=lambda v: tv(v, w))
 
 
-def inplane_psd(noise: np.ndarray) -> np.ndarray:
-    """``E|fft2(n)|^2`` of a noise stack, the mean over its slices (bm3d/bm4d's PSD convention:
-    white noise of std s has ``s^2 * rows * cols`` at every frequency)."""
-    return np.mean(np.abs(np.fft.fft2(noise.astype(np.float64))) ** 2, axis=0)
+def inplane_psd_shape(noise: np.ndarray) -> np.ndarray:
+    """The in-plane noise power spectrum, ``|fft2(n)|^2`` averaged over slices, scaled to mean 1.
+
+    bm3d/bm4d take ``PSD = shape * voxels * variance`` (white noise of std s
+    is ``s^2 * voxels`` at every frequency), so the variance is given apart:
+    that of the noise inside the body, not diluted by the air around it.
+    """
+    psd = np.mean(np.abs(np.fft.fft2(noise.astype(np.float64))) ** 2, axis=0)
+    return psd / psd.mean()
+
+
+def body_variance(noise: np.ndarray, reference: np.ndarray | None) -> float:
+    inside = noise if reference is None or (reference > cond.BODY_HU).sum() < 64 else noise[reference > cond.BODY_HU]
+    return float(inside.var(dtype=np.float64))
 
 
 def z_spectrum(noise: np.ndarray) -> np.ndarray:
@@ -453,12 +463,11 @@ def run_bm3d(c: Condition, slices: int) -> Result:
     m = c.noisy.shape[0]
     picks = np.unique(((np.arange(min(slices, m)) + 0.5) * m / min(slices, m)).astype(int))
     noise = c.psd_noise
-    psd = inplane_psd(noise)
-    var = noise.var(axis=(1, 2), dtype=np.float64)
-    psd_unit = psd / var.mean() / DATA_RANGE_HU ** 2
+    shape = inplane_psd_shape(noise) * noise[0].size / DATA_RANGE_HU ** 2
+    var = [body_variance(noise[k], c.reference[k]) for k in range(m)]
 
     def run(volume, ks):
-        return from_unit(np.stack([bm3d.bm3d(to_unit(volume[i]), psd_unit * var[k]) for i, k in enumerate(ks)]))
+        return from_unit(np.stack([bm3d.bm3d(to_unit(volume[i]), shape * var[k]) for i, k in enumerate(ks)]))
 
     out, dt = timed(lambda: run(c.noisy[picks], picks))
     row = Row("BM3D per slice", seconds=dt, parameter="true PSD of each slice (not tuned)",
@@ -477,8 +486,8 @@ def run_bm4d(c: Condition, crop: int) -> Result:
     x0 = min(max(0, centre[1] - crop // 2), max(0, cols - crop))
     region = (slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
     noise = c.psd_noise[region]
-    psd = inplane_psd(noise)[None] * z_spectrum(noise)[:, None, None] * m
-    psd_unit = psd / DATA_RANGE_HU ** 2
+    psd_unit = (inplane_psd_shape(noise)[None] * z_spectrum(noise)[:, None, None]
+                * noise.size * body_variance(noise, c.reference[region]) / DATA_RANGE_HU ** 2)
 
     def run(volume):
         return from_unit(bm4d.bm4d(to_unit(volume), psd_unit))
