@@ -650,9 +650,9 @@ def run_matched(c: Condition, ours: Row, skip: set) -> list[tuple[str, Result]]:
 
 
 def montage_tile(c: Condition, local_out: np.ndarray) -> np.ndarray:
-    """The middle slice: original | local | original - local, 8-bit, in a W 100 window
-    (around the tissue level for the first two, around 0 for the difference)."""
-    k = c.noisy.shape[0] // 2
+    """A slice near the middle, clear of the ghost-check disc: original | local | original - local,
+    8-bit, in a W 100 window (around the tissue level for the first two, around 0 for the difference)."""
+    k = c.noisy.shape[0] // 2 if c.disc is None else max(0, c.disc[0].start - 4)
     level = float(np.median(c.noisy[k][c.flat[k]])) if c.flat[k].any() else 40.0
 
     def window(img, centre, width=100.0):
