@@ -1,11 +1,13 @@
-"""The denoising-quality benchmark runs end to end at a toy size and prints its table
-(the real figures are measured by hand at 96 x 256^2; BM3D/BM4D are skipped here, too slow)."""
+"""The denoising benchmark runs its conditions end to end at a small size, and its figures are right
+(the real tables are measured by hand at 48 x 256^2; BM3D/BM4D are skipped here, too slow)."""
 
 import json
+import math
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ENV, ROOT
@@ -13,71 +15,154 @@ from conftest import ENV, ROOT
 pytest.importorskip("skimage")
 pytest.importorskip("scipy")
 
-ROW = re.compile(r"^(?P<method>\S.*?)\s{2,}(?P<psnr>[\d.]+|-)\s+(?P<ssim>[\d.]+|-)\s+(?P<time>[\d.]+|-)\s+"
-                 r"(?P<tune>[\d.]+|-)(?:\s+(?P<param>.*))?$")
+SCRIPT = ROOT / "benchmarks" / "denoise_quality.py"
+SIMULATED = ("a-10000", "a-2500", "b-10000", "b-2500", "c", "d", "e")
+
+
+def bench(*args, timeout=600):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dq")
-    args = ["--slices", "8", "--size", "64", "--skip", "bm3d,bm4d", "--workers", "1",
-            "--save-stack", str(tmp / "stack.npz"), "--json", str(tmp / "table.json")]
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "denoise_quality.py"), *args],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    proc = bench("--conditions", "a,b,c,d,e", "--slices", 16, "--size", 160, "--skip", "bm3d,bm4d",
+                 "--workers", 1, "--save-stacks", tmp / "stacks", "--json", tmp / "table.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, tmp
+    return proc, tmp, json.loads((tmp / "table.json").read_text())["conditions"]
 
 
-def _table(stdout: str) -> dict[str, dict]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("method"))
-    rows = {}
-    for line in lines[start + 2:]:
-        m = ROW.match(line)
-        assert m, f"not a table row: {line!r}"
-        rows[m["method"].strip()] = m.groupdict()
-    return rows
+def rows_of(condition: dict) -> dict[str, dict]:
+    return {r["method"]: r for r in condition["rows"]}
 
 
-def test_table_has_every_method_and_gaussian_beats_noisy(run):
-    proc, tmp = run
-    rows = _table(proc.stdout)
-    assert {"noisy input", "gaussian 3-D", "TV 3-D Chambolle", "ours: local SVD", "ours: local SVD, stage 1 only",
-            "ours: global SVD, GD rank", "ours: global SVD, oracle rank"} <= set(rows)
-    assert not any(name.startswith(("BM3D", "BM4D")) for name in rows)
+def stack(tmp, key):
+    with np.load(tmp / "stacks" / f"{key}.npz") as z:
+        return z["noisy_hu"], z["reference_hu"], json.loads(str(z["meta"]))
+
+
+def test_every_condition_has_its_table_and_targets(run):
+    proc, _, conditions = run
+    assert list(conditions) == list(SIMULATED)
+    for key, c in conditions.items():
+        rows = rows_of(c)
+        assert {"noisy input", "ours: local SVD", "gaussian 3-D", "TV 3-D Chambolle",
+                "ours: global SVD, GD rank"} == set(rows), key
+        assert c["title"] in proc.stdout
+        targets = {t["target"] for t in c["targets"]}
+        assert {"PSNR >= oracle TV 3-D + 0.5 dB", "PSNR >= oracle Gaussian 3-D", "SSIM >= oracle TV 3-D",
+                "reported noise within 15% of true"} <= targets, key
+        if key in ("d", "e"):
+            assert {"noise in uniform regions <= x0.6", "edges lose <= 20 HU RMS", "ghost <= 2 HU"} <= targets
+        for t in c["targets"]:
+            word = {True: "PASS", False: "FAIL", None: "N/A "}[t["pass"]]
+            assert f"{word}  {t['target']}: {t['figures']}" in proc.stdout
+        # real denoising happened: the peers and ours beat the noisy input
+        for name in ("gaussian 3-D", "TV 3-D Chambolle", "ours: local SVD"):
+            assert rows[name]["psnr_db"] > rows["noisy input"]["psnr_db"] + 1.0, (key, name)
+            assert 0.0 < rows[name]["ssim"] <= 1.0
+        assert isinstance(rows["ours: local SVD"]["reported_noise_hu"], float)
     assert "bm3d: skipped" in proc.stdout and "bm4d: skipped" in proc.stdout
-    assert float(rows["gaussian 3-D"]["psnr"]) > float(rows["noisy input"]["psnr"])
-    assert float(rows["TV 3-D Chambolle"]["psnr"]) > float(rows["noisy input"]["psnr"])
-    assert float(rows["ours: local SVD"]["psnr"]) > float(rows["noisy input"]["psnr"]) + 3.0
-    # the oracle rank is at least as good as the automatic one: it is chosen among all ranks
-    oracle, automatic = rows["ours: global SVD, oracle rank"], rows["ours: global SVD, GD rank"]
-    assert float(oracle["psnr"]) >= float(automatic["psnr"])
-    for name, row in rows.items():
-        if row["psnr"] != "-":
-            assert 0.0 < float(row["ssim"]) <= 1.0, name
-
-    data = json.loads((tmp / "table.json").read_text())
-    assert data["stack"]["slices"] == 8 and data["stack"]["size"] == 64
-    by_method = {r["method"]: r for r in data["rows"]}
-    assert set(by_method) == set(rows)
-    gaussian = float(rows["gaussian 3-D"]["psnr"])
-    assert by_method["gaussian 3-D"]["psnr_db"] == pytest.approx(gaussian, abs=0.01)
 
 
-def test_a_saved_stack_is_reused(run):
-    _, tmp = run
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "denoise_quality.py"),
-                           "--load-stack", str(tmp / "stack.npz"), "--skip", "tv,bm3d,bm4d"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+def test_noisy_psnr_matches_a_hand_computation(run):
+    proc, tmp, conditions = run
+    for key in SIMULATED:
+        noisy, reference, _ = stack(tmp, key)
+        err = np.clip(noisy, -1024, 1500).astype(np.float64) - np.clip(reference, -1024, 1500)
+        by_hand = 10 * math.log10(2524.0 ** 2 / np.mean(err * err))
+        assert rows_of(conditions[key])["noisy input"]["psnr_db"] == pytest.approx(by_hand, abs=1e-6)
+        assert re.search(rf"^noisy input +{by_hand:.2f} ", proc.stdout, re.M), key
+
+
+def test_true_noise_level_of_added_noise(run):
+    _, tmp, conditions = run
+    # (c) and (d) add noise of std 40 HU: the median of cell stds is that
+    for key in ("c", "d"):
+        assert conditions[key]["true_noise_hu"] == pytest.approx(40.0, rel=0.05)
+    # and it is the median over 32 x 32 x 16 cells inside the body of std(noisy - reference)
+    noisy, reference, _ = stack(tmp, "a-2500")
+    stds = [(noisy - reference)[:, y:y + 32, x:x + 32].std() for y in range(0, 160, 32) for x in range(0, 160, 32)
+            if (reference[:, y:y + 32, x:x + 32] > -500).mean() >= 0.9]
+    assert conditions["a-2500"]["true_noise_hu"] == pytest.approx(float(np.median(stds)), rel=1e-4)
+    # a quarter of the dose, twice the noise (Poisson)
+    ratio = conditions["a-2500"]["true_noise_hu"] / conditions["a-10000"]["true_noise_hu"]
+    assert 1.7 < ratio < 2.3
+
+
+def test_slice_correlation_of_d_is_measured_and_in_range(run):
+    proc, tmp, conditions = run
+    noisy, reference, meta = stack(tmp, "d")
+    noise = (noisy - reference).astype(np.float64)
+    body = (reference[:-1] > -500) & (reference[1:] > -500)
+    by_hand = np.corrcoef(noise[:-1][body], noise[1:][body])[0, 1]
+    assert 0.5 <= by_hand <= 0.7
+    assert meta["slice_correlation"] == pytest.approx(by_hand, abs=1e-6)
+    assert f"neighbouring slices correlate at {by_hand:.2f}" in proc.stdout
+
+
+def test_noise_of_e_doubles_from_centre_to_edge(run):
+    _, tmp, conditions = run
+    noisy, reference, meta = stack(tmp, "e")
+    noise = noisy - reference
+    yy, xx = np.ogrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80) / 80
+    rim, centre = noise[:, (r > 0.9) & (r <= 1.0)].std(), noise[:, r < 0.1].std()
+    assert rim / centre == pytest.approx(1.95 / 1.05, rel=0.06)      # the sigma map there, on average
+    assert 1.85 < meta["centre_to_edge"] < 2.15
+
+
+def test_ghost_disc_is_planted_and_scored(run):
+    _, tmp, conditions = run
+    for key in ("d", "e"):
+        noisy, reference, meta = stack(tmp, key)
+        disc = meta["ghost_disc"]
+        k0, k1 = disc["slices"]
+        y, x = disc["centre"]
+        _, clean, _ = stack(tmp, "c")                  # the same noiseless reference, without the disc
+        assert reference[k0, y, x] - clean[k0, y, x] == pytest.approx(100.0)
+        assert reference[k1 + 1, y, x] == clean[k1 + 1, y, x]
+        rows = rows_of(conditions[key])
+        assert rows["noisy input"]["ghost_hu"] == 0.0 and rows["noisy input"]["disc_kept_hu"] == pytest.approx(100.0)
+        assert rows["noisy input"]["noise_ratio"] == pytest.approx(1.0)
+        assert rows["noisy input"]["edge_loss_hu"] == 0.0
+        ours = rows["ours: local SVD"]
+        assert ours["ghost_hu"] is not None and 0.0 < ours["noise_ratio"] < 1.0
+
+
+def test_tv_best_weight_is_inside_its_grid(run):
+    _, _, conditions = run
+    for key, c in conditions.items():
+        tv = rows_of(c)["TV 3-D Chambolle"]
+        weight = float(tv["parameter"].split("=")[1].split()[0])
+        lo, hi = (float(v) for v in tv["note"].rsplit(" in ", 1)[1].split("-"))
+        assert lo < weight < hi, key
+
+
+def test_real_exam_table_and_montage(shared_data, tmp_path):
+    from PIL import Image
+
+    proc = bench("--conditions", "f", "--real-slices", 16, "--real-size", 256, "--montage", tmp_path / "m.png",
+                 "--json", tmp_path / "f.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stack: loaded" in proc.stdout
-    rows = _table(proc.stdout)
-    first = _table(run[0].stdout)
-    assert rows["noisy input"]["psnr"] == first["noisy input"]["psnr"]
-    assert "TV 3-D Chambolle" not in rows
+    conditions = json.loads((tmp_path / "f.json").read_text())["conditions"]
+    assert list(conditions) == ["f-S2010", "f-S3010"]
+    for c in conditions.values():
+        rows = rows_of(c)
+        assert {"noisy input", "ours: local SVD", "gaussian 3-D", "TV 3-D Chambolle"} == set(rows)
+        assert rows["noisy input"]["removed_flat_hu"] == 0.0
+        for name in ("gaussian 3-D", "TV 3-D Chambolle"):       # matched to ours' noise reduction
+            assert rows[name]["noise_ratio"] == pytest.approx(rows["ours: local SVD"]["noise_ratio"], abs=0.1)
+        assert math.isfinite(c["true_noise_hu"]) and c["true_noise_hu"] > 0
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.size == (3 * 256, 2 * 256) and im.mode == "L"
+        pixels = np.asarray(im)
+    assert pixels[:, :256].std() > 10                          # the original, not a blank tile
 
 
-def test_unknown_peer_is_refused():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "denoise_quality.py"), "--skip", "nlm"],
-                          capture_output=True, text=True, env=ENV, timeout=60)
+def test_unknown_condition_and_peer_are_refused():
+    proc = bench("--conditions", "a,z")
+    assert proc.returncode == 2 and "unknown condition(s) z" in proc.stderr
+    proc = bench("--skip", "nlm")
     assert proc.returncode == 2 and "unknown peer" in proc.stderr

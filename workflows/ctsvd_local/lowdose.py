@@ -49,6 +49,7 @@ __all__ = [
     "default_angle_count",
     "psnr",
     "scan_circle",
+    "scan_phantom",
     "simulate_low_dose",
 ]
 
@@ -208,16 +209,35 @@ def simulate_low_dose(slices: int = 96, size: int = 256, *, i0: float = 1e4,
     ValueError
         If a parameter is out of range.
     """
+    pixel_mm = FOV_MM / size
+    spacing = (SLICE_SPACING_MM, pixel_mm, pixel_mm)
+    clean = chest_phantom(slices, size, spacing_mm=spacing, seed=seed)
+    return scan_phantom(clean, spacing, i0=i0, mu_water_per_mm=mu_water_per_mm, angles=angles,
+                        seed=seed, workers=workers)
+
+
+def scan_phantom(clean_hu: np.ndarray, spacing_mm: tuple[float, float, float], *, i0: float = 1e4,
+                 mu_water_per_mm: float = MU_WATER_PER_MM, angles: int | None = None,
+                 seed: int = 0, workers: int | None = None) -> LowDoseStack:
+    """Scan a ``(slices, size, size)`` HU phantom: steps 1-4 above, slice by slice.
+
+    :func:`simulate_low_dose` scans :func:`~ctsvd_local.phantom.chest_phantom`
+    with it; other phantoms (e.g. one with textured soft tissue) go through
+    the same simulation. ``seed`` seeds the photon noise; the other
+    parameters are those of :func:`simulate_low_dose`.
+    """
     if not (math.isfinite(i0) and i0 > 0):
         raise ValueError("i0 must be a positive number of photons")
     if not (math.isfinite(mu_water_per_mm) and mu_water_per_mm > 0):
         raise ValueError("mu_water_per_mm must be positive")
+    clean = np.array(clean_hu, np.float32)
+    if clean.ndim != 3 or clean.shape[1] != clean.shape[2]:
+        raise ValueError(f"expected a (slices, size, size) phantom, got shape {clean.shape}")
+    slices, size = clean.shape[0], clean.shape[1]
     angles = default_angle_count(size) if angles is None else int(angles)
     if angles < 1:
         raise ValueError("angles must be at least 1")
-    pixel_mm = FOV_MM / size
-    spacing = (SLICE_SPACING_MM, pixel_mm, pixel_mm)
-    clean = chest_phantom(slices, size, spacing_mm=spacing, seed=seed)
+    pixel_mm = float(spacing_mm[2])
     inside = scan_circle(size)
     clean[:, ~inside] = -1000.0                          # what the scan sees
     theta = np.linspace(0.0, 180.0, angles, endpoint=False)
@@ -232,5 +252,5 @@ def simulate_low_dose(slices: int = 96, size: int = 256, *, i0: float = 1e4,
     return LowDoseStack(noisy_hu=_to_hu(noisy, mu_water_per_mm, inside),
                         reference_hu=_to_hu(reference, mu_water_per_mm, inside),
                         clean_hu=clean, i0=float(i0), seed=int(seed),
-                        mu_water_per_mm=float(mu_water_per_mm), spacing_mm=spacing,
+                        mu_water_per_mm=float(mu_water_per_mm), spacing_mm=tuple(spacing_mm),
                         angles=angles, line_integral_max=p_max)
