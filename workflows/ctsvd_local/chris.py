@@ -62,12 +62,22 @@ class Cube:
         self.user = user
         # A token, not the password, on every request: CUBE hashes a password on each request that
         # carries one (a tenth of a second or more), which made downloads of many files crawl.
-        token = Client.get_auth_token(self.url + "auth-token/", user, password)
+        token = self.login(user, password)
         self.client = Client(self.url, token=token)
         self.request = Request({"token": token})  # for links chrisclient does not follow
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Token {token}"
         self.say = say
+
+    def login(self, user: str, password: str) -> str:
+        r = requests.post(self.url + "auth-token/", json={"username": user, "password": password}, timeout=60)
+        if r.status_code != 200:
+            try:
+                reason = " ".join(m for v in r.json().values() for m in (v if isinstance(v, list) else [v]))
+            except ValueError:
+                reason = f"HTTP {r.status_code}"
+            raise ChrisError(f"CUBE at {self.url} refused the login of {user}: {reason}")
+        return r.json()["token"]
 
     # --- plugins ---------------------------------------------------------------------------
     def register(self, compute_names: list[str], image_prefix: str | None, replace: bool = False) -> int:
