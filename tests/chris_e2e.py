@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.add_compute_resources(paths["cube_bin"], paths["cube_src"])
         register_dircopy(stack, chris_stack.dircopy_descriptor("podman", dircopy))
         times["stand-up"] = time.monotonic() - t0
-        say(f"CUBE at {stack.url}, pfcons {', '.join(f'{n}:{stack.ports[f'pfcon-{n}']}' for n in COMPUTES)}, "
-            f"up in {times['stand-up']:.0f} s")
+        pfcons = ", ".join(f"{n} on port {stack.ports['pfcon-' + n]}" for n in COMPUTES)
+        say(f"CUBE at {stack.url}, pfcons {pfcons}, up in {times['stand-up']:.0f} s")
 
         t0 = time.monotonic()
         logs = build / "logs"

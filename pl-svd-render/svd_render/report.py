@@ -1,8 +1,10 @@
 """The HTML pages: one per series, and an index of the series.
 
 Pages are static and self-contained apart from the images beside them, so
-the ChRIS UI's file preview shows them as they are. A few lines of
-JavaScript add a slice slider; without it the montage and the links remain.
+the ChRIS UI's file preview shows them as they are, and so do a browser's
+``file://`` pages once downloaded. A few lines of JavaScript add a slice
+viewer that cuts each slice out of its window's strip (one JPEG holding every
+slice of every column); without it the montages and the links remain.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
 h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-.viewer img{image-rendering:pixelated;background:#000} .muted{color:#777}
+.viewer canvas{image-rendering:pixelated;background:#000} .muted{color:#777}
 """
 
 
@@ -30,13 +32,15 @@ def _rows(facts: list[tuple[str, object]]) -> str:
 
 def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict], slices: int,
                 scree: str | None, dicom_dir: str | None, upstream: list[dict], warnings: list[str]) -> str:
-    """``windows``: [{"label", "montage", "slices": [{"caption", "files": [png...]}...]}], the first
-    of "slices" the original; ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
+    """``windows``: [{"label", "montage", "strip", "tile": [h, w], "per_column", "slices", "captions"}], the
+    strip laid out as :func:`svd_render.images.save_strip` lays it out, the first caption the original;
+    ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
     montages = "\n".join(
         f'<h3>{escape(w["label"])}</h3><img src="{escape(w["montage"])}" alt="montage, {escape(w["label"])}">'
         for w in windows)
-    data = json.dumps([{"label": w["label"], "slices": w["slices"]} for w in windows])
-    captions = " | ".join(s["caption"] for s in windows[0]["slices"])
+    keys = ("label", "strip", "tile", "per_column", "slices")
+    data = json.dumps([{k: w[k] for k in keys} for w in windows]).replace("</", "<\\/")
+    captions = " | ".join(windows[0]["captions"])
     upstream_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in upstream)
                      + "</ul>" if upstream else '<p class="muted">none</p>')
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
@@ -59,13 +63,16 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
 <p class="muted">from left: {escape(captions)}</p>
 </div>
 <script>
-const W={data};const win=document.getElementById('win'),idx=document.getElementById('idx'),box=document.getElementById('imgs');
+const W={data},K={len(windows[0]["captions"])},C={json.dumps(windows[0]["captions"])};
+const win=document.getElementById('win'),idx=document.getElementById('idx'),box=document.getElementById('imgs');
 W.forEach((w,i)=>win.add(new Option(w.label,i)));
-const imgs=W[0].slices.map(s=>{{const img=document.createElement('img');img.alt=s.caption;img.title=s.caption;
-img.style.width=(96/W[0].slices.length)+'%';box.append(img,' ');return img;}});
-function show(){{const w=W[win.value],i=+idx.value;
-w.slices.forEach((s,j)=>{{imgs[j].src=s.files[i];}});
-document.getElementById('lbl').textContent=(i+1)+' / '+w.slices[0].files.length;}}
+const views=C.map(c=>{{const v=document.createElement('canvas');v.title=c;v.style.width=(96/K)+'%';box.append(v,' ');return v;}});
+const strips={{}};
+function strip(n){{if(!strips[n]){{strips[n]=new Image();strips[n].onload=show;strips[n].src=W[n].strip;}}return strips[n];}}
+function show(){{const w=W[win.value],s=strip(win.value),i=+idx.value,[h,t]=w.tile;
+const x=Math.floor(i/w.per_column)*K,y=(i%w.per_column)*h;
+views.forEach((v,j)=>{{v.width=t;v.height=h;if(s.complete&&s.naturalWidth)v.getContext('2d').drawImage(s,(x+j)*t,y,t,h,0,0,t,h);}});
+document.getElementById('lbl').textContent=(i+1)+' / '+w.slices;}}
 win.onchange=show;idx.oninput=show;show();
 </script>
 <h2>Original against the denoised results</h2>

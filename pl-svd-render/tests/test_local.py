@@ -40,7 +40,7 @@ def test_auto_publishes_local_when_the_series_has_it_and_global_otherwise(tmp_pa
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     local = add_local(inputdir / "series-001", smoothed(demo.hu))
-    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom", "--npy") == 0
     first, second = (contract.read_render(tmp_path / "out" / s) for s in ("series-001", "series-002"))
     assert first.denoiser == "local" and second.denoiser == "global"
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "series-001" / "denoised.npy"), local)
@@ -85,7 +85,7 @@ def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
 
 def test_slice_pngs_show_the_original_the_published_and_the_other(both, tmp_path):
     demo, inputdir, local = both
-    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom", "--pngs") == 0
     series = tmp_path / "out" / "series-001"
     names = {p.name.split("-")[0] for p in (series / "png" / "lung").glob("*.png")}
     assert names == {"original", "denoised", "global"} and len(list((series / "png" / "lung").iterdir())) == 48
