@@ -231,7 +231,8 @@ class Cube:
 
     def download(self, title: str, files: list[tuple[str, int, str]], outdir: Path) -> None:
         """The files, into outdir (paths kept), a few at a time, saying how far it has come every 2 s."""
-        total, done, count, last = sum(f[1] for f in files), 0, 0, time.monotonic()
+        total, done, count, start = sum(f[1] for f in files), 0, 0, time.monotonic()
+        last = start
 
         def fetch(f: tuple[str, int, str]) -> int:
             r = self.http.get(f[2], timeout=300)
@@ -244,7 +245,8 @@ class Cube:
                 done, count = done + size, count + 1
                 if time.monotonic() - last > 2 or count == len(files):
                     last = time.monotonic()
-                    self.say(f"download: {title}: {count}/{len(files)} files, {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+                    self.say(f"download: {title}: {count}/{len(files)} files, {done / 1e6:.1f}/{total / 1e6:.1f} MB, "
+                             f"{last - start:.1f} s")
 
 
 def recommended(pipe: pipelines.Pipeline) -> set[str]:

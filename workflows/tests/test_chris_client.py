@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def test_crossover_run(cube, dicomdir, tmp_path, capsys):
                     and (t == "render-local" or "/dicom/" not in f)]
         assert got == sorted(expected), t
         assert all((out / t / f).read_bytes() == f"{t}:{f}".encode() for f in got)
-    assert "download: render-local: 9/9 files" in printed
+    assert re.search(r"download: render-local: 9/9 files, 0.0/0.0 MB, \d+\.\d s", printed)
     # Every request after the first carries a token, not the password.
     assert all(s.authorized for s in cube.seen)
     logins = [i for i, s in enumerate(cube.seen) if s.path == "auth-token/"]
