@@ -197,10 +197,12 @@ class Stack:
 
     # --- the services ------------------------------------------------------------------------------
     def start_postgres(self) -> None:
-        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip() or
-                      "/usr/lib/postgresql/15/bin")
-        bindir = next((d for d in [bindir, *sorted(Path("/usr/lib/postgresql").glob("*/bin"))]
-                       if (d / "initdb").exists()), bindir)
+        # Debian keeps initdb and postgres out of PATH, in the folder of their major version.
+        found = [Path(p).parent for p in (shutil.which("initdb"),) if p]
+        found += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+        bindir = next((d for d in found if (d / "initdb").exists() and (d / "postgres").exists()), None)
+        if bindir is None:
+            raise StackError("PostgreSQL's initdb and postgres are not installed (Debian: postgresql)")
         data, sockets = self.scratch / "pgdata", self.scratch / "pgsock"
         user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
         self.scratch.chmod(0o755)  # the postgres user and the containers' users pass through it
