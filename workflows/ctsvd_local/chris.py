@@ -208,7 +208,10 @@ class Cube:
         filebrowser folder, whose files and child folders are walked here.
         """
         item = self.request.get(self.client.plugin_instances_url + "search/", {"id": instance_id}).items[0]
-        top = Request.get_link_relation_urls(item, "output_folder")[0]
+        return self.folder_files(Request.get_link_relation_urls(item, "output_folder")[0])
+
+    def folder_files(self, top: str) -> list[tuple[str, int, str]]:
+        """(path below it, size, download URL) of every file in a filebrowser folder and its subfolders."""
         folders, found = [(top, "")], []
         while folders:
             url, prefix = folders.pop()
