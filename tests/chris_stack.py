@@ -198,7 +198,7 @@ class Stack:
     # --- the services ------------------------------------------------------------------------------
     def start_postgres(self) -> None:
         # Debian keeps initdb and postgres out of PATH, in the folder of their major version.
-        found = [Path(p).parent for p in (shutil.which("initdb"),) if p]
+        found = [Path(p).resolve().parent for p in (shutil.which("initdb"),) if p]
         found += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
         bindir = next((d for d in found if (d / "initdb").exists() and (d / "postgres").exists()), None)
         if bindir is None:
