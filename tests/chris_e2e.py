@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--all"] if yml == "ct-denoise-crossover.yml" else []
             dest = out / yml.removesuffix(".yml")
             runs[yml] = (dest, extra, start_run_chris(stack, "run", "--pipeline", str(ROOT / "workflows" / yml),
-                                                      "--poll", "2", "--timeout", "1800", *extra, str(demo),
+                                                      "--poll", "2", "--timeout", "1800", *extra,
+                                                      "--upload-dir", f"home/{ADMIN}/uploads/e2e-{dest.name}", str(demo),
                                                       str(dest), log=logs / f"run-{yml}.log"))
         for yml, (dest, extra, proc) in runs.items():
             code = proc.wait()

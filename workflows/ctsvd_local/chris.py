@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, help="pipeline YAML (default: %(default)s)")
     run_p.add_argument("--compute", type=_pair, action="append", default=[], metavar="TITLE=NAME",
                        help="run node TITLE on compute resource NAME (overrides the file)")
-    run_p.add_argument("--upload-dir", help="where in CUBE the files go (default: home/USER/uploads/ctsvd-TIME)")
+    run_p.add_argument("--upload-dir", help="where in CUBE the files go (default: home/USER/uploads/ctsvd-TIME-PID)")
     run_p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
     run_p.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
     run_p.add_argument("--all", dest="everything", action="store_true",
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dicomdir.is_dir():
             print(f"error: {args.dicomdir}: not a folder", file=sys.stderr)
             return 1
-        upload_dir = args.upload_dir or f"home/{args.user}/uploads/ctsvd-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The process id too: two runs started in the same second must not upload into one folder.
+        upload_dir = args.upload_dir or f"home/{args.user}/uploads/ctsvd-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         return run(cube, args.pipeline, args.dicomdir, args.outdir.resolve(), dict(args.compute),
                    upload_dir.strip("/"), args.poll, args.timeout, args.everything)
     except (ChrisError, ChrisRequestException, pipelines.PipelineError, descriptors.DescriptorError,
