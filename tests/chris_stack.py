@@ -23,6 +23,7 @@ its PID (its process group), last started first, and waits for it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -330,7 +331,6 @@ def port_open(port: int) -> bool:
 def http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
     req = urllib.request.Request(url)
     if auth:
-        import base64
         req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
