@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     build = ROOT / "build" / "chris-e2e"
     out = build / "out"
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(build / "stack-logs", ignore_errors=True)
     out.mkdir(parents=True)
     scratch = Path(tempfile.mkdtemp(prefix="chris-e2e-"))
     conf = ROOT / "build" / "images" / "containers.conf"
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         times["pipelines"] = time.monotonic() - t0
     except (StackError, CheckFailed, subprocess.CalledProcessError) as e:
         print(f"tests/chris-e2e: FAILED: {e}", file=sys.stderr)
+        # The services' logs outlive the scratch folder, for whoever looks into the failure.
+        shutil.copytree(scratch / "logs", build / "stack-logs", dirs_exist_ok=True)
+        say(f"the services' logs: {build / 'stack-logs'}")
         return 1
     finally:
         stack.stop()
