@@ -446,6 +446,18 @@ def test_readme_pipeline_node_matches_the_command_line():
         assert f"--{name.replace('_', '-')}" in help_text, f"ssvd_denoise has no parameter {name}"
 
 
+def test_readme_pipeline_node_is_the_kubernetes_crossovers():
+    block = re.search(r"```yaml\n(  - title: ssvd\n.*?)```", README.read_text(), re.S)
+    (shown,) = yaml.safe_load(block.group(1))
+    tree = yaml.safe_load((ROOT / "workflows" / "ct-denoise-crossover-k8s.yml").read_text())["plugin_tree"]
+    (node,) = [n for n in tree if n["title"] == "ssvd"]
+    assert node["compute_resource_name"] == "moc"
+    assert {k: node[k] for k in shown if k != "plugin_parameter_defaults"} == \
+           {k: v for k, v in shown.items() if k != "plugin_parameter_defaults"}
+    params = node["plugin_parameter_defaults"]
+    assert {k: params[k] for k in shown["plugin_parameter_defaults"]} == shown["plugin_parameter_defaults"]
+
+
 def test_readme_spark_settings_match_the_manifests():
     conf = readme_spark_conf()
     objects = rendered("overlays/openshift")

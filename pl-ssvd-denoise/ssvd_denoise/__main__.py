@@ -76,6 +76,8 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     extra_conf = check_options(options)
     options.master = capped_master(stage, options.master)
     if kubernetes.is_kubernetes(options.master):
+        image, source = kubernetes.executor_image(options, extra_conf)
+        stage.log.info("executor image: %s (from %s)", image, source)
         # --spark-conf still has the last word.
         extra_conf = {**kubernetes.spark_conf(options, stage.inputdir, stage.outputdir), **extra_conf}
     series = contract.find_series(stage.inputdir)
@@ -137,12 +139,13 @@ def check_options(options: Namespace) -> dict[str, str]:
                         ("--partitions", options.partitions), ("--seed", options.seed)):
         if value < 0:
             raise UsageError(f"{flag}: expected a whole number of 0 or more, got {value}")
-    if kubernetes.is_kubernetes(options.master) and (why := kubernetes.check(options)) is not None:
-        raise UsageError(why)
     try:
-        return session.parse_conf(options.spark_conf)
+        conf = session.parse_conf(options.spark_conf)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if kubernetes.is_kubernetes(options.master) and (why := kubernetes.check(options, conf)) is not None:
+        raise UsageError(why)
+    return conf
 
 
 def capped_master(stage: Stage, master: str) -> str:

@@ -60,10 +60,25 @@ def add_flags(parser: ArgumentParser) -> None:
                        help="cores per executor (env CTSVD_K8S_EXECUTOR_CORES)")
 
 
-def check(options: Namespace) -> str | None:
+IMAGE_KEY = "spark.kubernetes.container.image"
+
+
+def executor_image(options: Namespace, extra_conf: dict[str, str]) -> tuple[str, str]:
+    """The executors' image and where it was given: ``--spark-conf`` (which has the last word), else
+    ``--k8s-image`` or CTSVD_K8S_IMAGE; ("", "") when neither gives one."""
+    if extra_conf.get(IMAGE_KEY):
+        return extra_conf[IMAGE_KEY], f"--spark-conf {IMAGE_KEY}"
+    if options.k8s_image:
+        from_env = os.environ.get(f"{ENV_PREFIX}IMAGE") == options.k8s_image
+        return options.k8s_image, f"{ENV_PREFIX}IMAGE" if from_env else "--k8s-image"
+    return "", ""
+
+
+def check(options: Namespace, extra_conf: dict[str, str]) -> str | None:
     """Why the Kubernetes flags cannot work, or None."""
-    if not options.k8s_image:
-        return "--k8s-image: the executors need an image (this plugin's); set it or CTSVD_K8S_IMAGE"
+    if not executor_image(options, extra_conf)[0]:
+        return (f"--k8s-image: the executors need an image (this plugin's); set it, CTSVD_K8S_IMAGE or "
+                f"{IMAGE_KEY} in --spark-conf")
     for flag, value in (("--executors", options.executors), ("--executor-cores", options.executor_cores)):
         if value < 1:
             return f"{flag}: expected a whole number of 1 or more, got {value}"
@@ -87,7 +102,7 @@ def spark_conf(options: Namespace, inputdir: Path, outputdir: Path,
     """The Spark settings for the executors of this run (``--spark-conf`` is applied on top by the caller)."""
     conf = {
         "spark.submit.deployMode": "client",
-        "spark.kubernetes.container.image": options.k8s_image,
+        IMAGE_KEY: options.k8s_image,
         "spark.kubernetes.namespace": options.k8s_namespace or own_namespace(service_account_dir),
         "spark.kubernetes.authenticate.executor.serviceAccountName": options.k8s_service_account,
         "spark.executor.instances": str(options.executors),

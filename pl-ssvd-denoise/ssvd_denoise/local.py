@@ -28,7 +28,7 @@ STRENGTHS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 SURE_CROP = (24, 160, 160)
 SURE_CROPS = 2
 SURE_SEED = 20261207
-SURE_STEP = 0.05
+SURE_STEP = 0.3
 # Slices smaller than this either way hold too few voxels to measure a noise from: left as they are.
 MIN_IN_PLANE = 8
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from functools import partial
@@ -62,6 +63,35 @@ def is_local(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
+def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs this process's cgroup may use (a container's cpu_limit), or None when unlimited or unknown.
+
+    cgroup v2 keeps it in ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD"), v1 in
+    ``cpu.cfs_quota_us`` (-1: none) and ``cpu.cfs_period_us``.
+    """
+    try:
+        if (cgroup / "cpu.max").is_file():
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        else:
+            v1 = cgroup / "cpu" if (cgroup / "cpu").is_dir() else cgroup
+            quota, period = ((v1 / f).read_text().strip() for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def local_master(master: str, cgroup: Path = Path("/sys/fs/cgroup")) -> str:
+    """``local[*]`` as as many cores as the container may use: its CPU limit (rounded up), at most the CPUs it
+    may run on. ChRIS gives each job a ``cpu_limit``; Spark's ``*`` counts the machine's cores."""
+    if master != "local[*]":
+        return master
+    cores = len(os.sched_getaffinity(0))
+    limit = cpu_limit(cgroup)
+    return f"local[{min(cores, math.ceil(limit)) if limit else cores}]"
+
+
 def start(master: str, extra_conf: dict[str, str]):
     """A SparkContext for ``master``, tuned for a few large NumPy tasks.
 
@@ -94,7 +124,7 @@ def start(master: str, extra_conf: dict[str, str]):
                      "spark.driver.bindAddress": "127.0.0.1"})
     conf.update(extra_conf)
 
-    sc = SparkContext(conf=SparkConf().setMaster(master).setAll(conf.items()))
+    sc = SparkContext(conf=SparkConf().setMaster(local_master(master)).setAll(conf.items()))
     sc.setLogLevel("WARN")
     return sc
 

@@ -120,3 +120,36 @@ def test_live_cluster(series_input, tmp_path):
     assert record.spark["master"].startswith("k8s://") and record.spark["executors"] >= 1
     reference = np.linalg.svd(volume.reshape(volume.shape[0], -1).astype(np.float64), compute_uv=False)[:8]
     assert np.max(np.abs(np.array(record.singular_values) - reference) / reference) < 1e-6
+
+
+@pytest.mark.parametrize("args, env, image, source", [
+    (["--spark-conf", "spark.kubernetes.container.image=from-conf"], None, "from-conf",
+     "--spark-conf spark.kubernetes.container.image"),
+    (["--k8s-image", "from-flag", "--spark-conf", "spark.kubernetes.container.image=from-conf"], None, "from-conf",
+     "--spark-conf spark.kubernetes.container.image"),
+    (["--k8s-image", "from-flag"], None, "from-flag", "--k8s-image"),
+    ([], "from-env", "from-env", "CTSVD_K8S_IMAGE"),
+])
+def test_the_executor_image_from_spark_conf_flag_or_environment(series_input, tmp_path, pod, monkeypatch, caplog, capsys,
+                                                                args, env, image, source):
+    """As the crossover pipeline gives it: only in --spark-conf. The run starts Spark with that image and says
+    in one line where the image came from."""
+    inputdir, _ = series_input
+    if env:
+        monkeypatch.setenv("CTSVD_K8S_IMAGE", env)
+    else:
+        monkeypatch.delenv("CTSVD_K8S_IMAGE", raising=False)
+    started = {}
+
+    def fake_start(master, conf):  # stands in for the JVM: records what Spark would have been given
+        started.update(master=master, conf=conf)
+        raise RuntimeError("no Kubernetes here")
+
+    monkeypatch.setattr("ssvd_denoise.session.start", fake_start)
+    options = parser.parse_args(["--master", MASTER, *args])
+    if env:  # as the flag's default when the parser is made with CTSVD_K8S_IMAGE set
+        options.k8s_image = env
+    assert main(options, inputdir, tmp_path / "out") == 1
+    assert started["conf"]["spark.kubernetes.container.image"] == image
+    log = caplog.text + capsys.readouterr().err
+    assert log.count("executor image:") == 1 and f"executor image: {image} (from {source})" in log

@@ -138,3 +138,27 @@ def test_missing_java_is_one_line(series_input, tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert "JAVA_GATEWAY_EXITED" in _one_error(proc)
     assert not (tmp_path / "out" / "series-001").exists()
+
+
+def test_local_star_is_sized_by_the_containers_cpu_limit(tmp_path, monkeypatch):
+    """ChRIS runs the node with a cpu_limit (a cgroup CPU quota); local[*] takes that many cores, rounded up,
+    never more than the CPUs the process may run on."""
+    from ssvd_denoise.session import cpu_limit, local_master
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cpu_limit(v2) == 1.5 and local_master("local[*]", v2) == "local[2]"
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cpu_limit(v2) is None and local_master("local[*]", v2) == "local[8]"
+    (v2 / "cpu.max").write_text("2000000 100000\n")  # 20 CPUs allowed, 8 to run on
+    assert local_master("local[*]", v2) == "local[8]"
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert local_master("local[*]", v1.parent) == "local[2]"
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert local_master("local[*]", v1.parent) == "local[8]"
+    assert local_master("local[3]", v2) == "local[3]" and local_master("spark://h:7077", v2) == "spark://h:7077"
+    assert cpu_limit(tmp_path / "none") is None

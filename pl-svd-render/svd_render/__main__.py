@@ -12,9 +12,9 @@ from svd_render.render import render_all
 
 parser = ArgumentParser(
     description="Publish one denoised result per series: the global SVD rebuilt at a rank "
-    "(slice i = (U[i,:r]·s[:r]) @ Vt[:r]), or the locally denoised local.npy. Writes the denoised volume, "
-    "windowed PNGs of every slice, montages comparing original, global and local, a scree plot, an "
-    "index.html and a derived DICOM series. Input: the output of pl-ssvd-denoise.",
+    "(slice i = (U[i,:r]·s[:r]) @ Vt[:r]), or the locally denoised local.npy. Writes a derived DICOM series, "
+    "an index.html with a slice viewer (one JPEG strip per window), montages comparing original, global and "
+    "local, a scree plot and render.json. Input: the output of pl-ssvd-denoise.",
     formatter_class=ArgumentDefaultsHelpFormatter,
 )
 parser.add_argument("--use", type=str, default="auto",
@@ -33,6 +33,11 @@ parser.add_argument("--montage-slices", dest="montage_slices", type=int, default
                     help="slices shown in each montage of original, denoised results and differences (1 or more)")
 parser.add_argument("--no-dicom", dest="no_dicom", action="store_true",
                     help="do not write the derived DICOM series")
+parser.add_argument("--pngs", action="store_true",
+                    help="also write every slice of every window as a PNG of its own (png/WINDOW/); by default "
+                    "the slice viewer reads one JPEG strip per window")
+parser.add_argument("--npy", action="store_true",
+                    help="also write the published result as denoised.npy (float32 HU)")
 add_policy_flags(parser)
 
 

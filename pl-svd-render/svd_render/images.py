@@ -18,6 +18,10 @@ NOISE_WINDOW_RANGE = (10.0, 100.0)   # narrow enough that what was removed shows
 # Montage layout, in pixels: tiles between MIN_TILE and MAX_TILE on their long side,
 # a column of row labels, two lines of column headings, and the gap between tiles.
 MIN_TILE, MAX_TILE, LABEL_W, HEADER, PAD = 160, 256, 70, 30, 4
+# The slice viewer's strips: slices at most VIEWER_TILE pixels on their long side (the page shows them
+# about that size, the DICOM series has them whole), at most STRIP_HEIGHT pixels a column (browsers
+# and JPEG cap an image's side), as JPEG of this quality.
+VIEWER_TILE, STRIP_HEIGHT, STRIP_QUALITY = 256, 16384, 85
 # The presets pl-dicom2matrix puts in every manifest, and "header" (the scanner's
 # own window), which only series whose headers carry one have.
 PRESETS = ("lung", "mediastinum", "bone", "header")
@@ -115,6 +119,27 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
     with atomic.atomic_path(path) as tmp:
         # Level 3 is ~3× faster than the default for a few % more bytes on CT slices.
         Image.fromarray(pixels).save(tmp, format="PNG", compress_level=3)
+
+
+def save_strip(path: Path, volumes: list[np.ndarray], window: Window) -> dict:
+    """Every slice of each volume in one JPEG, for the HTML slice viewer: slice i of volume j at row
+    i % per_column, column (i // per_column) * len(volumes) + j, each tile (tile_h, tile_w). Returns
+    that layout."""
+    m, rows, cols = volumes[0].shape
+    scale = min(1.0, VIEWER_TILE / max(rows, cols))
+    tile_h, tile_w = max(1, round(rows * scale)), max(1, round(cols * scale))
+    per_column = max(1, min(m, STRIP_HEIGHT // tile_h))
+    columns = -(-m // per_column)
+    sheet = Image.new("L", (columns * len(volumes) * tile_w, per_column * tile_h), 0)
+    for i in range(m):
+        for j, volume in enumerate(volumes):
+            tile = Image.fromarray(window.to_uint8(volume[i]))
+            if scale < 1:
+                tile = tile.resize((tile_w, tile_h), Image.Resampling.LANCZOS)
+            sheet.paste(tile, (((i // per_column) * len(volumes) + j) * tile_w, (i % per_column) * tile_h))
+    with atomic.atomic_path(path) as tmp:
+        sheet.save(tmp, format="JPEG", quality=STRIP_QUALITY)
+    return {"tile": [tile_h, tile_w], "per_column": per_column, "slices": m}
 
 
 def tile_size(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -28,6 +28,7 @@ DENOISED = "denoised.npy"
 NOISE_MAP = "noise-map.png"
 DICOM_DIR = "dicom"
 PNG_DIR = "png"
+VIEWER = "viewer-{window}.jpg"
 USES = ("auto", "global", "local")
 # What marks a series as holding each denoiser's output, and what to say when it does not.
 PRESENT = {"global": contract.SVD_JSON, "local": contract.LOCAL}
@@ -234,11 +235,12 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
     headers = None if options.no_dicom else read_headers(stage, series_dir, manifest, warnings)
 
     with atomic.staged_dir(out_dir) as staging:
-        atomic.save_npy(staging / DENOISED, denoised)
+        if options.npy:
+            atomic.save_npy(staging / DENOISED, denoised)
         noise_model = next((r.record.get("noise_model") for r in results if r.record.get("noise_model")), None)
         sigma = (noise_model or {}).get("sigma_hu", {}).get("median")
         pictures = write_pictures(staging, original, published, results, windows, options.montage_slices,
-                                  images.difference_width(sigma))
+                                  options.pngs, images.difference_width(sigma))
         noise_html = noise_pictures(staging, noise_model) if noise_model and "sigma_map" in noise_model else None
         if scree:
             atomic.write_text(staging / "scree.svg", scree)
@@ -255,7 +257,8 @@ def render_series(stage: Stage, series_dir: Path, out_dir: Path, options: Namesp
         contract.write_render(staging, contract.RenderRecord(
             plugin=f"pl-svd-render {__version__}", denoiser=published.denoiser, automatic=published.automatic,
             method=published.method, parameters=published.parameters, relative_change=change,
-            removed_std_hu=removed_hu, windows=[w.label for w in windows], denoised=DENOISED, dicom=dicom_dir,
+            removed_std_hu=removed_hu, windows=[w.label for w in windows], denoised=DENOISED if options.npy else None,
+            dicom=dicom_dir,
             warnings=warnings, **{k: v for k, v in published.record.items() if k != "noise_model"}))
         facts = [
             ("series", manifest.series.description or label),
@@ -316,26 +319,27 @@ def noise_pictures(staging: Path, model: dict) -> dict:
 
 
 def write_pictures(staging: Path, original: np.ndarray, published: Result, results: list[Result], windows,
-                   montage_slices: int, diff_width: float) -> list[dict]:
-    """Per window: every slice as PNG (original, the published result as "denoised", and the other
-    denoiser's under its own name), and a montage of a few slices comparing them all."""
+                   montage_slices: int, pngs: bool, diff_width: float) -> list[dict]:
+    """Per window: the slice viewer's strip (every slice of the original, the published result as
+    "denoised" and the other denoiser, in one JPEG), a montage of a few slices comparing them all
+    (differences in a window ``diff_width`` wide), and, with ``pngs``, every slice of each as a PNG."""
     m = original.shape[0]
     picks = sorted(set(np.linspace(0, m - 1, min(max(montage_slices, 1), m) + 2)[1:-1].round().astype(int)))
     kinds = [("original", "original", original), ("denoised", f"denoised: {published.heading}", published.volume)]
     kinds += [(r.denoiser, r.heading, r.volume) for r in results if r is not published]
     pictures = []
     for w in windows:
-        folder = staging / PNG_DIR / w.name
-        folder.mkdir(parents=True)
-        slices = []
-        for kind, caption, vol in kinds:
-            names = [f"{PNG_DIR}/{w.name}/{kind}-{i:04d}.png" for i in range(m)]
-            for i, name in enumerate(names):
-                images.save_png(staging / name, w.to_uint8(vol[i]))
-            slices.append({"caption": caption, "files": names})
-        montage_name = f"montage-{w.name}.png"
+        strip = VIEWER.format(window=w.name)
+        layout = images.save_strip(staging / strip, [vol for _, _, vol in kinds], w)
+        entry = {"label": w.label, "montage": f"montage-{w.name}.png", "strip": strip, **layout,
+                 "captions": [caption for _, caption, _ in kinds]}
+        if pngs:
+            (staging / PNG_DIR / w.name).mkdir(parents=True)
+            for kind, _, vol in kinds:
+                for i in range(m):
+                    images.save_png(staging / PNG_DIR / w.name / f"{kind}-{i:04d}.png", w.to_uint8(vol[i]))
         grid = images.montage(original, [(r.denoiser, r.heading, r.volume) for r in results], picks, w, diff_width)
-        with atomic.atomic_path(staging / montage_name) as tmp:
+        with atomic.atomic_path(staging / entry["montage"]) as tmp:
             grid.save(tmp, format="PNG")
-        pictures.append({"label": w.label, "montage": montage_name, "slices": slices})
+        pictures.append(entry)
     return pictures

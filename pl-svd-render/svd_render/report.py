@@ -1,8 +1,10 @@
 """The HTML pages: one per series, and an index of the series.
 
 Pages are static and self-contained apart from the images beside them, so
-the ChRIS UI's file preview shows them as they are. A few lines of
-JavaScript add a slice slider; without it the montage and the links remain.
+the ChRIS UI's file preview shows them as they are, and so do a browser's
+``file://`` pages once downloaded. A few lines of JavaScript add a slice
+viewer that cuts each slice out of its window's strip (one JPEG holding every
+slice of every column); without it the montages and the links remain.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
 h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-.viewer img{image-rendering:pixelated;background:#000} .muted{color:#777}
+.viewer canvas{image-rendering:pixelated;background:#000} .muted{color:#777}
 """
 
 
@@ -42,13 +44,16 @@ def _rows(facts: list[tuple[str, object]]) -> str:
 def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict], slices: int,
                 scree: str | None, dicom_dir: str | None, upstream: list[dict], warnings: list[str],
                 diff_width: float, noise: dict | None = None) -> str:
-    """``windows``: [{"label", "montage", "slices": [{"caption", "files": [png...]}...]}], the first
-    of "slices" the original; ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]."""
+    """``windows``: [{"label", "montage", "strip", "tile": [h, w], "per_column", "slices", "captions"}], the
+    strip laid out as :func:`svd_render.images.save_strip` lays it out, the first caption the original;
+    ``upstream``: the inputs earlier stages skipped or failed, [{"file", "reason"}]; ``diff_width`` the
+    montage's difference window; ``noise`` the measured noise's pictures (:func:`render.noise_pictures`)."""
     montages = "\n".join(
         f'<h3>{escape(w["label"])}</h3><img src="{url(w["montage"])}" alt="montage, {escape(w["label"])}">'
         for w in windows)
-    data = script_json([{"label": w["label"], "slices": w["slices"]} for w in windows])
-    captions = " | ".join(s["caption"] for s in windows[0]["slices"])
+    keys = ("label", "strip", "tile", "per_column", "slices")
+    data = script_json([{k: w[k] for k in keys} for w in windows])
+    captions = " | ".join(windows[0]["captions"])
     upstream_html = ("<ul>" + "".join(f"<li>{escape(s['file'])}: {escape(s['reason'])}</li>" for s in upstream)
                      + "</ul>" if upstream else '<p class="muted">none</p>')
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
@@ -61,7 +66,7 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
 {escape(noise["sigma_hu"]["p10"])}–{escape(noise["sigma_hu"]["p90"])} HU). Left: σ over the field, averaged
 along the series, on cells of {escape(" × ".join(str(c) for c in noise["cell"][1:]))} pixels (black 0, white
 {noise["map_max_hu"]:.3g} HU). Right: the in-plane noise power spectrum, averaged over rings.</p>
-<p><img src="{escape(noise["map"])}" alt="noise map" style="vertical-align:top;background:#000"> {noise["nps"]}</p>"""
+<p><img src="{url(noise["map"])}" alt="noise map" style="vertical-align:top;background:#000"> {noise["nps"]}</p>"""
                   if noise else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
@@ -78,13 +83,16 @@ along the series, on cells of {escape(" × ".join(str(c) for c in noise["cell"][
 <p class="muted">from left: {escape(captions)}</p>
 </div>
 <script>
-const W={data};const win=document.getElementById('win'),idx=document.getElementById('idx'),box=document.getElementById('imgs');
+const W={data},K={len(windows[0]["captions"])},C={json.dumps(windows[0]["captions"])};
+const win=document.getElementById('win'),idx=document.getElementById('idx'),box=document.getElementById('imgs');
 W.forEach((w,i)=>win.add(new Option(w.label,i)));
-const imgs=W[0].slices.map(s=>{{const img=document.createElement('img');img.alt=s.caption;img.title=s.caption;
-img.style.width=(96/W[0].slices.length)+'%';box.append(img,' ');return img;}});
-function show(){{const w=W[win.value],i=+idx.value;
-w.slices.forEach((s,j)=>{{imgs[j].src=s.files[i];}});
-document.getElementById('lbl').textContent=(i+1)+' / '+w.slices[0].files.length;}}
+const views=C.map(c=>{{const v=document.createElement('canvas');v.title=c;v.style.width=(96/K)+'%';box.append(v,' ');return v;}});
+const strips={{}};
+function strip(n){{if(!strips[n]){{strips[n]=new Image();strips[n].onload=show;strips[n].src=W[n].strip;}}return strips[n];}}
+function show(){{const w=W[win.value],s=strip(win.value),i=+idx.value,[h,t]=w.tile;
+const x=Math.floor(i/w.per_column)*K,y=(i%w.per_column)*h;
+views.forEach((v,j)=>{{v.width=t;v.height=h;if(s.complete&&s.naturalWidth)v.getContext('2d').drawImage(s,(x+j)*t,y,t,h,0,0,t,h);}});
+document.getElementById('lbl').textContent=(i+1)+' / '+w.slices;}}
 win.onchange=show;idx.oninput=show;show();
 </script>
 <h2>Original against the denoised results</h2>

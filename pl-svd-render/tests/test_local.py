@@ -41,7 +41,7 @@ def test_auto_publishes_local_when_the_series_has_it_and_global_otherwise(tmp_pa
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     local = add_local(inputdir / "series-001", smoothed(demo.hu))
-    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom", "--npy") == 0
     first, second = (contract.read_render(tmp_path / "out" / s) for s in ("series-001", "series-002"))
     assert first.denoiser == "local" and second.denoiser == "global"
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "series-001" / "denoised.npy"), local)
@@ -78,7 +78,7 @@ def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
     page = (tmp_path / "out" / "series-001" / "index.html").read_text()
     assert f"&plusmn;{width / 2:g} HU around 0" in page
     assert "&plusmn;100 HU around 0" in (tmp_path / "out" / "series-002" / "index.html").read_text()
-    assert 'src="noise-map.png"' in page and "NPS (mean 1)" in page
+    assert 'src="./noise-map.png"' in page and "NPS (mean 1)" in page
     with Image.open(tmp_path / "out" / "series-001" / "noise-map.png") as img:
         assert img.size[0] == 256 and np.asarray(img).max() == 255
 
@@ -93,7 +93,7 @@ def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
 
 def test_slice_pngs_show_the_original_the_published_and_the_other(both, tmp_path):
     demo, inputdir, local = both
-    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom", "--pngs") == 0
     series = tmp_path / "out" / "series-001"
     names = {p.name.split("-")[0] for p in (series / "png" / "lung").glob("*.png")}
     assert names == {"original", "denoised", "global"} and len(list((series / "png" / "lung").iterdir())) == 48

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ctsvd_common import contract
+from svd_render import images
 from svd_render.__main__ import main, parser
 from svd_render.rank import choose, gavish_donoho, noise_level, parse_rank
 
@@ -33,7 +34,7 @@ def report(outputdir):
 
 def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
     demo, inputdir, s = full_rank
-    assert render(inputdir, tmp_path / "out", "--rank", "16", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--rank", "16", "--no-dicom", "--npy") == 0
     denoised = np.load(tmp_path / "out" / "series-001" / "denoised.npy")
     assert denoised.dtype == np.float32 and denoised.shape == demo.hu.shape
     assert np.abs(denoised - demo.hu).max() < 1e-5 * np.abs(demo.hu).max()
@@ -44,7 +45,7 @@ def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
 
 def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
     demo, inputdir, _ = full_rank
-    assert render(inputdir, tmp_path / "out", "--rank", "3", "--no-dicom") == 0
+    assert render(inputdir, tmp_path / "out", "--rank", "3", "--no-dicom", "--npy") == 0
     A = demo.hu.reshape(16, -1).astype(np.float64)
     U, s, Vt = np.linalg.svd(A, full_matrices=False)
     expected = ((U[:, :3] * s[:3]) @ Vt[:3]).reshape(demo.hu.shape)
@@ -54,7 +55,8 @@ def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
 
 def test_pictures_and_report_are_complete(full_rank, tmp_path):
     demo, inputdir, _ = full_rank
-    assert render(inputdir, tmp_path / "out", "--percent-removed", "50", "--windows", "lung,soft:50:350") == 0
+    assert render(inputdir, tmp_path / "out", "--percent-removed", "50", "--windows", "lung,soft:50:350",
+                  "--pngs") == 0
     series = tmp_path / "out" / "series-001"
     for window in ("lung", "soft"):
         pngs = sorted((series / "png" / window).glob("*.png"))
@@ -82,7 +84,7 @@ def test_pictures_and_report_are_complete(full_rank, tmp_path):
 
 def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(full_rank, tmp_path):
     demo, inputdir, _ = full_rank
-    assert render(inputdir, tmp_path / "out", "--rank", "5") == 0
+    assert render(inputdir, tmp_path / "out", "--rank", "5", "--npy") == 0
     series = tmp_path / "out" / "series-001"
     denoised = np.load(series / "denoised.npy")
     files = sorted((series / "dicom").glob("*.dcm"))
@@ -173,3 +175,66 @@ def test_missing_svd_is_reported(tmp_path):
     assert render(tmp_path / "in", tmp_path / "out") == 1
     r = report(tmp_path / "out")
     assert "no denoised or decomposed series found" in r["errors"][0]["reason"]
+
+
+def test_by_default_one_strip_per_window_and_no_per_slice_files(both, tmp_path):
+    """The default output: reports, montages, scree plot, render.json, the derived DICOM series and one JPEG
+    strip per window holding every slice of the original, the published result and the other denoiser."""
+    demo, inputdir, local = both
+    assert render(inputdir, tmp_path / "out") == 0
+    series = tmp_path / "out" / "series-001"
+    files = sorted(p.relative_to(series).as_posix() for p in series.rglob("*") if p.is_file())
+    assert [f for f in files if not f.startswith("dicom/")] == [
+        "index.html", "montage-lung.png", "montage-mediastinum.png", "noise-map.png", "render.json", "scree.svg",
+        "viewer-lung.jpg", "viewer-mediastinum.jpg"]
+    assert len([f for f in files if f.startswith("dicom/")]) == 16
+    assert contract.read_render(series).denoised is None
+    # Slice i of column j sits where the page's script cuts it out: the windowed slices, within JPEG's loss.
+    page = (series / "index.html").read_text()
+    assert '"strip": "viewer-lung.jpg", "tile": [48, 48], "per_column": 16, "slices": 16' in page
+    lung = images.Window("lung", -600, 1500)
+    with Image.open(series / "viewer-lung.jpg") as img:
+        sheet = np.asarray(img).astype(float)
+    assert sheet.shape == (16 * 48, 3 * 48)
+    for i in (0, 7, 15):
+        for j, volume in enumerate((demo.hu, local, None)):
+            tile = sheet[i * 48:(i + 1) * 48, j * 48:(j + 1) * 48]
+            if volume is not None:
+                assert np.abs(tile - lung.to_uint8(volume[i])).mean() < 3, (i, j)
+    links = Links()
+    links.feed(page)
+    assert all((series / t).exists() for t in links.targets if not t.startswith("http"))
+
+
+def test_strips_of_long_series_wrap_into_columns(tmp_path):
+    """A column of the strip holds at most STRIP_HEIGHT pixels of slices; large slices shrink to VIEWER_TILE."""
+    volume = np.linspace(-1000, 1000, 5 * 40 * 60, dtype=np.float32).reshape(5, 40, 60)
+    window = images.Window("w", 0, 2000)
+    layout = images.save_strip(tmp_path / "s.jpg", [volume, volume], window)
+    assert layout == {"tile": [40, 60], "per_column": 5, "slices": 5}
+    big = np.zeros((3, 1024, 512), dtype=np.float32)
+    old = images.STRIP_HEIGHT
+    try:
+        images.STRIP_HEIGHT = 2 * 256
+        layout = images.save_strip(tmp_path / "b.jpg", [big], window)
+    finally:
+        images.STRIP_HEIGHT = old
+    assert layout == {"tile": [256, 128], "per_column": 2, "slices": 3}
+    with Image.open(tmp_path / "b.jpg") as img:
+        assert img.size == (2 * 128, 2 * 256)
+
+
+def test_a_render_node_of_the_demo_meets_the_download_target(tmp_path):
+    """On the demo series as run-local makes it (96 slices of 512², both denoisers): per series at most
+    slices + 20 files and 1.3 x the derived DICOM series' bytes."""
+    from conftest import decomposed_series, smoothed, add_local
+    demo, inputdir, _ = decomposed_series(tmp_path, k=50, slices=96, size=512)
+    add_local(inputdir / "series-001", smoothed(demo.hu))
+    assert render(inputdir, tmp_path / "out") == 0
+    series = tmp_path / "out" / "series-001"
+    files = [p for p in series.rglob("*") if p.is_file()]
+    dicom = sum(p.stat().st_size for p in (series / "dicom").glob("*.dcm"))
+    total = sum(p.stat().st_size for p in files)
+    assert len(files) <= 96 + 20, len(files)
+    assert total <= 1.3 * dicom, (total / dicom, sorted((p.name, p.stat().st_size) for p in files
+                                                        if p.parent.name != "dicom"))

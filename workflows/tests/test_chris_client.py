@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cube import FakeCube  # noqa: E402
+import cube_api  # noqa: E402
+from fake_cube import OUTPUTS, SERIALIZERS, FakeCube  # noqa: E402
 
 from ctsvd_local import chris, descriptors  # noqa: E402
 
@@ -53,11 +55,34 @@ def test_register_uploads_the_checked_in_descriptors_with_computes(cube):
         assert post.fields["compute_names"] == "host,moc"
     assert {p["descriptor"]["name"] for p in cube.plugins.values()} >= set(descriptors.PLUGINS)
 
-    # Registering again adds compute resources to the plugins CUBE has, creating none.
+    # Registering again on a resource the plugins have changes nothing; creates none.
     assert ctsvd_chris(cube, "register", "--compute", "host") == 0
     assert len(cube.requests_to("POST", "admin/")) == 4
+    assert not [s for s in cube.seen if s.method == "PUT"]
+
+
+def test_register_adds_compute_resources_and_replaces_only_when_asked(cube, capsys):
+    assert ctsvd_chris(cube, "register", "--compute", "host") == 0
+    assert ctsvd_chris(cube, "register", "--compute", "moc") == 0
+    ours = [p for p in cube.plugins.values() if p["descriptor"]["name"] in descriptors.PLUGINS]
+    assert len(ours) == 4 and all(p["computes"] == {"host", "moc"} for p in ours)
     puts = [s for s in cube.seen if s.method == "PUT"]
-    assert len(puts) == 4 and all(s.template == {"compute_names": "host"} for s in puts)
+    assert len(puts) == 4 and all(s.template == {"compute_names": "host,moc"} for s in puts)
+    assert "was on host; now on host, moc" in capsys.readouterr().out
+    assert ctsvd_chris(cube, "register", "--compute", "moc", "--replace-compute") == 0
+    assert all(p["computes"] == {"moc"} for p in ours)
+
+
+def test_register_says_cube_keeps_a_registered_image(cube, capsys):
+    assert ctsvd_chris(cube, "register", "--compute", "host") == 0
+    assert ctsvd_chris(cube, "register", "--compute", "host,moc", "--image-prefix", "registry.example.org/ctsvd") == 1
+    err = capsys.readouterr().err
+    assert err.count("CUBE cannot change a registered plugin's image") == 4
+    assert "pl-ssvd-denoise v0.1.0 is registered with image localhost/fnndsc/pl-ssvd-denoise:0.1.0" in err
+    # The compute resources were still added, and the images are as they were.
+    ours = [p for p in cube.plugins.values() if p["descriptor"]["name"] in descriptors.PLUGINS]
+    assert all(p["computes"] == {"host", "moc"} and p["descriptor"]["dock_image"].startswith("localhost/")
+               for p in ours)
 
 
 def test_register_needs_an_admin(cube, capsys):
@@ -94,14 +119,52 @@ def test_crossover_run(cube, dicomdir, tmp_path, capsys):
     assert "ssvd (pl-ssvd-denoise on moc): started" in printed
     assert "ssvd (pl-ssvd-denoise on moc): finishedSuccessfully" in printed
     assert f"run finished: {len(titles)} of {len(titles)} nodes ok" in printed
-    # The renders' outputs, all pages of them, nested paths kept; nothing of the other nodes.
+    # What a person reads of the renders, all pages of each folder, nested paths kept: reports, montages,
+    # viewer strips; the DICOM series of the recommended node only; no per-slice PNGs or arrays; nothing
+    # of the other nodes.
     renders = [t for t in titles if t.startswith("render-")]
     assert sorted(p.name for p in out.iterdir()) == sorted(renders)
     for t in renders:
-        assert (out / t / "index.html").read_text() == f"<html>{t}</html>"
-        assert (out / t / "series-1" / "slice-0000.png").read_bytes() == b"\x89PNG" + t.encode()
-        assert (out / t / "series-1" / "montage.png").is_file()
+        got = sorted(p.relative_to(out / t).as_posix() for p in (out / t).rglob("*") if p.is_file())
+        expected = [f for f in OUTPUTS["pl-svd-render"] if "/png/" not in f and not f.endswith(".npy")
+                    and (t == "render-local" or "/dicom/" not in f)]
+        assert got == sorted(expected), t
+        assert all((out / t / f).read_bytes() == f"{t}:{f}".encode() for f in got)
+    assert re.search(r"download: render-local: 9/9 files, 0.0/0.0 MB, \d+\.\d s", printed)
+    # Every request after the first carries a token, not the password.
     assert all(s.authorized for s in cube.seen)
+    logins = [i for i, s in enumerate(cube.seen) if s.path == "auth-token/"]
+    assert len(logins) == 2 and logins[0] == 0  # one per command: register, run
+    assert all(s.by_token for i, s in enumerate(cube.seen) if i not in logins)
+
+
+def test_all_downloads_every_file_of_every_node(cube, dicomdir, tmp_path):
+    assert ctsvd_chris(cube, "register", "--compute", "host,moc") == 0
+    out = tmp_path / "out"
+    assert ctsvd_chris(cube, "run", "--pipeline", str(DEFAULT), "--poll", "0", "--all", str(dicomdir), str(out)) == 0
+    titles = [n["title"] for n in yaml.safe_load(DEFAULT.read_text())["plugin_tree"]]
+    assert sorted(p.name for p in out.iterdir()) == sorted(titles)
+    assert (out / "ssvd" / "series-001" / "svd.json").read_bytes() == b"ssvd:series-001/svd.json"
+    assert (out / "render-auto" / "series-001" / "png" / "lung" / "original-0000.png").is_file()
+
+
+@pytest.mark.skipif(cube_api.cube_archive() is None,
+                    reason="../shared/chris is absent: the fake CUBE is not compared with CUBE's source")
+def test_the_fake_serves_only_what_cube_serves(cube, dicomdir, tmp_path):
+    """Every item the fake served, in a whole run, has only data names and link relations that CUBE's
+    serializer for that kind of item renders (read from CUBE's source in ../shared/chris)."""
+    assert ctsvd_chris(cube, "register", "--compute", "host") == 0
+    assert ctsvd_chris(cube, "register", "--compute", "moc") == 0
+    assert ctsvd_chris(cube, "run", "--pipeline", str(CROSSOVER), "--poll", "0", "--all",
+                       str(dicomdir), str(tmp_path / "out")) == 0
+    real = cube_api.shapes(cube_api.cube_archive(), set(SERIALIZERS.values()))
+    assert {kind for kind, _, _ in cube.served} == set(SERIALIZERS)
+    for kind, data, links in set(cube.served):
+        shape = real[SERIALIZERS[kind]]
+        assert data <= shape.data, f"{kind}: CUBE's {SERIALIZERS[kind]} has no {sorted(data - shape.data)}"
+        assert links <= shape.links, f"{kind}: CUBE's {SERIALIZERS[kind]} has no link {sorted(links - shape.links)}"
+    # The link CUBE 6 removed is not served, and is what the check would catch.
+    assert "files" not in real["PluginInstanceSerializer"].links
 
 
 def test_a_failed_node_is_named_and_its_descendants_are_not_downloaded(tmp_path, dicomdir, capsys):
@@ -155,7 +218,8 @@ def test_upload_pipeline_once(cube):
 
 def test_wrong_password_and_missing_settings(cube, tmp_path, capsys, monkeypatch):
     assert chris.main(["--url", cube.url, "--user", cube.user, "--password", "wrong", "upload-pipeline"]) == 1
-    assert "Authentication credentials" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: CUBE at {cube.url} refused the login of {cube.user}: " \
+                                      "Unable to log in with provided credentials.\n"
     for var in ("CHRIS_URL", "CHRIS_USER", "CHRIS_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(SystemExit) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from ctsvd_local import catalog, descriptors, validate
 from ctsvd_local import pipeline as pipelines
 
 WORKFLOWS = Path(__file__).resolve().parents[1]
-DEFAULT, PAPER, CROSSOVER = (WORKFLOWS / f"{n}.yml" for n in ("ct-denoise", "ct-denoise-paper", "ct-denoise-crossover"))
+DEFAULT, PAPER, CROSSOVER, CROSSOVER_K8S = (WORKFLOWS / f"{n}.yml" for n in (
+    "ct-denoise", "ct-denoise-paper", "ct-denoise-crossover", "ct-denoise-crossover-k8s"))
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +120,37 @@ def test_the_three_trees():
     svd = next(n for n in crossover.nodes if n.plugin_name == "pl-ssvd-denoise")
     assert svd.compute == "moc"
     assert {n.compute for n in crossover.nodes if n is not svd} == {"host"}
+    assert svd.defaults["master"] == "local[*]" and "spark_conf" not in svd.defaults
+
+    k8s = pipelines.load(CROSSOVER_K8S)
+    svd = next(n for n in k8s.nodes if n.plugin_name == "pl-ssvd-denoise")
+    assert svd.compute == "moc"
+    assert {n.compute for n in k8s.nodes if n is not svd} == {"host"}
     assert svd.defaults["master"].startswith("k8s://https://")
     settings = dict(kv.split("=", 1) for kv in svd.defaults["spark_conf"].split(","))
     assert settings and all(k.startswith(("spark.kubernetes.", "spark.executor.")) for k in settings)
     assert "spark.kubernetes.container.image" in settings
+
+
+def test_the_readmes_say_what_the_crossover_files_hold():
+    """workflows/README.md's table of the crossovers, and the image the root README names, against the files."""
+    rows = re.findall(r"^\| `(ct-denoise-crossover[\w-]*\.yml)` \| `(\w+)` \| `([^`]+)` \| `(\w+)` \|",
+                      (WORKFLOWS / "README.md").read_text(), re.M)
+    assert sorted(r[0] for r in rows) == sorted(p.name for p in (CROSSOVER, CROSSOVER_K8S))
+    for name, compute, master, data_access in rows:
+        svd = next(n for n in pipelines.load(WORKFLOWS / name).nodes if n.plugin_name == "pl-ssvd-denoise")
+        assert (svd.compute, svd.defaults["master"], svd.defaults["data_access"]) == (compute, master, data_access), name
+    svd = next(n for n in pipelines.load(CROSSOVER_K8S).nodes if n.plugin_name == "pl-ssvd-denoise")
+    image = dict(kv.split("=", 1) for kv in svd.defaults["spark_conf"].split(","))["spark.kubernetes.container.image"]
+    readme = (WORKFLOWS.parent / "README.md").read_text()
+    named = re.search(r"the checked-in value names\s+`([^`]+)`", readme)
+    assert named and named.group(1) == image
+    assert image == descriptors.dock_image("pl-ssvd-denoise", svd.plugin_version, "docker.io/fnndsc")
+    # The images the descriptors name are the ones tests/images builds, as the README says.
+    for plugin in descriptors.PLUGINS:
+        d = descriptors.load(plugin)
+        assert d["dock_image"] == f"localhost/fnndsc/{plugin}:{d['version']}"
+    assert "`localhost/fnndsc/<plugin>:<version>`" in (WORKFLOWS / "README.md").read_text()
 
 
 # --- validation: what CUBE would have let through ------------------------------------------------

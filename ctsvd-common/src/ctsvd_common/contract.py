@@ -328,7 +328,7 @@ class RenderRecord(_Record):
     relative_change: float
     removed_std_hu: float
     windows: list[str]
-    denoised: str
+    denoised: str | None             # denoised.npy, written only with --npy
     dicom: str | None
     rank: int | None = None          # global only, as are k and threshold
     k: int | None = None
