@@ -212,20 +212,23 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     """local.npy and local.json: the series denoised patch by patch across neighbouring slices."""
     label = stage.rel(item.source)
     t0 = time.perf_counter()
+    cluster = session.describe(sc)
     with stage.timed(f"{label}: local SVD denoising"):
         with atomic.NpyWriter(staging / contract.LOCAL, item.shape) as out:
-            noise, tiles = localspark.denoise(sc, volume_path, out, shared)
+            run = localspark.denoise(sc, volume_path, out, shared, executors=cluster["executors"],
+                                     log=lambda msg: stage.log.info("%s: %s", label, msg))
     seconds = round(time.perf_counter() - t0, 3)
+    noise = run.noise
     contract.write_local(staging, contract.LocalRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
         method="local SVD in two stages: patches followed across neighbouring slices and across rows, "
                "Marchenko-Pastur noise per patch, Gavish-Donoho shrinkage (the pilot); then groups of similar "
                "patches Wiener-filtered in the pilot's higher-order SVD basis",
-        parameters=local.parameters(), automatic=True, noise_hu=noise, tiles=tiles,
-        spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
-        timings={"seconds": seconds}))
-    stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise estimate %.1f HU (median; 10-90%%: %.1f-%.1f)",
-                   label, seconds, tiles, noise["median"], noise["p10"], noise["p90"])
+        parameters=local.parameters(), automatic=True, noise_hu=noise, tiles=run.slabs,
+        spark={**cluster, "data_access": "shared" if shared else "stream", **run.spark},
+        timings={"seconds": seconds, **run.timings}))
+    stage.log.info("%s: local SVD done in %.1f s over %d slabs; noise estimate %.1f HU (median; 10-90%%: %.1f-%.1f)",
+                   label, seconds, run.slabs, noise["median"], noise["p10"], noise["p90"])
 
 
 def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None:
@@ -242,17 +245,18 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         shared = {"shared": True, "stream": False}.get(options.data_access)
         if shared is None:
             shared = session.executors_see(sc, [volume_path, staging])
-        partitions = options.partitions or auto_partitions(
-            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
-        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
-            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
-        stage.log.info("%s: %d slices of %d×%d (%.0f MB), %d blocks, %s data access",
-                       label, m, rows, cols, m * n * 4 / 1e6, blocks.partitions, "shared" if shared else "streamed")
+        stage.log.info("%s: %d slices of %d×%d (%.0f MB), %s data access",
+                       label, m, rows, cols, m * n * 4 / 1e6, "shared" if shared else "streamed")
         if options.mode in ("both", "local"):
             denoise_locally(stage, sc, item, volume_path, staging, shared)
         if options.mode == "local":
             stage.output(out_dir, local=True)
             return
+        partitions = options.partitions or auto_partitions(
+            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
+        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
+            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
+        stage.log.info("%s: %d pixel blocks for the global SVD", label, blocks.partitions)
         writer: list = []  # the Vt file, created once the SVD knows k
         # Executors write their own columns of Vt where none can share a page with another, or
         # where they all share this host's page cache; otherwise Vt comes back through the driver.
