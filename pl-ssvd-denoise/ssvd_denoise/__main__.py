@@ -21,6 +21,7 @@ from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, Spar
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.watchdog import Watchdog
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
@@ -120,21 +121,32 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
                 session.start_workers(sc)
             except (Py4JError, PySparkException) as e:
                 raise StageError(f"Spark cannot run this plugin's Python tasks: {session.failure_reason(e)}") from None
-        for i, item in enumerate(ready, 1):
-            stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
-            with stage.guard(item.source, "series"):
-                try:
-                    decompose_series(stage, sc, item, options)
-                except contract.ContractError as e:
-                    raise InputFailed(local_reason(e, item.source)) from None
-                except (Py4JError, PySparkException) as e:
-                    stage.log.debug("Spark failure in full", exc_info=True)
-                    raise InputFailed(f"Spark job failed: {session.failure_reason(e)}") from None
+        with Watchdog(sc) as watchdog:
+            for i, item in enumerate(ready, 1):
+                stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
+                with stage.guard(item.source, "series"):
+                    try:
+                        decompose_series(stage, sc, item, options)
+                    except Exception as e:
+                        raise series_failure(stage, e, item, watchdog) from None
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
         if (why := session.stop(sc)) is not None:
             stage.log.warning("Spark did not stop cleanly: %s", why)
+
+
+def series_failure(stage: Stage, e: Exception, item: "Series", watchdog: Watchdog) -> Exception:
+    """What a series' exception means: the end of the run when Spark cannot go on (the watchdog's
+    reason), a failed series with a one-line reason, or the exception itself (a bug)."""
+    if isinstance(e, (Py4JError, PySparkException, OSError, EOFError)) and (why := watchdog.diagnose()):
+        return StageError(f"{why}; the series in progress was discarded")
+    if isinstance(e, contract.ContractError):
+        return InputFailed(local_reason(e, item.source))
+    if isinstance(e, (Py4JError, PySparkException)):
+        stage.log.debug("Spark failure in full", exc_info=True)
+        return InputFailed(f"Spark job failed: {session.failure_reason(e)}")
+    return e
 
 
 def check_options(options: Namespace) -> dict[str, str]:
