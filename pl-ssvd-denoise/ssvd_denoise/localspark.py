@@ -217,7 +217,7 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
             task = _stream_task(shape, shipped)
             payload = _task_bytes(task)
             loaders = [partial(_read_slab, str(volume_path), offset, shape, slab) for slab in plan]
-            written = 0
+            written = reported = 0
             with open(output.temp_path, "r+b") as out:
                 data_at = np.load(output.temp_path, mmap_mode="r").offset
                 waves = blocks.stream_waves(sc, loaders, sc.defaultParallelism)
@@ -242,6 +242,9 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
                     results.unpersist()
                     wave.unpersist()
                     _add(timings, "fetching and writing", t0)
+                    if (tenths := 10 * written // shape[0]) > reported:   # progress, every tenth
+                        reported = tenths
+                        log(f"{written} of {shape[0]} slices denoised")
             if written != shape[0]:
                 raise RuntimeError(f"{written} of {shape[0]} slices came back from the executors")
         by_executor = _tasks_by_executor(sc, group)
