@@ -17,7 +17,8 @@ cluster in one of two ways:
   not the series, and no task nears Spark's large-task warning (1 MiB).
   The price: a block lives only on its executor, so losing an executor
   fails the series (the report says so) instead of recomputing it. Vt comes
-  back to the driver block by block.
+  back to the driver block by block. :func:`stream_waves` is that mechanism
+  on its own; the local denoiser sends its slabs with it too.
 
 :class:`NumpyBlocks` does the same in-process; the tests use it to check the
 numerics without a JVM.
