@@ -105,6 +105,7 @@ def run_column(column: str, series: Path, out: Path, master: str | None, workers
         if master:
             command += ["--data-access", column.split()[-1]]
         command += [str(series.parent), str(out)]
+    out.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     t0 = time.monotonic()
     with open(out.with_suffix(".log"), "w") as log:
