@@ -145,7 +145,7 @@ def series_failure(stage: Stage, e: Exception, item: "Series", watchdog: Watchdo
         return InputFailed(local_reason(e, item.source))
     if isinstance(e, (Py4JError, PySparkException)):
         stage.log.debug("Spark failure in full", exc_info=True)
-        return InputFailed(f"Spark job failed: {session.failure_reason(e)}")
+        return InputFailed(f"Spark job failed: {watchdog.explain(session.failure_reason(e))}")
     return e
 
 

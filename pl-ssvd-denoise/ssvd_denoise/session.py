@@ -110,7 +110,8 @@ def start(master: str, extra_conf: dict[str, str]):
     sc = SparkContext(conf=SparkConf().setMaster(master).setAll(conf.items()))
     sc.setLogLevel("WARN")
     # A JVM that ends mid-call (out of memory, killed) breaks the gateway and the accumulator socket;
-    # the run says why in one line (ssvd_denoise.watchdog), so their tracebacks are kept off the terminal.
+    # the run says why in one line (ssvd_denoise.watchdog), so their tracebacks are kept off the terminal,
+    # up to the end of the process (Py4J objects freed at exit call the gateway too).
     logging.getLogger().addFilter(_QUIET)
     sc._accumulatorServer.handle_error = lambda request, client_address: None
     return sc
@@ -129,8 +130,6 @@ def stop(sc) -> str | None:
         sc.stop()
     except (Py4JError, OSError) as e:
         return failure_reason(e)
-    finally:
-        logging.getLogger().removeFilter(_QUIET)
     return None
 
 

@@ -97,6 +97,14 @@ class Watchdog:
                         f"{self._executor_memory} (and spark.executor.cores), or has none left")
         return None
 
+    def explain(self, reason: str) -> str:
+        """A failed job's reason, with the executors lost and what to change when losing them failed it."""
+        if not any(sign in reason for sign in ("Checkpoint block", "ExecutorLostFailure", "executor lost")):
+            return reason
+        return (f"{reason}{self._lost_executors()}; blocks streamed to an executor are lost with it: "
+                f"use --data-access shared where the executors see the files, or give them more memory "
+                f"(spark.executor.memory is {self._executor_memory})")
+
     def _lost_executors(self) -> str:
         """``: N executors lost (last: why)``, from Spark's status store, or nothing."""
         try:
