@@ -116,12 +116,13 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     interrupts.reclaim()
     try:
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
-        with stage.timed("starting the Python workers"):
-            try:
-                session.start_workers(sc)
-            except (Py4JError, PySparkException) as e:
-                raise StageError(f"Spark cannot run this plugin's Python tasks: {session.failure_reason(e)}") from None
         with Watchdog(sc) as watchdog:
+            with stage.timed("starting the Python workers"):
+                try:
+                    session.start_workers(sc)
+                except (Py4JError, PySparkException, OSError, EOFError) as e:
+                    raise StageError(watchdog.diagnose() or "Spark cannot run this plugin's Python tasks: "
+                                     f"{session.failure_reason(e)}") from None
             for i, item in enumerate(ready, 1):
                 stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
                 with stage.guard(item.source, "series"):

@@ -188,3 +188,24 @@ def test_local_mode_streams_slabs_in_small_tasks_and_gives_the_in_process_bytes(
     assert np.array_equal(np.load(series / contract.LOCAL), expected)
     assert record.noise_hu == noise
     assert not list((tmp_path / "out").glob(".*")) and not list(series.glob(".*"))   # no staging, no parts
+
+
+def test_a_cluster_that_cannot_host_the_executors_ends_the_run_within_a_minute(standalone_master, tmp_path):
+    # The worker offers 2 GiB; executors of 4 GiB never start, and Spark would wait for them forever.
+    write_series(tmp_path / "in" / "series-001", decaying_volume(m=8, rows=16, cols=16))
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "ssvd_denoise", "--mode", "local", "--master", standalone_master,
+                                 "--spark-conf", "spark.executor.memory=4g", str(tmp_path / "in"),
+                                 str(tmp_path / "out")], stderr=stderr, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(log, "starting the Python workers ...", proc, seconds=300)
+        t0 = time.monotonic()
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert code == 1 and time.monotonic() - t0 < 60, log.read_text()[-3000:]
+    report = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())
+    [error] = report["errors"]
+    assert error["reason"].startswith("no Spark executor for 30 s") and "spark.executor.memory=4g" in error["reason"]
+    assert "Traceback" not in log.read_text()
