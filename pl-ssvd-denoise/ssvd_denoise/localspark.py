@@ -142,6 +142,14 @@ def _read_slab(path: str, offset: int, shape: tuple[int, int, int], slab: local.
     return slab, np.frombuffer(data, np.float32).reshape(slab.slices, *shape[1:])
 
 
+def _write_at(fd: int, planes: np.ndarray, offset: int) -> None:
+    """Write ``planes`` at ``offset`` of the file (not through a map: the driver's memory stays one slab)."""
+    data = memoryview(np.ascontiguousarray(planes)).cast("B")
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
 def _task_bytes(function, payload=None) -> int:
     """Bytes of a task's pickled function (and its own element): what Spark ships per task."""
     from pyspark.serializers import CloudPickleSerializer
@@ -234,7 +242,7 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
                     _add(timings, "computing", t0)
                     t0 = time.perf_counter()
                     for slab, planes, noise, stage_seconds in results.toLocalIterator():
-                        os.pwrite(out.fileno(), np.ascontiguousarray(planes).data, data_at + slab.own_first * plane)
+                        _write_at(out.fileno(), planes, data_at + slab.own_first * plane)
                         written += slab.own_stop - slab.own_first
                         sigmas.append(noise)
                         for k, v in stage_seconds.items():
