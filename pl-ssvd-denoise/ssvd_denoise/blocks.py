@@ -114,6 +114,13 @@ def stream_waves(sc, loaders: Sequence[Callable[[], object]], per_wave: int) -> 
         yield rdd
 
 
+def drop(wave) -> None:
+    """Remove a wave's blocks from the executors. (``RDD.unpersist`` would warn, for every wave, that a
+    locally checkpointed RDD cannot be recomputed; a wave never is.)"""
+    wave.ctx._jsc.sc().unpersistRDD(wave.id(), False)
+    wave.is_cached = False
+
+
 def _column_block(A: np.ndarray, c0: int, c1: int) -> tuple[int, int, np.ndarray]:
     return c0, c1, np.ascontiguousarray(A[:, c0:c1])
 
@@ -218,5 +225,5 @@ class SparkBlocks:
 
     def release(self) -> None:
         if not self.shared:
-            for rdd in self._waves:
-                rdd.unpersist()
+            for wave in self._waves:
+                drop(wave)

@@ -209,55 +209,53 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
     timings: dict[str, float] = {}
     seconds = dict.fromkeys(local.STAGES, 0.0)
     sigmas: list[np.ndarray] = []
-    try:
-        if shared:
-            task = _shared_task(str(volume_path), str(output.temp_path), shape, shipped)
-            payload = _task_bytes(task, plan[0])
-            t0 = time.perf_counter()
-            with _job_group(sc, group):
-                results = sc.parallelize(plan, len(plan)).map(task).collect()
-            for noise, stage_seconds in results:
-                sigmas.append(noise)
-                for k, v in stage_seconds.items():
-                    seconds[k] += v
-            timings["computing and writing"] = time.perf_counter() - t0
-        else:
-            task = _stream_task(shape, shipped)
-            payload = _task_bytes(task)
-            loaders = [partial(_read_slab, str(volume_path), offset, shape, slab) for slab in plan]
-            written = reported = 0
-            with open(output.temp_path, "r+b") as out:
-                data_at = np.load(output.temp_path, mmap_mode="r").offset
-                waves = blocks.stream_waves(sc, loaders, sc.defaultParallelism)
-                while True:
-                    t0 = time.perf_counter()
-                    wave = next(waves, None)
-                    _add(timings, "sending the slabs", t0)
-                    if wave is None:
-                        break
-                    t0 = time.perf_counter()
-                    results = wave.map(task).persist(_disk_only())
-                    with _job_group(sc, group):
-                        results.count()   # every slab of the wave at once, kept on the executors' disks
-                    _add(timings, "computing", t0)
-                    t0 = time.perf_counter()
-                    for slab, planes, noise, stage_seconds in results.toLocalIterator():
-                        _write_at(out.fileno(), planes, data_at + slab.own_first * plane)
-                        written += slab.own_stop - slab.own_first
-                        sigmas.append(noise)
-                        for k, v in stage_seconds.items():
-                            seconds[k] += v
-                    results.unpersist()
-                    wave.unpersist()
-                    _add(timings, "fetching and writing", t0)
-                    if (tenths := 10 * written // shape[0]) > reported:   # progress, every tenth
-                        reported = tenths
-                        log(f"{written} of {shape[0]} slices denoised")
-            if written != shape[0]:
-                raise RuntimeError(f"{written} of {shape[0]} slices came back from the executors")
-        by_executor = _tasks_by_executor(sc, group)
-    finally:
-        shipped.destroy()
+    if shared:
+        task = _shared_task(str(volume_path), str(output.temp_path), shape, shipped)
+        payload = _task_bytes(task, plan[0])
+        t0 = time.perf_counter()
+        with _job_group(sc, group):
+            results = sc.parallelize(plan, len(plan)).map(task).collect()
+        for noise, stage_seconds in results:
+            sigmas.append(noise)
+            for k, v in stage_seconds.items():
+                seconds[k] += v
+        timings["computing and writing"] = time.perf_counter() - t0
+    else:
+        task = _stream_task(shape, shipped)
+        payload = _task_bytes(task)
+        loaders = [partial(_read_slab, str(volume_path), offset, shape, slab) for slab in plan]
+        written = reported = 0
+        with open(output.temp_path, "r+b") as out:
+            data_at = np.load(output.temp_path, mmap_mode="r").offset
+            waves = blocks.stream_waves(sc, loaders, sc.defaultParallelism)
+            while True:
+                t0 = time.perf_counter()
+                wave = next(waves, None)
+                _add(timings, "sending the slabs", t0)
+                if wave is None:
+                    break
+                t0 = time.perf_counter()
+                results = wave.map(task).persist(_disk_only())
+                with _job_group(sc, group):
+                    results.count()   # every slab of the wave at once, kept on the executors' disks
+                _add(timings, "computing", t0)
+                t0 = time.perf_counter()
+                for slab, planes, noise, stage_seconds in results.toLocalIterator():
+                    _write_at(out.fileno(), planes, data_at + slab.own_first * plane)
+                    written += slab.own_stop - slab.own_first
+                    sigmas.append(noise)
+                    for k, v in stage_seconds.items():
+                        seconds[k] += v
+                results.unpersist()
+                blocks.drop(wave)
+                _add(timings, "fetching and writing", t0)
+                if (tenths := 10 * written // shape[0]) > reported:   # progress, every tenth
+                    reported = tenths
+                    log(f"{written} of {shape[0]} slices denoised")
+        if written != shape[0]:
+            raise RuntimeError(f"{written} of {shape[0]} slices came back from the executors")
+    by_executor = _tasks_by_executor(sc, group)
+    shipped.destroy()   # not on failure: see _job_group
     return LocalRun(
         noise=localsvd.noise_summary(sigmas), slabs=len(plan),
         spark={"slabs": {"count": len(plan), "slices": thickness, "max_read_slices": max(s.slices for s in plan),
@@ -271,12 +269,15 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
 
 @contextlib.contextmanager
 def _job_group(sc, group: str):
-    """Jobs started within belong to ``group`` (the status store's tasks are read by it)."""
+    """Jobs started within belong to ``group`` (the status store's tasks are read by it).
+
+    Not reset when the block raises: after a signal has cut a call short, this
+    thread's next call into Spark would wait for the cut call's job to end
+    (see :func:`ssvd_denoise.session.stop`).
+    """
     sc.setJobGroup(group, "local SVD denoising")
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
+    yield
+    sc.setLocalProperty("spark.jobGroup.id", None)
 
 
 def _add(timings: dict, label: str, t0: float) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -126,11 +127,24 @@ def stop(sc) -> str | None:
     """
     from py4j.protocol import Py4JError
 
+    # A signal that cut a call short leaves its answer due on this thread's gateway connection, so this
+    # thread's next call waits for the cut call's job to end; cancelled from a thread of its own, the
+    # jobs end now.
+    canceller = threading.Thread(target=_cancel_jobs, args=(sc,), daemon=True)
+    canceller.start()
+    canceller.join(timeout=10)
     try:
         sc.stop()
     except (Py4JError, OSError) as e:
         return failure_reason(e)
     return None
+
+
+def _cancel_jobs(sc) -> None:
+    try:
+        sc.cancelAllJobs()
+    except Exception:   # the JVM may be gone already; stop() says so
+        pass
 
 
 class _WithoutPy4JTraceback(logging.Filter):
