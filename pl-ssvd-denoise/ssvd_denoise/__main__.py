@@ -228,7 +228,7 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     cluster = session.describe(sc)
     with stage.timed(f"{label}: local SVD denoising"):
         with atomic.NpyWriter(staging / contract.LOCAL, item.shape) as out:
-            run = localspark.denoise(sc, volume_path, out, shared, executors=cluster["executors"],
+            run = localspark.denoise(sc, volume_path, out, shared,
                                      log=lambda msg: stage.log.info("%s: %s", label, msg))
     seconds = round(time.perf_counter() - t0, 3)
     noise = run.noise

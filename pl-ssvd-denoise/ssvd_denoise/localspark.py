@@ -74,23 +74,20 @@ def _machine_memory() -> int:
         return total
 
 
-def task_memory(sc, executors: int) -> tuple[int, int, str]:
-    """Bytes one task may use, the cores of one executor, and where the figures come from.
+def task_memory(sc, cores: int) -> tuple[int, str]:
+    """Bytes one task may use on executors of ``cores`` cores, and where the figure comes from.
 
     On a cluster: the executor's Python memory (``spark.executor.pyspark.memory``)
     or else its memory (``spark.executor.memory``, default 1g), shared by its
-    cores (``spark.executor.cores``, else the cores per registered executor).
-    In local mode the executor is this machine: half its memory over its cores.
+    cores. In local mode the executor is this machine: half its memory over its cores.
     """
     conf = sc.getConf()
-    cores_total = max(sc.defaultParallelism, 1)
     if session.is_local(sc.master):
         memory = _machine_memory() // 2
-        return memory // cores_total, cores_total, f"half of this machine's {memory * 2 / 2**30:.1f} GiB"
+        return memory // cores, f"half of this machine's {memory * 2 / 2**30:.1f} GiB over {cores} cores"
     key = "spark.executor.pyspark.memory" if conf.contains("spark.executor.pyspark.memory") else "spark.executor.memory"
     memory = int(sc._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsMb(conf.get(key, "1g"))) << 20
-    cores = int(conf.get("spark.executor.cores", "0")) or max(1, cores_total // max(executors, 1))
-    return memory // cores, cores, f"{key}={conf.get(key, '1g')} over {cores} core(s) per executor"
+    return memory // cores, f"{key}={conf.get(key, '1g')} over {cores} core(s) per executor"
 
 
 def slab_thickness(shape: tuple[int, int, int], cores: int, task_bytes: int, cap_bytes: int | None = None) -> int:
@@ -191,14 +188,15 @@ def _tasks_by_executor(sc, group: str, wait: float = 5.0) -> dict:
 # --------------------------------------------------------------------------- the series
 
 
-def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, executors: int = 1,
-            params: local.Params = local.PARAMS, log=lambda msg: None) -> LocalRun:
+def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, params: local.Params = local.PARAMS,
+            log=lambda msg: None) -> LocalRun:
     """Denoise the volume at ``volume_path`` into ``output`` (a writer of the volume's shape)."""
     volume = np.load(volume_path, mmap_mode="r")
     shape, offset = tuple(volume.shape), volume.offset
     del volume
-    budget, cores, source = task_memory(sc, executors)
-    thickness = slab_thickness(shape, max(sc.defaultParallelism, 1), budget, None if shared else STREAM_SLAB_BYTES)
+    cores = session.executor_cores(sc)
+    budget, source = task_memory(sc, max(cores))
+    thickness = slab_thickness(shape, sum(cores), budget, None if shared else STREAM_SLAB_BYTES)
     plan = local.slabs(shape, thickness, params)
     plane = shape[1] * shape[2] * 4
     log(f"{len(plan)} slabs of {thickness} slices (at most {max(s.slices for s in plan)} read, "
@@ -227,7 +225,7 @@ def denoise(sc, volume_path: Path, output: atomic.NpyWriter, shared: bool, execu
         written = reported = 0
         with open(output.temp_path, "r+b") as out:
             data_at = np.load(output.temp_path, mmap_mode="r").offset
-            waves = blocks.stream_waves(sc, loaders, sc.defaultParallelism)
+            waves = blocks.stream_waves(sc, loaders, sum(cores))
             while True:
                 t0 = time.perf_counter()
                 wave = next(waves, None)

@@ -169,6 +169,17 @@ def describe(sc) -> dict:
     }
 
 
+def executor_cores(sc) -> list[int]:
+    """The cores of each live executor (in local mode, the driver's), from Spark's status store.
+
+    Not ``defaultParallelism``: on a cluster that is at least 2 whatever the cores.
+    """
+    executors = sc._jsc.sc().statusStore().executorList(True)
+    cores = [executors.apply(i).totalCores() for i in range(executors.size())
+             if is_local(sc.master) or executors.apply(i).id() != "driver"]
+    return [c for c in cores if c > 0] or [max(sc.defaultParallelism, 1)]
+
+
 def _load_kernels(_item) -> int:
     from ssvd_denoise import kernels  # noqa: F401  (imports NumPy)
     return os.getpid()
