@@ -5,6 +5,7 @@ import sys
 import time
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     interrupts.reclaim()
     try:
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
-        with Watchdog(sc) as watchdog:
+        with interrupts.on_signal(partial(session.cancel_jobs_soon, sc)), Watchdog(sc) as watchdog:
             with stage.timed("starting the Python workers"):
                 try:
                     session.start_workers(sc)

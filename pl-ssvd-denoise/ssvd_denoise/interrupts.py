@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -25,7 +25,23 @@ class Interrupted(BaseException):
         self.signal_name = signal.Signals(signum).name
 
 
+# Run first thing when a stop signal arrives (in the handler: they must be quick).
+_hooks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def on_signal(hook: Callable[[], None]) -> Iterator[None]:
+    """Within the block, a stop signal runs ``hook`` before it raises :class:`Interrupted`."""
+    _hooks.append(hook)
+    try:
+        yield
+    finally:
+        _hooks.remove(hook)
+
+
 def _raise(signum, _frame):
+    for hook in list(_hooks):
+        hook()
     raise Interrupted(signum)
 
 

@@ -127,17 +127,22 @@ def stop(sc) -> str | None:
     """
     from py4j.protocol import Py4JError
 
-    # A signal that cut a call short leaves its answer due on this thread's gateway connection, so this
-    # thread's next call waits for the cut call's job to end; cancelled from a thread of its own, the
-    # jobs end now.
-    canceller = threading.Thread(target=_cancel_jobs, args=(sc,), daemon=True)
-    canceller.start()
-    canceller.join(timeout=10)
     try:
         sc.stop()
     except (Py4JError, OSError) as e:
         return failure_reason(e)
     return None
+
+
+def cancel_jobs_soon(sc) -> None:
+    """Cancel Spark's jobs from a thread of its own, now (safe in a signal handler).
+
+    A signal that cuts a call into Spark short leaves that call's answer due
+    on the thread's gateway connection, and the thread's next call (PySpark
+    makes one as the exception unwinds) reads it: it waits for the cut call's
+    job to end, minutes for a series. Cancelled, the jobs end at once.
+    """
+    threading.Thread(target=_cancel_jobs, args=(sc,), daemon=True).start()
 
 
 def _cancel_jobs(sc) -> None:

@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if text in log.read_text(errors="replace"):
