@@ -17,12 +17,14 @@ CT phantom instead of this synthetic stack: exit 0 in 421 s, 937 MiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyspark
@@ -84,6 +86,42 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def _wait_for(log: Path, text: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{text!r} not in {log} after {seconds:.0f} s")
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def standalone_cluster(work: Path, workers: int = 2, cores: int = 1, memory: str = "2g") -> Iterator[tuple[str, list]]:
+    """A Spark master and ``workers`` workers of ``cores`` and ``memory`` each on 127.0.0.1, from pyspark's
+    ``spark-class``; yields the master's URL and the workers' processes, and stops them all."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
+    port = free_port()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cluster = [subprocess.Popen([str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                 "--port", str(port), "--webui-port", str(free_port())], env=env,
+                                stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)]
+    try:
+        _wait_for(logs / "master.log", "I have been elected leader")
+        for i in range(workers):
+            cluster.append(subprocess.Popen(
+                [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                 "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory, "--webui-port", str(free_port()),
+                 "--work-dir", str(work / f"worker-{i}")], env=env,
+                stdout=open(logs / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT))
+        for i in range(workers):
+            _wait_for(logs / f"worker-{i}.log", "Successfully registered with master")
+        yield f"spark://127.0.0.1:{port}", cluster[1:]
+    finally:
+        for p in reversed(cluster):
+            p.terminate()
+            p.wait(timeout=30)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
@@ -95,36 +133,18 @@ def main() -> int:
     write_series(work / "in" / "series-001", a.slices, a.size)
     print(f"series: {a.slices} x {a.size}^2 float32 ({a.slices * a.size * a.size * 4 / 1e9:.1f} GB) written in "
           f"{time.monotonic() - t0:.0f} s", flush=True)
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
-    port = free_port()
     logs = work / "logs"
-    logs.mkdir(exist_ok=True)
-    cluster = [subprocess.Popen([str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                 "--port", str(port), "--webui-port", str(free_port())], env=env,
-                                stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)]
-    try:
-        time.sleep(8)
-        for name in ("a", "b"):
-            cluster.append(subprocess.Popen(
-                [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
-                 "--host", "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port", str(free_port()),
-                 "--work-dir", str(work / f"worker-{name}")], env=env,
-                stdout=open(logs / f"worker-{name}.log", "w"), stderr=subprocess.STDOUT))
-        time.sleep(10)
+    with standalone_cluster(work) as (master, _):
         t0 = time.monotonic()
         with open(logs / "ssvd.log", "w") as log:
             driver = subprocess.Popen([sys.executable, "-m", "ssvd_denoise", "--mode", "global", "--master",
-                                       f"spark://127.0.0.1:{port}", "--data-access", "stream",
+                                       master, "--data-access", "stream",
                                        str(work / "in"), str(work / "out")], stdout=log, stderr=subprocess.STDOUT)
             peak = 0
             while driver.poll() is None:
                 peak = max(peak, anonymous_kib([driver.pid, *children(driver.pid)]))
                 time.sleep(1)
         wall = time.monotonic() - t0
-    finally:
-        for p in reversed(cluster):
-            p.terminate()
-            p.wait(timeout=30)
     for line in (logs / "ssvd.log").read_text().splitlines():
         if " ssvd_denoise " in line:
             print("  " + line)

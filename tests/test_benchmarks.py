@@ -67,3 +67,14 @@ def test_large_stream_benchmark_runs_on_its_own_cluster_and_reports_memory(tmp_p
                   re.MULTILINE)
     assert m and 100 < int(m.group(1)) < 2048, proc.stdout
     assert (tmp_path / "out" / "series-001" / "Vt.npy").exists()
+
+
+def test_local_scale_benchmark_runs_its_columns_with_the_same_bytes(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "local_scale.py"), "--workdir", str(tmp_path),
+                           "--slices", "40", "--size", "64", "--columns", "in-process,local[2],2 workers stream"],
+                          capture_output=True, text=True, env=ENV, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = re.findall(r"^\| 40×64² \| (.+?) \| 0 \| [\d.]+ \| .+ \| [\d.]+ M \| .+ \| \d+ \(\d+\) \| (.+?) \| yes \|",
+                      proc.stdout, re.MULTILINE)
+    assert [column for column, _ in rows] == ["in-process", "local[2]", "2 workers stream"], proc.stdout
+    assert int(rows[-1][1]) > 0   # the executors' memory was sampled

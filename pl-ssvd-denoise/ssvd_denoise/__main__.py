@@ -5,6 +5,7 @@ import sys
 import time
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, Spar
 from ssvd_denoise.factors import SvdResult
 from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
 from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.watchdog import Watchdog
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
@@ -107,26 +109,38 @@ def decompose_all(stage: Stage, options: Namespace) -> None:
     interrupts.reclaim()   # PySpark took SIGINT over
     try:
         stage.log.info("Spark %s, master %s, %d cores", sc.version, sc.master, sc.defaultParallelism)
-        with stage.timed("starting the Python workers"):
-            try:
-                session.start_workers(sc)
-            except (Py4JError, PySparkException) as e:
-                raise StageError(f"Spark cannot run this plugin's Python tasks: {session.failure_reason(e)}") from None
-        for i, item in enumerate(ready, 1):
-            stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
-            with stage.guard(item.source, "series"):
+        with interrupts.on_signal(partial(session.cancel_jobs_soon, sc)), Watchdog(sc) as watchdog:
+            with stage.timed("starting the Python workers"):
                 try:
-                    decompose_series(stage, sc, item, options)
-                except contract.ContractError as e:
-                    raise InputFailed(local_reason(e, item.source)) from None
-                except (Py4JError, PySparkException) as e:
-                    stage.log.debug("Spark failure in full", exc_info=True)
-                    raise InputFailed(f"Spark job failed: {session.failure_reason(e)}") from None
+                    session.start_workers(sc)
+                except (Py4JError, PySparkException, OSError, EOFError) as e:
+                    raise StageError(watchdog.diagnose() or "Spark cannot run this plugin's Python tasks: "
+                                     f"{session.failure_reason(e)}") from None
+            for i, item in enumerate(ready, 1):
+                stage.log.info("series %d/%d: %s", i, len(ready), stage.rel(item.source))
+                with stage.guard(item.source, "series"):
+                    try:
+                        decompose_series(stage, sc, item, options)
+                    except Exception as e:
+                        raise series_failure(stage, e, item, watchdog) from None
         # Executors register as they come; after the jobs, all that worked are known.
         stage.summary["spark"] = session.describe(sc)
     finally:
         if (why := session.stop(sc)) is not None:
             stage.log.warning("Spark did not stop cleanly: %s", why)
+
+
+def series_failure(stage: Stage, e: Exception, item: "Series", watchdog: Watchdog) -> Exception:
+    """What a series' exception means: the end of the run when Spark cannot go on (the watchdog's
+    reason), a failed series with a one-line reason, or the exception itself (a bug)."""
+    if isinstance(e, (Py4JError, PySparkException, OSError, EOFError)) and (why := watchdog.diagnose()):
+        return StageError(f"{why}; the series in progress was discarded")
+    if isinstance(e, contract.ContractError):
+        return InputFailed(local_reason(e, item.source))
+    if isinstance(e, (Py4JError, PySparkException)):
+        stage.log.debug("Spark failure in full", exc_info=True)
+        return InputFailed(f"Spark job failed: {watchdog.explain(session.failure_reason(e))}")
+    return e
 
 
 def check_options(options: Namespace) -> dict[str, str]:
@@ -242,9 +256,12 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
     Returns the measured noise model (None when the series was too small to measure it)."""
     label = stage.rel(item.source)
     t0 = time.perf_counter()
+    cluster = session.describe(sc)
     with stage.timed(f"{label}: local SVD denoising"):
         with atomic.NpyWriter(staging / contract.LOCAL, item.shape) as out:
-            found, tiles = localspark.denoise(sc, volume_path, out, shared)
+            params, found = local.measured(np.load(volume_path, mmap_mode="r"))
+            run = localspark.denoise(sc, volume_path, out, shared, params,
+                                     log=lambda msg: stage.log.info("%s: %s", label, msg))
     seconds = round(time.perf_counter() - t0, 3)
     noise = found["noise"]
     sigma = {k: noise["sigma_hu"][k] for k in ("p10", "median", "p90")}
@@ -255,12 +272,13 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
                "by Gavish-Donoho at the measured sigma (the pilot); then groups of similar patches "
                "Wiener-filtered in the pilot's higher-order SVD basis, each coefficient against its own noise "
                "variance, at a strength chosen by SURE",
-        parameters=local.parameters(), automatic=True, noise_hu=sigma, noise=noise, choices=found["choices"],
-        tiles=tiles, spark={**session.describe(sc), "data_access": "shared" if shared else "stream"},
-        timings={"seconds": seconds}))
-    stage.log.info("%s: local SVD done in %.1f s over %d tiles; noise %.1f HU (median; 10-90%%: %.1f-%.1f), "
-                   "slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, tiles, sigma["median"],
-                   sigma["p10"], sigma["p90"], noise["slice_correlation"][1],
+        parameters=local.parameters(params), automatic=True, noise_hu=sigma, noise=noise,
+        choices=found["choices"], tiles=run.slabs,
+        spark={**cluster, "data_access": "shared" if shared else "stream", **run.spark},
+        timings={"seconds": seconds, **run.timings}))
+    stage.log.info("%s: local SVD done in %.1f s over %d slabs; noise %.1f HU (median; 10-90%%: %.1f-%.1f), "
+                   "slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, run.slabs,
+                   sigma["median"], sigma["p10"], sigma["p90"], noise["slice_correlation"][1],
                    found["choices"]["stage 2 strength"]["strength"])
     return noise if "unmeasured" not in noise else None
 
@@ -279,18 +297,19 @@ def decompose_series(stage: Stage, sc, item: Series, options: Namespace) -> None
         shared = {"shared": True, "stream": False}.get(options.data_access)
         if shared is None:
             shared = session.executors_see(sc, [volume_path, staging])
-        partitions = options.partitions or auto_partitions(
-            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
-        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
-            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
-        stage.log.info("%s: %d slices of %d×%d (%.0f MB), %d blocks, %s data access",
-                       label, m, rows, cols, m * n * 4 / 1e6, blocks.partitions, "shared" if shared else "streamed")
+        stage.log.info("%s: %d slices of %d×%d (%.0f MB), %s data access",
+                       label, m, rows, cols, m * n * 4 / 1e6, "shared" if shared else "streamed")
         model = None
         if options.mode in ("both", "local"):
             model = denoise_locally(stage, sc, item, volume_path, staging, shared)
         if options.mode == "local":
             stage.output(out_dir, local=True)
             return
+        partitions = options.partitions or auto_partitions(
+            m, n, sc.defaultParallelism, MAX_BLOCK_BYTES if shared else STREAM_BLOCK_BYTES)
+        with stage.timed(f"{label}: {'mapping' if shared else 'sending'} the blocks"):
+            blocks = SparkBlocks(sc, volume_path, m, n, partitions, shared)
+        stage.log.info("%s: %d pixel blocks for the global SVD", label, blocks.partitions)
         writer: list = []  # the Vt file, created once the SVD knows k
         # Executors write their own columns of Vt where none can share a page with another, or
         # where they all share this host's page cache; otherwise Vt comes back through the driver.

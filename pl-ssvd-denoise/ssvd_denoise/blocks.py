@@ -17,7 +17,8 @@ cluster in one of two ways:
   not the series, and no task nears Spark's large-task warning (1 MiB).
   The price: a block lives only on its executor, so losing an executor
   fails the series (the report says so) instead of recomputing it. Vt comes
-  back to the driver block by block.
+  back to the driver block by block. :func:`stream_waves` is that mechanism
+  on its own; the local denoiser sends its slabs with it too.
 
 :class:`NumpyBlocks` does the same in-process; the tests use it to check the
 numerics without a JVM.
@@ -29,7 +30,7 @@ import math
 import os
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -83,18 +84,23 @@ def _carried_block(item: tuple[int, int, np.ndarray]) -> np.ndarray:
     return item[2]
 
 
-def _unpack(shipped: list, i: int) -> tuple[int, int, np.ndarray]:
+def _unpack(shipped: list, i: int):
     return shipped[i].value
 
 
-def _stream_out(sc, A: np.ndarray, ranges: list[tuple[int, int]]) -> list:
-    """The blocks of ``A`` cached on the executors, one RDD per wave of broadcasts (see the module notes)."""
+def stream_waves(sc, loaders: Sequence[Callable[[], object]], per_wave: int) -> Iterator:
+    """Each loader's value sent out once and kept on the executor that loads it, ``per_wave`` at a time.
+
+    Yields one RDD per wave, whose elements are the values (see the module
+    notes): a wave is broadcast, loaded onto the executors' disks and
+    checkpointed there, and the driver's copies are freed before the next
+    wave is read. The global SVD sends its column blocks this way, the local
+    denoiser its slabs.
+    """
     from pyspark import StorageLevel
 
-    waves = []
-    step = max(1, sc.defaultParallelism)
-    for w in range(0, len(ranges), step):
-        shipped = [sc.broadcast((c0, c1, np.ascontiguousarray(A[:, c0:c1]))) for c0, c1 in ranges[w:w + step]]
+    for w in range(0, len(loaders), max(1, per_wave)):
+        shipped = [sc.broadcast(load()) for load in loaders[w:w + max(1, per_wave)]]
         try:
             rdd = sc.parallelize(range(len(shipped)), len(shipped)).map(partial(_unpack, shipped))
             # On disk, not in memory: unrolling 48 MiB blocks on the heap ran default 1g executors out of
@@ -105,8 +111,18 @@ def _stream_out(sc, A: np.ndarray, ranges: list[tuple[int, int]]) -> list:
         finally:
             for b in shipped:
                 _free(b)
-        waves.append(rdd)
-    return waves
+        yield rdd
+
+
+def drop(wave) -> None:
+    """Remove a wave's blocks from the executors. (``RDD.unpersist`` would warn, for every wave, that a
+    locally checkpointed RDD cannot be recomputed; a wave never is.)"""
+    wave.ctx._jsc.sc().unpersistRDD(wave.id(), False)
+    wave.is_cached = False
+
+
+def _column_block(A: np.ndarray, c0: int, c1: int) -> tuple[int, int, np.ndarray]:
+    return c0, c1, np.ascontiguousarray(A[:, c0:c1])
 
 
 def _free(shipped) -> None:
@@ -168,7 +184,9 @@ class SparkBlocks:
             self._rdd = sc.parallelize(self.ranges, len(self.ranges))
             self._load = partial(_mapped_block, str(volume), m, n)
         else:
-            self._waves = _stream_out(sc, np.load(volume, mmap_mode="r").reshape(m, n), self.ranges)
+            A = np.load(volume, mmap_mode="r").reshape(m, n)
+            self._waves = list(stream_waves(sc, [partial(_column_block, A, c0, c1) for c0, c1 in self.ranges],
+                                            sc.defaultParallelism))
             self._rdd = self._waves[0] if len(self._waves) == 1 else sc.union(self._waves)
             self._load = _carried_block
 
@@ -207,5 +225,5 @@ class SparkBlocks:
 
     def release(self) -> None:
         if not self.shared:
-            for rdd in self._waves:
-                rdd.unpersist()
+            for wave in self._waves:
+                drop(wave)

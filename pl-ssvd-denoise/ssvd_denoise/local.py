@@ -1,7 +1,7 @@
 """The local denoiser: SVDs of small patches, in two stages, against the series' measured noise.
 
 0. :func:`ctsvd_common.noise.estimate` measures the series' noise: a σ map,
-   the in-plane NPS and the correlation between slices.
+   the in-plane NPS and the correlation between slices (:func:`measured`).
 1. :mod:`ssvd_denoise.localsvd` denoises patches followed across
    neighbouring slices (and across rows), each by its own SVD, whitened
    against the measured correlation and shrunk at the measured σ: the *pilot*.
@@ -10,12 +10,22 @@
    each coefficient against its own noise variance from the model, scaled by
    a strength μ that :func:`choose_strength` picks for this series by SURE.
 
-This module runs both stages in this process; :mod:`ssvd_denoise.localspark`
-runs them on Spark, with the same bytes (the model and μ are found on the
-driver and handed to every task).
+:func:`denoise` runs both stages over the whole volume in this process.
+:func:`denoise_slab` runs both on one **slab** (a run of whole slices and the
+margin its patches read) and returns the slab's final slices: the unit of work
+that :mod:`ssvd_denoise.localspark` spreads over Spark and
+:func:`denoise_in_slabs` loops over in this process, in bounded memory. The
+model and μ are found once, on the driver, and travel in :class:`Params`.
+Every way gives the same bytes: each voxel gets the same patches, summed in
+the same order, whatever the cut.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +33,9 @@ from ctsvd_common import noise
 from ssvd_denoise import localsvd, wiener
 
 # SURE's grid of strengths μ (doubling), the crops it looks at (slices, rows, cols), its noise
-# draw's seed and the size of the Monte-Carlo step (× the noise).
+# draw's seed and the size of its Monte-Carlo step, in units of the noise: large enough to move
+# components across stage 1's hard threshold, which an infinitesimal step never does (at 0.05 σ,
+# SURE chose μ = 4 on a simulated scan whose best was 16; at 0.3 σ, 8).
 STRENGTHS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 SURE_CROP = (24, 160, 160)
 SURE_CROPS = 2
@@ -33,9 +45,24 @@ SURE_STEP = 0.3
 MIN_IN_PLANE = 8
 
 
-def parameters() -> dict:
+@dataclass(frozen=True)
+class Params:
+    """What shapes the result: chosen (or measured) once per series on the driver and sent with every
+    slab, so a task needs nothing else."""
+
+    ensemble: tuple[localsvd.Pass, ...] = localsvd.ENSEMBLE
+    wiener: wiener.Settings = wiener.SETTINGS
+    model: noise.NoiseModel | None = None     # the series' measured noise (:func:`measured`)
+    strength: float = 1.0                      # stage 2's μ (:func:`choose_strength`)
+
+
+PARAMS = Params()
+
+
+def parameters(params: Params = PARAMS) -> dict:
     """Everything that shapes the result, as ``local.json`` records it."""
-    return {"stage 1 (pilot)": localsvd.parameters(), "stage 2 (collaborative Wiener)": wiener.parameters()}
+    return {"stage 1 (pilot)": localsvd.parameters(params.ensemble),
+            "stage 2 (collaborative Wiener)": wiener.parameters(params.wiener)}
 
 
 def sure_crops(shape: tuple[int, int, int]) -> list[tuple[slice, slice, slice]]:
@@ -90,6 +117,17 @@ def _cropped(model: noise.NoiseModel, crop: tuple[slice, slice, slice]) -> noise
     return noise.NoiseModel(sigma, model.cell, shape, model.nps, model.slice_correlation, model.rois)
 
 
+def measured(volume: np.ndarray, base: Params = PARAMS) -> tuple[Params, dict]:
+    """The series' noise model and stage 2's strength, in the parameters every slab gets, and what
+    ``local.json`` records of them (``noise`` and ``choices``). ``model`` is None for a series too
+    small to measure (left as it is)."""
+    if min(volume.shape[1:]) < MIN_IN_PLANE:
+        return base, too_small(volume.shape)
+    model = noise.estimate(volume)
+    strength, why = choose_strength(volume, model)
+    return dataclasses.replace(base, model=model, strength=strength), record(model, why)
+
+
 def denoise(volume: np.ndarray, tile_count: int = 1) -> tuple[np.ndarray, dict]:
     """Denoise a (slices, rows, cols) HU volume: the result (float32) and what was measured and
     chosen (``local.json``'s ``noise`` and ``choices``). ``tile_count`` only changes how the work
@@ -97,12 +135,11 @@ def denoise(volume: np.ndarray, tile_count: int = 1) -> tuple[np.ndarray, dict]:
     volume = np.asarray(volume)
     if volume.ndim != 3 or min(volume.shape) < 2:
         raise ValueError(f"expected a (slices, rows, cols) volume, 2 or more each way, got shape {volume.shape}")
-    if min(volume.shape[1:]) < MIN_IN_PLANE:
-        return volume.astype(np.float32), too_small(volume.shape)
-    model = noise.estimate(volume)
-    strength, why = choose_strength(volume, model)
-    pilot = localsvd.denoise(volume, model, tile_count)
-    return wiener.denoise(volume, pilot, model, strength, tile_count), record(model, why)
+    params, found = measured(volume)
+    if params.model is None:
+        return volume.astype(np.float32), found
+    pilot = localsvd.denoise(volume, params.model, tile_count)
+    return wiener.denoise(volume, pilot, params.model, params.strength, tile_count), found
 
 
 def too_small(shape: tuple[int, ...]) -> dict:
@@ -117,3 +154,153 @@ def too_small(shape: tuple[int, ...]) -> dict:
 def record(model: noise.NoiseModel, strength: dict) -> dict:
     """What ``local.json`` says of the noise and of the choices made from it."""
     return {"noise": model.summary(), "choices": {"stage 2 strength": strength}}
+
+
+# --------------------------------------------------------------------------- slabs
+
+
+@dataclass(frozen=True)
+class Slab:
+    """Output slices ``[own_first, own_stop)`` of both stages, made from input slices ``[first, stop)``."""
+
+    index: int
+    own_first: int
+    own_stop: int
+    first: int
+    stop: int
+
+    @property
+    def slices(self) -> int:
+        return self.stop - self.first
+
+
+@dataclass(frozen=True)
+class _Work:
+    """How one slab is computed: the pilot's slices, the first pass's tiles, the other passes' windows."""
+
+    pilot: tuple[int, int]
+    tiles: dict[int, list[localsvd.Tile]]          # pass index → tiles along slices covering the pilot
+    windows: dict[int, tuple[int, int]]            # pass index → slices a pass along rows or columns reads
+    wiener: localsvd.Tile
+
+
+def _slice_window(slices: int, extent: int, first: int, stop: int,
+                  geometries: tuple[localsvd.Geometry, ...]) -> tuple[int, int]:
+    """The slices ``[y0, y1)`` a pass along rows (or columns) must see for its estimate of slices
+    ``[first, stop)`` to be that of the whole series.
+
+    Such a pass moves its patches over the slices as over image rows: on a
+    grid ``stride`` apart whose last patch is flush with the end. Seen
+    through a window that starts on the grid and ends where a patch of every
+    geometry ends (or at the series' end), the window's grid is the series'
+    grid, and it holds every patch touching ``[first, stop)``.
+    """
+    grids = []
+    for g in geometries:
+        p = min(g.patch, slices, extent)
+        step = min(g.stride, p)
+        touching = [y for y in localsvd.starts(slices, p, step) if y < stop and y + p > first]
+        grids.append((p, step, touching))
+    unit = math.lcm(*(step for _, step, _ in grids))
+    y0 = min(t[0] for _, _, t in grids) // unit * unit
+    y1 = max(t[-1] + p for p, _, t in grids)
+    while y1 < slices and any((y1 - p) % step for p, step, _ in grids):
+        y1 += 1
+    return y0, y1
+
+
+def _work(shape: tuple[int, int, int], own_first: int, own_stop: int, params: Params) -> _Work:
+    slices = shape[0]
+    w = localsvd.tile(slices, own_first, own_stop, (params.wiener.geometry,))
+    pf, ps = w.first, w.stop
+    tiles, windows = {}, {}
+    for i, p in enumerate(params.ensemble):
+        if p.axis == 0:
+            # The pilot's own slices as their own tile, so the noise estimate counts each patch once.
+            tiles[i] = [localsvd.tile(slices, a, b, p.geometries)
+                        for a, b in ((pf, own_first), (own_first, own_stop), (own_stop, ps)) if b > a]
+        else:
+            extent = shape[2] if p.axis == 1 else shape[1]
+            windows[i] = _slice_window(slices, extent, pf, ps, p.geometries)
+    return _Work((pf, ps), tiles, windows, w)
+
+
+def slabs(shape: tuple[int, int, int], thickness: int, params: Params = PARAMS) -> list[Slab]:
+    """Cut the output slices into slabs of ``thickness`` (rounded to whole Wiener slabs).
+
+    A slab's edges fall on the second stage's slab grid, so it needs no
+    pilot beyond its own slices; a last slab thinner than one Wiener slab joins
+    the one before it, for the same reason.
+    """
+    if params.ensemble[0].axis != 0:
+        raise ValueError("the first pass must follow slices: it gives the noise estimate, counted slab by slab")
+    slices = shape[0]
+    unit = params.wiener.slab_stride
+    thickness = max(unit, thickness // unit * unit)
+    edges = list(range(0, slices, thickness)) + [slices]
+    if len(edges) > 2 and edges[-1] - edges[-2] < unit:
+        del edges[-2]
+    out = []
+    for a, b in zip(edges, edges[1:]):
+        work = _work(shape, a, b, params)
+        firsts = [t.first for ts in work.tiles.values() for t in ts] + [y0 for y0, _ in work.windows.values()]
+        stops = [t.stop for ts in work.tiles.values() for t in ts] + [y1 for _, y1 in work.windows.values()]
+        out.append(Slab(len(out), a, b, min(firsts + [work.wiener.first]), max(stops + [work.wiener.stop])))
+    return out
+
+
+# The stages as ``local.json`` times them, summed over a series' slabs.
+STAGES = ("pilot along slices", "pilot along rows", "wiener")
+
+
+def denoise_slab(region: np.ndarray, slab: Slab, shape: tuple[int, int, int],
+                 params: Params) -> tuple[np.ndarray, dict[str, float]]:
+    """Both stages on one slab: its output slices (float32) and seconds per stage.
+
+    ``region`` holds slices ``[slab.first, slab.stop)`` of a volume of ``shape``; ``params`` carry
+    the series' measured noise (:func:`measured`). A series too small to measure is left as it is.
+    """
+    if params.model is None:
+        return np.asarray(region[slab.own_first - slab.first:slab.own_stop - slab.first], np.float32), \
+            dict.fromkeys(STAGES, 0.0)
+    slices = shape[0]
+    work = _work(shape, slab.own_first, slab.own_stop, params)
+    pf, ps = work.pilot
+    at = lambda z: z - slab.first   # a volume slice's index in the region
+    seconds = dict.fromkeys(STAGES, 0.0)
+    estimates = []
+    for i, p in enumerate(params.ensemble):
+        t0 = time.perf_counter()
+        field = localsvd.noise_field(params.model, p, shape)
+        if p.axis == 0:
+            estimate = np.empty((ps - pf, *shape[1:]), np.float32)
+            for t in work.tiles[i]:
+                planes = localsvd.denoise_tile(region[at(t.first):at(t.stop)], t, slices, p.geometries, field)
+                estimate[t.own_first - pf:t.own_stop - pf] = planes
+        else:
+            y0, y1 = work.windows[i]
+            length = shape[p.axis]
+            view = localsvd.along(region, p.axis)[:, at(y0):at(y1)]
+            planes = localsvd.denoise_tile(view, localsvd.tile(length, 0, length, p.geometries), length,
+                                           p.geometries, dataclasses.replace(field, offset=(0, y0, 0)))
+            estimate = np.moveaxis(planes[:, pf - y0:ps - y0], 0, p.axis)
+        estimates.append(estimate)
+        seconds[STAGES[0] if p.axis == 0 else STAGES[1]] += time.perf_counter() - t0
+    pilot = localsvd.combine(estimates, params.ensemble)
+    del estimates
+    t0 = time.perf_counter()
+    w = work.wiener
+    out = wiener.denoise_tile(region[at(w.first):at(w.stop)], pilot, w, slices,
+                              wiener.noise_view(params.model, slices, params.wiener), params.strength, params.wiener)
+    seconds[STAGES[2]] = time.perf_counter() - t0
+    return out, seconds
+
+
+def denoise_in_slabs(volume: np.ndarray, thickness: int, params: Params) -> np.ndarray:
+    """:func:`denoise` slab by slab in this process, with ``params`` from :func:`measured`: the same
+    bytes, in memory bounded by ``thickness``."""
+    out = np.empty(volume.shape, np.float32)
+    for slab in slabs(volume.shape, thickness, params):
+        out[slab.own_first:slab.own_stop], _ = denoise_slab(
+            np.asarray(volume[slab.first:slab.stop]), slab, volume.shape, params)
+    return out

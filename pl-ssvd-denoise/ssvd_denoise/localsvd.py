@@ -126,15 +126,18 @@ def _touching(slices: int, g: Geometry, first: int, stop: int) -> list[int]:
     return [z for z in starts(slices, depth, g.slab_stride) if z < stop and z + depth > first]
 
 
+def tile(slices: int, own_first: int, own_stop: int, geometries: tuple[Geometry, ...] = GEOMETRIES,
+         index: int = 0) -> Tile:
+    """The tile owning output slices ``[own_first, own_stop)``, with the input slices its patches read."""
+    zs = [(z, min(g.slices, slices)) for g in geometries for z in _touching(slices, g, own_first, own_stop)]
+    return Tile(index, own_first, own_stop, min(z for z, _ in zs), max(z + d for z, d in zs))
+
+
 def tiles(slices: int, count: int, geometries: tuple[Geometry, ...] = GEOMETRIES) -> list[Tile]:
     """Split the output slices into ``count`` slabs (fewer if the series is short)."""
     count = max(1, min(count, slices))
     edges = sorted({round(i * slices / count) for i in range(count + 1)})
-    out = []
-    for a, b in zip(edges, edges[1:]):
-        zs = [(z, min(g.slices, slices)) for g in geometries for z in _touching(slices, g, a, b)]
-        out.append(Tile(len(out), a, b, min(z for z, _ in zs), max(z + d for z, d in zs)))
-    return out
+    return [tile(slices, a, b, geometries, i) for i, (a, b) in enumerate(zip(edges, edges[1:]))]
 
 
 # --------------------------------------------------------------------------- the kernel
@@ -231,11 +234,12 @@ class NoiseField:
     sigma_map: np.ndarray
     cell: tuple[int, int, int]
     shapes: dict
+    offset: tuple[int, int, int] = (0, 0, 0)   # where a view's voxel (0, 0, 0) lies in the pass's axes
 
     def sigma(self, z: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """σ of the cells holding voxels (z, y, x) (y and x broadcast)."""
-        cz, cy, cx = (np.clip(np.asarray(c) // n, 0, m - 1) for c, n, m in zip((z, y, x), self.cell,
-                                                                              self.sigma_map.shape))
+        cz, cy, cx = (np.clip((np.asarray(c) + o) // n, 0, m - 1) for c, o, n, m in
+                      zip((z, y, x), self.offset, self.cell, self.sigma_map.shape))
         return self.sigma_map[cz, cy, cx]
 
 

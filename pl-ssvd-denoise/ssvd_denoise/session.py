@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -50,13 +52,17 @@ def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | Non
 
 
 def failure_reason(e: BaseException) -> str:
-    """One line from a Spark or Py4J error: the innermost Java cause when there is one."""
+    """One line from a Spark or Py4J error: the innermost Java cause when there is one, and the Spark
+    settings the rest of the error names (Spark's advice is often on a line of its own)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     causes = [line for line in lines if line.startswith("Caused by:")]
     if causes:
-        return causes[-1][len("Caused by:"):].strip()
-    java = [line.lstrip(": ") for line in lines if line.startswith(": ")]
-    return java[0] if java else (lines[0] if lines else type(e).__name__)
+        line = causes[-1][len("Caused by:"):].strip()
+    else:
+        java = [line.lstrip(": ") for line in lines if line.startswith(": ")]
+        line = java[0] if java else (lines[0] if lines else type(e).__name__)
+    settings = sorted({name for name in re.findall(r"(?<![\w.])spark\.[a-z][a-zA-Z.]*[a-zA-Z]", str(e)) if name not in line})
+    return f"{line} (see {', '.join(settings)})" if settings else line
 
 
 def is_local(master: str) -> bool:
@@ -106,6 +112,11 @@ def start(master: str, extra_conf: dict[str, str]):
     * Each task computes with one BLAS thread: Spark already runs one task
       per core, and nested threads would oversubscribe them.
     * The console progress bar is shown when stderr is a terminal.
+    * The run ends rather than hangs (see :mod:`ssvd_denoise.watchdog`): an
+      OutOfMemoryError ends the driver's JVM (``-XX:+ExitOnOutOfMemoryError``,
+      before any Java options given), and an executor that stops sending
+      heartbeats is declared lost after 45 s, checked every 5 s (Spark's
+      defaults: 120 s, every 60 s).
     """
     from pyspark import SparkConf, SparkContext
 
@@ -122,38 +133,63 @@ def start(master: str, extra_conf: dict[str, str]):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf.update({"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1",
                      "spark.driver.bindAddress": "127.0.0.1"})
+    conf.update({"spark.storage.blockManagerHeartbeatTimeoutMs": "45000", "spark.network.timeoutInterval": "5s"})
     conf.update(extra_conf)
+    conf["spark.driver.extraJavaOptions"] = " ".join(
+        filter(None, ["-XX:+ExitOnOutOfMemoryError", extra_conf.get("spark.driver.extraJavaOptions", "")]))
 
     sc = SparkContext(conf=SparkConf().setMaster(local_master(master)).setAll(conf.items()))
     sc.setLogLevel("WARN")
+    # A JVM that ends mid-call (out of memory, killed) breaks the gateway and the accumulator socket;
+    # the run says why in one line (ssvd_denoise.watchdog), so their tracebacks are kept off the terminal,
+    # up to the end of the process (Py4J objects freed at exit call the gateway too).
+    logging.getLogger().addFilter(_QUIET)
+    sc._accumulatorServer.handle_error = lambda request, client_address: None
     return sc
 
 
 def stop(sc) -> str | None:
     """Stop Spark; why it did not stop cleanly, or None.
 
-    After a signal has cut a Py4J call short, the gateway may refuse further
-    calls. The JVM then ends with this process anyway: it exits when its
+    After a signal has cut a Py4J call short, or the JVM has ended, the
+    gateway refuses further calls. The JVM then ends with this process anyway: it exits when its
     standard input, a pipe from here, closes.
     """
     from py4j.protocol import Py4JError
 
-    quiet = _WithoutPy4JTraceback()
-    logging.getLogger().addFilter(quiet)
     try:
         sc.stop()
     except (Py4JError, OSError) as e:
         return failure_reason(e)
-    finally:
-        logging.getLogger().removeFilter(quiet)
     return None
 
 
+def cancel_jobs_soon(sc) -> None:
+    """Cancel Spark's jobs from a thread of its own, now (safe in a signal handler).
+
+    A signal that cuts a call into Spark short leaves that call's answer due
+    on the thread's gateway connection, and the thread's next call (PySpark
+    makes one as the exception unwinds) reads it: it waits for the cut call's
+    job to end, minutes for a series. Cancelled, the jobs end at once.
+    """
+    threading.Thread(target=_cancel_jobs, args=(sc,), daemon=True).start()
+
+
+def _cancel_jobs(sc) -> None:
+    try:
+        sc.cancelAllJobs()
+    except Exception:   # the JVM may be gone already; stop() says so
+        pass
+
+
 class _WithoutPy4JTraceback(logging.Filter):
-    """Py4J logs a broken gateway call with its traceback on the root logger; :func:`stop` says it in one line."""
+    """Py4J logs a broken gateway call with its traceback on the root logger; the caller says it in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "Exception while sending command."
+
+
+_QUIET = _WithoutPy4JTraceback()
 
 
 def describe(sc) -> dict:
@@ -166,6 +202,17 @@ def describe(sc) -> dict:
         "default_parallelism": sc.defaultParallelism,
         "executors": managers if is_local(sc.master) else max(managers - 1, 0),
     }
+
+
+def executor_cores(sc) -> list[int]:
+    """The cores of each live executor (in local mode, the driver's), from Spark's status store.
+
+    Not ``defaultParallelism``: on a cluster that is at least 2 whatever the cores.
+    """
+    executors = sc._jsc.sc().statusStore().executorList(True)
+    cores = [executors.apply(i).totalCores() for i in range(executors.size())
+             if is_local(sc.master) or executors.apply(i).id() != "driver"]
+    return [c for c in cores if c > 0] or [max(sc.defaultParallelism, 1)]
 
 
 def _load_kernels(_item) -> int:

@@ -1,16 +1,18 @@
 """The local denoiser: it improves images, adds no ghost, keeps edges, and gives the same bytes in
 this process and on Spark, whatever the tiling. Its stages are tested on their own too."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from ctsvd_common import contract, noise
 from ctsvd_local.lowdose import simulate_low_dose
 from ctsvd_local.phantom import chest_phantom
-from ssvd_denoise import local, localsvd, wiener
+from ssvd_denoise import local, localspark, localsvd, wiener
 from ssvd_denoise.__main__ import main, parser
 
-from conftest import write_series
+from conftest import decaying_volume, write_series
 
 SLICES, SIZE, NOISE_HU = 40, 64, 30.0
 
@@ -252,3 +254,44 @@ def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
 def test_a_bad_mode_is_a_usage_error(tmp_path, stack):
     write_series(tmp_path / "in" / "series-001", stack[1])
     assert main(parser.parse_args(["--mode", "regional"]), tmp_path / "in", tmp_path / "out") == 2
+
+
+@pytest.mark.parametrize("thickness", [8, 16, 24])
+def test_any_cut_into_slabs_gives_the_same_bytes(stack, thickness):
+    _, noisy, denoised, found = stack
+    plan = local.slabs(noisy.shape, thickness)
+    assert [z for s in plan for z in range(s.own_first, s.own_stop)] == list(range(SLICES))
+    assert all(0 <= s.first <= s.own_first < s.own_stop <= s.stop <= SLICES for s in plan)
+    params, again_found = local.measured(noisy)
+    assert again_found == found
+    assert np.array_equal(local.denoise_in_slabs(noisy, thickness, params), denoised)
+
+
+def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geometries():
+    # Passes along rows (and columns) see a window of slices; with patch grids of strides 4 and 3 the
+    # window must still start and end on every grid.
+    g = localsvd.GEOMETRIES
+    volume = decaying_volume(45, 40, 36, seed=3)
+    params, _ = local.measured(volume)
+    params = dataclasses.replace(params, ensemble=(localsvd.Pass(0, g[:2]), localsvd.Pass(1, g), localsvd.Pass(2, g[2:])))
+    pilot = localsvd.denoise(volume, params.model, 1, params.ensemble)
+    expected = wiener.denoise(volume, pilot, params.model, params.strength)
+    for thickness in (8, 16, 24):
+        out = local.denoise_in_slabs(volume, thickness, params)
+        assert np.array_equal(out, expected), thickness
+
+
+def test_slabs_are_sized_from_the_executors_memory_and_cores():
+    shape = lambda slices: (slices, 512, 512)
+    # Plenty of memory: two slabs per core, a multiple of the cores.
+    assert len(local.slabs(shape(301), localspark.slab_thickness(shape(301), 2, 6 << 30))) == 4
+    # A 1 GiB task: a slab's estimated peak fits it, and a longer series gets more slabs, not larger ones.
+    for slices in (1200, 11500):
+        t = localspark.slab_thickness(shape(slices), 2, 1 << 30)
+        assert (t + localspark.MARGIN_SLICES) * localspark.BYTES_PER_VOXEL * 512 * 512 <= 1 << 30
+        assert t == localspark.slab_thickness(shape(1200), 2, 1 << 30)
+    # Streamed slabs stay under their cap whatever the memory.
+    t = localspark.slab_thickness(shape(11500), 2, 64 << 30, localspark.STREAM_SLAB_BYTES)
+    assert (t + localspark.MARGIN_SLICES) * 4 * 512 * 512 <= localspark.STREAM_SLAB_BYTES
+    # A short series keeps both cores busy.
+    assert len(local.slabs(shape(40), localspark.slab_thickness(shape(40), 2, 6 << 30))) == 2

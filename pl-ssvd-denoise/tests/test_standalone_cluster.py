@@ -14,7 +14,7 @@ import pyspark
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise import masterprobe
+from ssvd_denoise import local, masterprobe
 from ssvd_denoise.__main__ import main, parser
 
 from conftest import decaying_volume, manifest_for, write_series
@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if text in log.read_text(errors="replace"):
@@ -161,3 +161,51 @@ def test_a_316_mb_series_streams_to_executors_once_with_small_tasks(standalone_m
     assert record.spark["data_access"] == "stream" and record.method == "gram"
     s = np.array(record.singular_values)
     assert np.max(np.abs(s - reference[:10]) / reference[:10]) < 1e-6
+
+
+def test_local_mode_streams_slabs_in_small_tasks_and_gives_the_in_process_bytes(standalone_master, tmp_path):
+    # 64 × 128²: the old code shipped each tile's slices inside its task, tasks of 2-3 MB; a slab here
+    # reads over 1 MiB, and is sent once, as a block, never inside a task.
+    volume = decaying_volume(m=64, rows=128, cols=128, seed=4)
+    write_series(tmp_path / "in" / "series-001", volume)
+    proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", "--mode", "local", "--master", standalone_master,
+                           "--data-access", "stream", str(tmp_path / "in"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "task of very large size" not in proc.stderr, [l for l in proc.stderr.splitlines() if "large size" in l]
+    series = tmp_path / "out" / "series-001"
+    record = contract.read_local(series)
+    assert record.spark["data_access"] == "stream" and record.spark["master"] == standalone_master
+    slabs, tasks = record.spark["slabs"], record.spark["tasks"]
+    assert slabs["count"] >= 2 and slabs["max_read_bytes"] > 1 << 20
+    assert 0 < tasks["payload_bytes"] < 1 << 20 and tasks["count"] == slabs["count"] == record.tiles
+    shares = record.spark["executor_shares"]
+    assert sum(s["tasks"] for s in shares.values()) == slabs["count"]
+    assert abs(sum(s["share"] for s in shares.values()) - 1) < 0.01
+    assert {"sending the slabs", "computing", "fetching and writing"} <= set(record.timings)
+    assert all(v > 0 for v in record.timings["task_seconds"].values())
+    expected, noise = local.denoise(volume)
+    assert np.array_equal(np.load(series / contract.LOCAL), expected)
+    assert record.noise_hu == noise
+    assert not list((tmp_path / "out").glob(".*")) and not list(series.glob(".*"))   # no staging, no parts
+
+
+def test_a_cluster_that_cannot_host_the_executors_ends_the_run_within_a_minute(standalone_master, tmp_path):
+    # The worker offers 2 GiB; executors of 4 GiB never start, and Spark would wait for them forever.
+    write_series(tmp_path / "in" / "series-001", decaying_volume(m=8, rows=16, cols=16))
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "ssvd_denoise", "--mode", "local", "--master", standalone_master,
+                                 "--spark-conf", "spark.executor.memory=4g", str(tmp_path / "in"),
+                                 str(tmp_path / "out")], stderr=stderr, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(log, "starting the Python workers ...", proc, seconds=300)
+        t0 = time.monotonic()
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert code == 1 and time.monotonic() - t0 < 60, log.read_text()[-3000:]
+    report = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())
+    [error] = report["errors"]
+    assert error["reason"].startswith("no Spark executor for 30 s") and "spark.executor.memory=4g" in error["reason"]
+    assert "Traceback" not in log.read_text()

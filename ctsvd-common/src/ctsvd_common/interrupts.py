@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -28,11 +28,25 @@ class Interrupted(BaseException):
 
 
 _received: Interrupted | None = None
+# Run first thing when a stop signal arrives (in the handler: they must be quick).
+_hooks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def on_signal(hook: Callable[[], None]) -> Iterator[None]:
+    """Within the block, a stop signal runs ``hook`` before it raises :class:`Interrupted`."""
+    _hooks.append(hook)
+    try:
+        yield
+    finally:
+        _hooks.remove(hook)
 
 
 def _raise(signum, _frame):
     global _received
     _received = Interrupted(signum)
+    for hook in list(_hooks):
+        hook()
     raise _received
 
 
