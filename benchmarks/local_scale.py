@@ -48,9 +48,10 @@ import sys, numpy as np
 from ssvd_denoise import local, localspark
 volume = np.load(sys.argv[1], mmap_mode="r")
 out = np.lib.format.open_memmap(sys.argv[2], mode="w+", dtype=np.float32, shape=volume.shape)
+params, _ = local.measured(volume)
 for slab in local.slabs(volume.shape, localspark.slab_thickness(volume.shape, 1, 1 << 30)):
     out[slab.own_first:slab.own_stop] = local.denoise_slab(np.asarray(volume[slab.first:slab.stop]), slab,
-                                                           volume.shape)[0]
+                                                           volume.shape, params)[0]
 out.flush()
 """
 
