@@ -156,7 +156,8 @@ def model_facts(local: contract.LocalRecord) -> list[tuple[str, str]]:
     if "nps" in local.noise:
         nps = local.noise["nps"]
         facts.append(("noise power spectrum", f"peak at {nps['peak_cycles_per_pixel']:g} cycles/pixel"
-                      + ("" if nps.get("measured", True) else " (too little free of anatomy: taken as white)")))
+                      if nps.get("measured", True) else
+                      "not measured: too little of the series is free of anatomy, so the noise is taken as white"))
     for name, choice in local.choices.items():
         facts.append((name, f"{choice.get('strength', '')}: {choice.get('why', '')}"))
     return facts
