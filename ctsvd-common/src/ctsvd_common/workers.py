@@ -16,7 +16,8 @@ import ctypes
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctsvd_common.resources import available_cpus, capped_workers
@@ -69,10 +70,18 @@ class WorkerPool:
         if pool is None:
             return
         # ProcessPoolExecutor can only wait for its workers (Python < 3.14), so they are killed first.
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            if process.is_alive():
-                process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Its manager thread then fails the pending futures, and on Python 3.11 it raises
+        # InvalidStateError from its own thread for one that Executor.map's clean-up already
+        # cancelled (fixed upstream in 3.12): nothing is lost, so that one error is kept quiet.
+        previous = threading.excepthook
+        threading.excepthook = _quiet_cancelled_future(previous)
+        try:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.kill()
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            threading.excepthook = previous
 
     def close(self) -> None:
         """Wait for the workers to finish what they do, and end them."""
@@ -88,3 +97,12 @@ class WorkerPool:
             self.close()
         else:
             self.kill()
+
+
+def _quiet_cancelled_future(hook):
+    """``hook``, except for an executor thread's InvalidStateError on a cancelled future."""
+    def quiet(args):
+        if args.exc_type is InvalidStateError:
+            return
+        hook(args)
+    return quiet
