@@ -238,9 +238,8 @@ class NoiseField:
 
     def sigma(self, z: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """σ of the cells holding voxels (z, y, x) (y and x broadcast)."""
-        cz, cy, cx = (np.clip((np.asarray(c) + o) // n, 0, m - 1) for c, o, n, m in
-                      zip((z, y, x), self.offset, self.cell, self.sigma_map.shape))
-        return self.sigma_map[cz, cy, cx]
+        return noise.cell_values(self.sigma_map, self.cell,
+                                 tuple(np.asarray(c) + o for c, o in zip((z, y, x), self.offset)))
 
 
 def noise_field(model: noise.NoiseModel, p: Pass, shape: tuple[int, int, int]) -> NoiseField:

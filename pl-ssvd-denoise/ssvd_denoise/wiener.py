@@ -225,9 +225,7 @@ class NoiseView:
     groups: GroupNoise
 
     def sigma(self, z: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        cz, cy, cx = (np.clip(np.asarray(c) // n, 0, m - 1) for c, n, m in zip((z, y, x), self.cell,
-                                                                              self.sigma_map.shape))
-        return self.sigma_map[cz, cy, cx]
+        return noise.cell_values(self.sigma_map, self.cell, (z, y, x))
 
 
 def noise_view(model: noise.NoiseModel, slices: int, s: Settings = SETTINGS) -> NoiseView:

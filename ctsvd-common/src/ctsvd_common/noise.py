@@ -90,9 +90,7 @@ class NoiseModel:
 
     def sigma_at(self, z, y, x) -> np.ndarray:
         """σ (HU) at voxel coordinates (arrays broadcast): the value of the cell that holds them."""
-        cz, cy, cx = (np.clip(np.asarray(c) // s, 0, n - 1)
-                      for c, s, n in zip((z, y, x), self.cell, self.sigma_map.shape))
-        return self.sigma_map[cz, cy, cx]
+        return cell_values(self.sigma_map, self.cell, (z, y, x))
 
     @property
     def autocorrelation(self) -> np.ndarray:
@@ -183,6 +181,13 @@ class NoiseModel:
 
 
 # --------------------------------------------------------------------------- measuring it
+
+
+def cell_values(values: np.ndarray, cell: tuple[int, int, int], coords) -> np.ndarray:
+    """The value of the cell (of ``cell`` voxels, on the grid of ``values``) holding each voxel of
+    ``coords`` (three arrays that broadcast); voxels past the grid take its last cell."""
+    index = tuple(np.clip(np.asarray(c) // n, 0, m - 1) for c, n, m in zip(coords, cell, values.shape))
+    return values[index]
 
 
 def box_mean(plane_stack: np.ndarray, size: int) -> np.ndarray:
