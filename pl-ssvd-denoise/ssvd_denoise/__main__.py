@@ -276,9 +276,10 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
         choices=found["choices"], tiles=run.slabs,
         spark={**cluster, "data_access": "shared" if shared else "stream", **run.spark},
         timings={"seconds": seconds, **run.timings}))
-    stage.log.info("%s: local SVD done in %.1f s over %d slabs; noise %.1f HU (median; 10-90%%: %.1f-%.1f), "
-                   "slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, run.slabs,
-                   sigma["median"], sigma["p10"], sigma["p90"], noise["slice_correlation"][1],
+    stage.log.info("%s: local SVD done in %.1f s over %d slabs; noise %.1f HU in uniform regions (cells 10-90%%: "
+                   "%.1f-%.1f), slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, run.slabs,
+                   noise["sigma_hu"].get("uniform", sigma["median"]), sigma["p10"], sigma["p90"],
+                   noise["slice_correlation"][1],
                    found["choices"]["stage 2 strength"]["strength"])
     return noise if "unmeasured" not in noise else None
 

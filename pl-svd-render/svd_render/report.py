@@ -62,7 +62,8 @@ def series_page(title: str, facts: list[tuple[str, object]], windows: list[dict]
                   if dicom_dir else "")
     scree_html = f"<h2>Singular values of the global SVD</h2>\n{scree}" if scree else ""
     noise_html = (f"""<h2>The noise measured in this series</h2>
-<p class="muted">σ in the object: median {escape(noise["sigma_hu"]["median"])} HU (10–90 %:
+<p class="muted">σ in uniform regions: {escape(noise["sigma_hu"].get("uniform", noise["sigma_hu"]["median"]))} HU;
+over the object's cells: median {escape(noise["sigma_hu"]["median"])} HU (10–90 %:
 {escape(noise["sigma_hu"]["p10"])}–{escape(noise["sigma_hu"]["p90"])} HU). Left: σ over the field, averaged
 along the series, on cells of {escape(" × ".join(str(c) for c in noise["cell"][1:]))} pixels (black 0, white
 {noise["map_max_hu"]:.3g} HU). Right: the in-plane noise power spectrum, averaged over rings.</p>

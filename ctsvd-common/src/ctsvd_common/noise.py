@@ -20,19 +20,28 @@ Med. Phys. 34:3, 2007; ICRU Report 87; AAPM TG-233), made automatic:
 1. **High-pass residual.** Each slice minus its 5 × 5 in-plane box mean,
    r = x − B₅x. Anatomy that is smooth over 5 pixels is gone; noise (mostly)
    and edges remain.
-2. **Noise-only ROIs.** The residual is cut into ROIs of 32 × 32 pixels
-   through up to 8 slices. In an ROI that holds only Gaussian noise, the
-   variance of r equals its robust variance (1.4826·MAD)²; edges raise the
-   first and barely move the second. ROIs whose ratio is within 15 % of 1
-   are taken as noise-only (the 20 % lowest ratios when too few pass).
-3. **NPS and slice correlation.** Over those ROIs: the mean periodogram of
-   r's slices, divided by the box filter's response |1 − B̂₅(f)|², gives the
-   in-plane NPS; the correlation of r between slices k apart gives ρ_k
-   (the in-plane filter is the same on every slice, so it leaves ρ_k as it
-   is under the separable model).
+2. **Noise-only ROIs.** The volume is cut into ROIs of 16 × 16 pixels
+   through 8 slices. An ROI's ratio is the variance of its detrended values
+   over the robust variance (1.4826·MAD)² of its residual: noise of one
+   spectrum gives the same ratio whatever its level, and anatomy raises it.
+   ROIs with an edge (residual variance over 1.3 × its robust variance) or a
+   ratio no CT kernel's noise gives (over 8) are never noise-only; of the
+   rest, those within 30 % of the low end of the ratios (their 10th
+   percentile) whose level is within 4 × the low end of the levels are.
+   The object's ROIs (mean above −500 HU) are ranked on their own and used
+   when 12 or more pass: a scanner's noise in air can have another spectrum
+   and slice correlation than in tissue (on the shared real exam, adjacent
+   slices correlate at 0.05 in the inserts and 0.3 in air).
+3. **NPS and slice correlation.** Over those ROIs, each scaled by its
+   robust residual variance: the mean periodogram of the detrended slices
+   gives the in-plane NPS, and the correlation of r between slices k apart
+   gives ρ_k (the in-plane filter is the same on every slice, so it leaves
+   ρ_k as it is under the separable model). The median σ of these ROIs is
+   the series' noise in uniform regions, the figure a physicist's ROI reads.
 4. **σ map.** On each cell of a coarse grid (32 × 32 pixels × 16 slices),
    σ² = (1.4826·MAD(r))² / g, with g the fraction of the noise power the
-   high-pass keeps, computed from the measured NPS. The MAD is robust to the
+   high-pass keeps, computed from the measured NPS. Cells are measured slab
+   by slab as the volume is read, so memory does not grow with the series. The MAD is robust to the
    sparse edges a cell holds (Donoho & Johnstone 1994 use it the same way on
    wavelet detail coefficients). Voxels whose 3 × 3 neighbourhood is exactly
    constant (padding outside the reconstruction circle) are left out; cells
@@ -50,18 +59,24 @@ from dataclasses import dataclass
 import numpy as np
 
 RESIDUAL_BOX = 5          # pixels: the in-plane box whose mean is removed (step 1)
-ROI = (8, 32, 32)         # slices, rows, cols of the NPS ROIs (step 2)
+ROI = (8, 16, 16)         # slices, rows, cols of the NPS ROIs (step 2): small enough to fit inside organs
 CELL = (16, 32, 32)       # slices, rows, cols of the σ map's cells (step 4)
 MAX_LAG = 4               # slice correlation measured to this lag; taken as 0 beyond
 NOISE_ONLY_QUANTILE = 0.1  # the low end of the ROIs' ratios (step 2) ...
-NOISE_ONLY_RATIO = 1.15    # ... and how far above it a noise-only ROI's ratio may lie
+NOISE_ONLY_RATIO = 1.3     # ... and how far above it a noise-only ROI's ratio may lie: the spread of the
+                           # ratio of 16 x 16 x 8 voxels of correlated noise
 TISSUE_HU = -500.0         # cells mostly above this are the object, where the summary's σ is taken
-EDGE_FREE_RATIO = 1.3      # var / robust var of the residual of an ROI the slice correlation uses
 FEW_ROIS = 32              # fewer noise-only ROIs than this: the noise is taken as white (see spectrum())
-KEEP_PER_SLAB = 32         # ROIs with the lowest ratios kept per slab for step 3
+FEW_OBJECT_ROIS = 12       # the object's own ROIs are used from this many (24,576 voxels)
+KEEP_PER_SLAB = 64         # at most this many ROIs kept per slab for step 3 ...
+SLAB_BOUND = 2.0           # ... among those within this factor of the slab's low end
+EDGE_FREE_RATIO = 1.3      # var / robust var of the residual above which an ROI holds an edge
+MAX_NOISE_RATIO = 8.0      # noise keeps at least 1/8 of its power through the high-pass (the softest kernels)
+LEVEL_SPREAD = 4.0         # a noise-only ROI's σ is at most this many times the low end of theirs
 MAD_TO_SIGMA = 1.4826     # σ of a Gaussian from its median absolute deviation
 EDGE_REACH = 4            # pixels each side over which the edge step is taken
 EDGE_STEP = 4.0           # × σ: a box-mean step this large marks an edge (second look of step 4)
+DETREND_ITERATIONS = 3     # fixed-point steps of the detrending-loss correction (step 3)
 MAX_ROIS = 256            # spread over the series: enough for a smooth NPS
 MIN_MEASURABLE = 0.95     # an ROI with more padding than this is left out of the NPS
 STRIDE = 2                # the σ map's MADs use every other voxel each way: thousands per cell still
@@ -75,7 +90,9 @@ class NoiseModel:
     ``shape``; ``nps`` is the in-plane NPS on a ``ROI``-sized frequency grid,
     normalised to mean 1 (unit variance); ``slice_correlation`` is ρ_0 = 1,
     ρ_1, …, ρ_MAX_LAG; ``tissue`` marks the cells mostly above −500 HU (the
-    object, not the air around it), where the summary's σ is taken.
+    object, not the air around it), where the summary's percentiles of σ are
+    taken; ``uniform`` is the median σ of the noise-only ROIs, the level of
+    the noise in uniform regions (what a physicist's ROI would read).
     """
 
     sigma_map: np.ndarray
@@ -85,6 +102,8 @@ class NoiseModel:
     slice_correlation: np.ndarray
     rois: int
     tissue: np.ndarray | None = None
+    uniform: float | None = None
+    measured: bool = True                      # False: too few noise-only ROIs, taken as white
 
     # ------------------------------------------------------------------ what denoisers ask of it
 
@@ -155,9 +174,11 @@ class NoiseModel:
         freq, radial = radial_profile(self.nps)
         return {
             "method": "in-plane NPS and slice correlation from noise-only ROIs of the 5x5 high-pass residual; "
-                      "sigma map from its MAD on 32x32x16 cells (ctsvd_common.noise)",
+                      f"sigma map from its MAD on {'x'.join(map(str, self.cell[::-1]))} cells (ctsvd_common.noise)",
             "sigma_hu": {"p10": p10, "median": median, "p90": p90, "over": "cells mostly above -500 HU"
-                         if self.tissue is not None and self.tissue.any() else "every cell"},
+                         if self.tissue is not None and self.tissue.any() else "every cell",
+                         "uniform": round(float(median if self.uniform is None else self.uniform), 2),
+                         "uniform_over": "noise-only ROIs (uniform regions)"},
             "sigma_map": {"cell": list(self.cell), "shape": list(self.shape),
                           "values_hu": np.round(self.sigma_map, 2).tolist(),
                           "tissue": None if self.tissue is None else self.tissue.astype(int).tolist()},
@@ -165,7 +186,7 @@ class NoiseModel:
             "nps": {"roi": list(self.nps.shape), "frequency_cycles_per_pixel": [round(float(f), 4) for f in freq],
                     "radial_normalised": [round(float(v), 4) for v in radial],
                     "peak_cycles_per_pixel": round(float(freq[int(np.argmax(radial))]), 4),
-                    "measured": self.rois >= FEW_ROIS,
+                    "measured": bool(self.measured),
                     "values": np.round(self.nps, 4).tolist()},
             "rois": self.rois,
         }
@@ -177,7 +198,8 @@ class NoiseModel:
         return cls(np.asarray(d["sigma_map"]["values_hu"], float), tuple(d["sigma_map"]["cell"]),
                    tuple(d["sigma_map"]["shape"]), np.asarray(d["nps"]["values"], float),
                    np.asarray(d["slice_correlation"], float), int(d["rois"]),
-                   None if tissue is None else np.asarray(tissue, bool))
+                   None if tissue is None else np.asarray(tissue, bool), d["sigma_hu"].get("uniform"),
+                   bool(d["nps"].get("measured", True)))
 
 
 # --------------------------------------------------------------------------- measuring it
@@ -250,32 +272,41 @@ def _cells(a: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     return _blocks(padded, size).reshape(*grid, -1)
 
 
-def candidate_rois(slab: np.ndarray, r: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Step 2 on one slab: the ratio of every measurable ROI, and the :data:`KEEP_PER_SLAB` ROIs
-    with the lowest ratios as (their ratios, raw ROIs, residual ROIs); returns all four.
+def candidate_rois(slab: np.ndarray, r: np.ndarray, valid: np.ndarray, keep: int) -> list[tuple[np.ndarray, ...]]:
+    """Step 2 on one slab, for the object's ROIs and for all of them: the ratio of every measurable
+    ROI (infinite where it cannot be noise-only), and up to ``keep`` ROIs that may be noise-only, as
+    (their ratios, raw ROIs, residual ROIs).
 
     An ROI's ratio is the variance of its detrended values over the robust variance of its
-    high-pass residual. Noise alone gives the same ratio everywhere, whatever its level (the
-    inverse of the share of the noise power the high-pass keeps); anatomy adds to the first and
-    barely moves the second.
+    high-pass residual. Noise of one spectrum gives the same ratio everywhere, whatever its level
+    (the inverse of the share of the noise power the high-pass keeps); anatomy adds to the first
+    and barely moves the second. The object's ROIs (mean above :data:`TISSUE_HU`) are ranked on
+    their own: a scanner's noise in air can have another spectrum than in tissue, and a lower ratio.
     """
     roi = roi_shape(r.shape)
     whole = _blocks(valid, roi).reshape(-1, int(np.prod(roi))).mean(axis=1) >= MIN_MEASURABLE
     resid = _blocks(r, roi).reshape(-1, *roi)[whole]
     raw = _blocks(slab, roi).reshape(-1, *roi)[whole]
-    lags = np.zeros(MAX_LAG + 1)
     if len(resid) == 0:
-        return np.zeros(0), lags, np.zeros(0), raw, resid
+        return [(np.zeros(0), np.zeros(0), raw, resid)] * 2
     flat = resid.reshape(len(resid), -1).astype(np.float64)
     level = robust_sigma(flat[:, ::2]) ** 2
     ratio = _detrended(raw).reshape(len(raw), -1).var(axis=1) / np.maximum(level, 1e-12)
-    # The slice correlation from every ROI whose residual is Gaussian-like (few edges, which
-    # continue across slices): weighted by noise energy, so that tissue, where the noise is, leads.
-    clean = resid[flat.var(axis=1) <= EDGE_FREE_RATIO * level].astype(np.float64)
-    for k in range(min(MAX_LAG + 1, roi[0])):
-        lags[k] = np.sum(clean[:, k:] * clean[:, :roi[0] - k]) / (roi[0] - k)
-    lowest = np.sort(np.argsort(ratio, kind="stable")[:KEEP_PER_SLAB])
-    return ratio, lags, ratio[lowest], raw[lowest], resid[lowest]
+    # An edge through an ROI raises its residual's variance far above the robust one, and anatomy
+    # smoother than the high-pass raises the ratio beyond what any CT kernel's noise gives: neither
+    # is noise-only, whatever else the series holds.
+    ratio[(flat.var(axis=1) > EDGE_FREE_RATIO * level) | (ratio > MAX_NOISE_RATIO)] = np.inf
+    out = []
+    for members in (raw.reshape(len(raw), -1).mean(axis=1) > TISSUE_HU, np.ones(len(raw), bool)):
+        index = np.flatnonzero(members & np.isfinite(ratio))
+        # The ROIs that may turn out noise-only (the series' limit is known only at the end), thinned
+        # evenly by rank: keeping only the very lowest ratios would bias what they measure.
+        likely = index[ratio[index] <= SLAB_BOUND * np.quantile(ratio[index], NOISE_ONLY_QUANTILE)] \
+            if len(index) else index
+        likely = likely[np.argsort(ratio[likely], kind="stable")]
+        chosen = np.sort(likely[np.linspace(0, len(likely) - 1, min(keep, len(likely))).astype(int)])
+        out.append((ratio[members], ratio[chosen], raw[chosen], resid[chosen]))
+    return out
 
 
 def roi_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -296,80 +327,139 @@ def _detrended(rois: np.ndarray) -> np.ndarray:
     return (flat - (flat @ np.linalg.pinv(design).T) @ design.T).reshape(rois.shape)
 
 
-def spectrum(raw: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, int]:
+def spectrum(raw: np.ndarray, resid: np.ndarray, minimum: int = FEW_ROIS) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Step 3 over the noise-only ROIs: the normalised in-plane NPS (the mean periodogram of the
-    detrended ROI slices, each scaled by its ROI's robust high-pass variance so that levels do not
-    mix), and the count of ROIs it came from."""
+    detrended ROI slices), the slice correlation ρ_0 … ρ_MAX_LAG of their residuals, the share g of
+    the noise power the high-pass keeps, and the count of ROIs they came from; white noise when
+    they are fewer than ``minimum``. Each ROI is scaled by its robust high-pass variance, so levels
+    do not mix."""
     keep = np.linspace(0, len(raw) - 1, min(len(raw), MAX_ROIS)).astype(int)
     raw, resid = raw[keep], resid[keep].astype(np.float64)
-    rows, cols = raw.shape[2:]
-    level = robust_sigma(resid.reshape(len(resid), -1)[:, ::2]) ** 2
+    depth, rows, cols = raw.shape[1:]
+    level = np.maximum(robust_sigma(resid.reshape(len(resid), -1)[:, ::2]) ** 2, 1e-12)
     periodograms = np.square(np.abs(np.fft.fft2(_detrended(raw)))) / (rows * cols)
-    nps = (periodograms / np.maximum(level, 1e-12)[:, None, None, None]).mean(axis=(0, 1))
-    if len(raw) < FEW_ROIS:
+    nps = (periodograms / level[:, None, None, None]).mean(axis=(0, 1))
+    lags = np.array([np.mean(np.sum(resid[:, k:] * resid[:, :depth - k], axis=(1, 2, 3)) / level)
+                     / (depth - k) if k < depth else 0.0 for k in range(MAX_LAG + 1)])
+    if len(raw) < minimum or lags[0] <= 0:
         # Too few ROIs free of anatomy (a small image, all structure) to tell the noise's spectrum
         # and slice correlation from what anatomy is left in them: the noise is taken as white.
-        return np.ones((rows, cols)), len(raw)
-    return nps / nps.mean(), len(raw)
+        white = np.ones((rows, cols))
+        return white, np.eye(1, MAX_LAG + 1)[0], float(np.mean(box_response(RESIDUAL_BOX, rows, cols))), len(raw)
+    # The power detrending took, put back at zero frequency for the gain only (the spectrum's
+    # shape is what was measured): a soft kernel's noise has much of its power there.
+    full = nps.copy()
+    for _ in range(DETREND_ITERATIONS):
+        full[0, 0] = nps[0, 0] + rows * cols * _detrending_loss(full)
+    gain = float(np.mean(full * box_response(RESIDUAL_BOX, rows, cols)) / np.mean(full))
+    return nps / nps.mean(), lags / lags[0], gain, len(raw)
+
+
+def _noise_only(candidates: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of one class of :func:`candidate_rois` over the series, the noise-only ROIs (raw, residual)
+    and their robust σ."""
+    every = np.concatenate([c[0] for c in candidates])
+    every = every[np.isfinite(every)]
+    if len(every) == 0:
+        empty = np.zeros((0, *ROI))
+        return empty, empty, np.zeros(0)
+    limit = NOISE_ONLY_RATIO * np.quantile(every, NOISE_ONLY_QUANTILE)
+    raw = np.concatenate([c[2][c[1] <= limit] for c in candidates])
+    resid = np.concatenate([c[3][c[1] <= limit] for c in candidates])
+    # An ROI astride a strong edge (skull and air) can pass both tests when the edge fills it:
+    # its "noise" is then far above the other ROIs'.
+    level = robust_sigma(resid.reshape(len(resid), -1)[:, ::2].astype(np.float64))
+    typical = level <= LEVEL_SPREAD * np.quantile(level, NOISE_ONLY_QUANTILE) if len(level) else level > 0
+    return raw[typical], resid[typical], level[typical]
+
+
+def _detrending_loss(nps: np.ndarray) -> float:
+    """The variance per voxel that detrending takes from noise of spectrum ``nps`` in an ROI of its
+    size: tr((I − P)·C) / N, with P the plane fit's projector and C the noise's covariance (from the
+    spectrum, lags wrapped). Without it, a soft kernel's noise, much of whose power lies at the
+    lowest frequencies, reads as weaker than it is."""
+    rows, cols = nps.shape
+    y, x = np.meshgrid(np.arange(rows) - rows / 2, np.arange(cols) - cols / 2, indexing="ij")
+    q, _ = np.linalg.qr(np.stack([np.ones(rows * cols), y.ravel(), x.ravel()], axis=1))
+    r = np.fft.ifft2(nps).real
+    dy = np.subtract.outer(y.ravel(), y.ravel()).astype(int) % rows
+    dx = np.subtract.outer(x.ravel(), x.ravel()).astype(int) % cols
+    covariance = r[dy, dx]
+    return float(np.einsum("ik,ij,jk->", q, covariance, q)) / (rows * cols)
 
 
 def estimate(volume: np.ndarray, cell: tuple[int, int, int] = CELL) -> NoiseModel:
     """Measure the noise model of a (slices, rows, cols) HU volume (see the module's docstring).
 
-    The volume is read one slab of cells at a time, so a memory-mapped series is never loaded whole.
+    The volume is read one slab of cells at a time and each slab's cells are measured as it is
+    read, so a memory-mapped series is never loaded whole and memory does not grow with its length.
     """
     volume = np.asarray(volume) if not isinstance(volume, np.memmap) else volume
     if volume.ndim != 3:
         raise ValueError(f"expected a (slices, rows, cols) volume, got shape {volume.shape}")
     cell = tuple(min(c, s) for c, s in zip(cell, volume.shape))
-    sub_cell = tuple(max(1, c // STRIDE) for c in cell)
-    ratios, kept, subs, steps, dense = [], [], [], [], []
-    lags = np.zeros(MAX_LAG + 1)
+    candidates, looks, tissue = [], [], []
+    # ROIs kept per slab for step 3: enough to pick MAX_ROIS noise-only ones from, few enough that
+    # a long series' candidates stay small.
+    keep = min(KEEP_PER_SLAB, math.ceil(4 * MAX_ROIS / math.ceil(volume.shape[0] / cell[0])))
     for z in range(0, volume.shape[0], cell[0]):
         slab = np.asarray(volume[z:z + cell[0]], np.float32)
         r, valid = residual(slab)
         if r.shape[0] >= min(ROI[0], volume.shape[0]):
-            ratio, slab_lags, *lowest = candidate_rois(slab, r, valid)
-            ratios.append(ratio)
-            lags += slab_lags
-            kept.append(lowest)
-        # The σ map's voxels, every STRIDE-th each way, and the box-mean step beside each.
-        smooth = (slab - r)[::STRIDE, ::STRIDE, ::STRIDE]
-        subs.append(np.where(valid, r, np.nan)[::STRIDE, ::STRIDE, ::STRIDE])
-        dense.append((slab[::STRIDE, ::STRIDE, ::STRIDE] > TISSUE_HU).astype(np.float32))
-        shift = max(1, EDGE_REACH // STRIDE)
-        steps.append(np.maximum(np.abs(np.roll(smooth, shift, 1) - np.roll(smooth, -shift, 1)),
-                                np.abs(np.roll(smooth, shift, 2) - np.roll(smooth, -shift, 2))).astype(np.float32))
-    every = np.concatenate(ratios)
-    if len(every) == 0:
+            candidates.append(candidate_rois(slab, r, valid, keep))
+        looks.append(_cell_sigma(slab, r, valid, cell))
+        tissue.append(np.nanmean(_cells((slab > TISSUE_HU)[::STRIDE, ::STRIDE, ::STRIDE].astype(np.float32),
+                                        _sub_cell(cell)), axis=-1) >= 0.5)
+    if not candidates or sum(len(c[1][0]) for c in candidates) == 0:
         raise ValueError("no ROI of the series is free of padding: its noise cannot be measured")
-    # Noise-only ROIs: ratios within NOISE_ONLY_RATIO of the low end of all ratios.
-    limit = NOISE_ONLY_RATIO * np.quantile(every, NOISE_ONLY_QUANTILE)
-    raw = np.concatenate([k[1][k[0] <= limit] for k in kept])
-    resid = np.concatenate([k[2][k[0] <= limit] for k in kept])
-    nps, count = spectrum(raw, resid)
-    white = np.eye(1, MAX_LAG + 1)[0]
-    rho = lags / lags[0] if lags[0] > 0 and count >= FEW_ROIS else white
-    gain = float(np.mean(nps * box_response(RESIDUAL_BOX, *nps.shape)))
-    sub, step = np.concatenate(subs), np.concatenate(steps)
-    first = robust_sigma(_cells(sub, sub_cell))
-    # Second look without the voxels near edges: the MAD tolerates a few, but a cell crossed by a
-    # strong edge holds a band of them. An edge is a step of the box mean well above the noise
-    # the first look found in that cell.
-    near_edge = _cells(step, sub_cell) > EDGE_STEP * np.nan_to_num(first, nan=np.inf)[..., None]
-    cells = _cells(sub, sub_cell)
-    measurable = np.count_nonzero(~np.isnan(cells), axis=-1) >= np.maximum(16, cells.shape[-1] // 4)
-    second = robust_sigma(np.where(near_edge, np.nan, cells))
-    sigma = np.where(np.isnan(second), first, second)
-    sigma = np.where(measurable, sigma, np.nan) / math.sqrt(gain)
+    # Noise-only ROIs: ratios within NOISE_ONLY_RATIO of the low end of the ratios, anywhere; and
+    # in the object alone, whose noise is the one a reader looks at, when enough of the series is
+    # measurable at all and the object holds enough of them.
+    found = [_noise_only([c[kind] for c in candidates]) for kind in (0, 1)]
+    in_object = len(found[1][0]) >= FEW_ROIS and len(found[0][0]) >= FEW_OBJECT_ROIS
+    raw, resid, level = found[0] if in_object else found[1]
+    nps, rho, gain, count = spectrum(raw, resid, FEW_OBJECT_ROIS if in_object else FEW_ROIS)
+    sigma = np.concatenate([s for s, _ in looks]) / math.sqrt(gain)
     if np.all(np.isnan(sigma)):
         # A series too small for any cell to hold enough voxels: one σ for all of it (0 where
-        # nothing varies at all).
-        whole = robust_sigma(sub.ravel()) if np.any(~np.isnan(sub)) else 0.0
+        # nothing varies at all), from the voxels every slab could measure.
+        voxels = np.concatenate([v for _, v in looks])
+        whole = robust_sigma(voxels) if np.any(~np.isnan(voxels)) else 0.0
         sigma = np.full(sigma.shape, float(np.nan_to_num(whole)) / math.sqrt(gain))
     sigma = np.where(np.isnan(sigma), np.nanmedian(sigma), sigma)
-    tissue = np.nanmean(_cells(np.concatenate(dense), sub_cell), axis=-1) >= 0.5
-    return NoiseModel(sigma, cell, tuple(volume.shape), nps, rho, count, tissue)
+    # The noise-only ROIs' σ, where they were enough to measure the spectrum from; else the map's.
+    measured = count >= (FEW_OBJECT_ROIS if in_object else FEW_ROIS)
+    uniform = float(np.median(level)) / math.sqrt(gain) if measured else None
+    return NoiseModel(sigma, cell, tuple(volume.shape), nps, rho, count, np.concatenate(tissue), uniform, measured)
+
+
+def _sub_cell(cell: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A cell's size on the grid of every STRIDE-th voxel."""
+    return tuple(max(1, c // STRIDE) for c in cell)
+
+
+def _cell_sigma(slab: np.ndarray, r: np.ndarray, valid: np.ndarray,
+                cell: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4 on one slab of cells: the robust σ of the high-pass residual in each cell (before the
+    high-pass gain; NaN where too few voxels are measurable), and, only when no cell of the slab
+    could be measured, the slab's measurable voxels (for a series too small for any cell)."""
+    sub_cell = _sub_cell(cell)
+    smooth = (slab - r)[::STRIDE, ::STRIDE, ::STRIDE]
+    sub = np.where(valid, r, np.nan)[::STRIDE, ::STRIDE, ::STRIDE]
+    shift = max(1, EDGE_REACH // STRIDE)
+    step = np.maximum(np.abs(np.roll(smooth, shift, 1) - np.roll(smooth, -shift, 1)),
+                      np.abs(np.roll(smooth, shift, 2) - np.roll(smooth, -shift, 2))).astype(np.float32)
+    cells = _cells(sub, sub_cell)
+    first = robust_sigma(cells)
+    # Second look without the voxels near edges: the MAD tolerates a few, but a cell crossed by a
+    # strong edge holds a band of them. An edge is a step of the box mean well above the noise the
+    # first look found in that cell, or in the slab's typical cell when the edges fill this one.
+    typical = np.nanmedian(first) if np.any(~np.isnan(first)) else np.inf
+    near_edge = _cells(step, sub_cell) > EDGE_STEP * np.nan_to_num(first, nan=np.inf)[..., None]
+    measurable = np.count_nonzero(~np.isnan(cells), axis=-1) >= np.maximum(16, cells.shape[-1] // 4)
+    second = robust_sigma(np.where(near_edge, np.nan, cells))
+    sigma = np.where(measurable, np.where(np.isnan(second), first, second), np.nan)
+    return sigma, (sub[~np.isnan(sub)] if np.all(np.isnan(sigma)) else sub[:0].ravel())
 
 
 def radial_profile(nps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
