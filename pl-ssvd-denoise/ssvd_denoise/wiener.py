@@ -187,10 +187,12 @@ def coefficient_variance(bases: list[np.ndarray], gn: GroupNoise) -> np.ndarray:
     uz, uy, ux = bases[:3]
     nps = resampled(gn.nps, 2 * uy.shape[1], 2 * ux.shape[1])
     ny, nx = nps.shape
-    along = np.einsum("bli,lk,bki->bi", uz, gn.slices, uz)
+    uzt = uz.transpose(0, 2, 1)
+    along = np.sum(np.matmul(uzt, gn.slices) * uzt, axis=2)
     py = np.square(np.abs(np.fft.fft(uy, n=ny, axis=1)))
     px = np.square(np.abs(np.fft.fft(ux, n=nx, axis=1)))
-    plane = np.einsum("bfj,fg,bgk->bjk", py, nps, px) / (ny * nx)
+    # (pyᵀ · NPS) · px as two batched matmuls: a three-operand einsum is not contracted pairwise.
+    plane = np.matmul(np.matmul(py.transpose(0, 2, 1), nps), px) / (ny * nx)
     return np.clip(along[:, :, None, None] * plane[:, None, :, :], 1e-6, None)[..., None]
 
 
@@ -249,7 +251,9 @@ def filter_slab(noisy: np.ndarray, pilot: np.ndarray, z: int, nv: NoiseView, str
     corner_y, corner_x = match(pilot, np.array(starts(rows, p, s.stride)), np.array(starts(cols, p, s.stride)), s)
     sigma2 = np.square(nv.sigma(z + depth // 2, corner_y[:, 0] + p // 2, corner_x[:, 0] + p // 2))
     offsets = np.arange(p)
-    plane = np.arange(depth).reshape(1, depth, 1, 1, 1) * rows
+    plane = np.arange(depth).reshape(1, depth, 1, 1, 1)
+    # Sums are kept pixel-major, (rows, cols, slices) flattened: a batch's groups then land in one
+    # band of rows, and each bincount spans that band, not the whole slab.
     size = pilot.size
     sums = np.zeros((len(strengths), len(inputs), size))
     weights = np.zeros((len(strengths), size))
@@ -258,18 +262,22 @@ def filter_slab(noisy: np.ndarray, pilot: np.ndarray, z: int, nv: NoiseView, str
         gx = (corner_x[a:a + BATCH, :, None] + offsets)[:, :, None, :]     # (batch, group, 1, p)
         # (slices, batch, group, p, p) → (batch, slices, p, p, group)
         take = lambda v: np.ascontiguousarray(v[:, gy, gx].transpose(1, 0, 3, 4, 2), np.float32)
-        index = ((plane + gy.transpose(0, 2, 3, 1)[:, None]) * cols + gx.transpose(0, 2, 3, 1)[:, None]).ravel()
+        index = ((gy.transpose(0, 2, 3, 1)[:, None] * cols + gx.transpose(0, 2, 3, 1)[:, None]) * depth
+                 + plane).ravel()
+        first = int(corner_y[a:a + BATCH].min()) * cols * depth
+        band = int(corner_y[a:a + BATCH].max() + p) * cols * depth - first
+        index -= first
         guide = take(pilot)
         for i, volume in enumerate(inputs):
             estimate, weight = filter_groups(take(volume), guide, sigma2[a:a + BATCH], nv.groups, strengths)
             for j in range(len(strengths)):
                 w = np.broadcast_to(weight[j].reshape(-1, 1, 1, 1, 1), estimate[j].shape)
-                sums[j, i] += np.bincount(index, (estimate[j] * w).ravel(), size)
+                sums[j, i, first:first + band] += np.bincount(index, (estimate[j] * w).ravel(), band)
                 if i == 0:
-                    weights[j] += np.bincount(index, w.ravel(), size)
-    shape = (len(strengths), *pilot.shape)
-    sums = sums.reshape(len(strengths), len(inputs), *pilot.shape)
-    return (sums if noisy.ndim == 4 else sums[:, 0]), weights.reshape(shape)
+                    weights[j, first:first + band] += np.bincount(index, w.ravel(), band)
+    pixel_major = lambda a: np.moveaxis(a.reshape(*a.shape[:-1], rows, cols, depth), -1, -3)
+    sums, weights = pixel_major(sums), pixel_major(weights)
+    return (sums if noisy.ndim == 4 else sums[:, 0]), weights
 
 
 # --------------------------------------------------------------------------- tiles and volumes
