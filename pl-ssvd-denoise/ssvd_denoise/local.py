@@ -36,7 +36,7 @@ from ssvd_denoise import localsvd, wiener
 # draw's seed and the size of its Monte-Carlo step, in units of the noise: large enough to move
 # components across stage 1's hard threshold, which an infinitesimal step never does (at 0.05 σ,
 # SURE chose μ = 4 on a simulated scan whose best was 16; at 0.3 σ, 8).
-STRENGTHS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+STRENGTHS = tuple(2.0 ** k for k in range(9))      # 1 … 256
 SURE_CROP = (24, 160, 160)
 SURE_CROPS = 2
 SURE_SEED = 20261207
@@ -104,7 +104,7 @@ def choose_strength(volume: np.ndarray, model: noise.NoiseModel) -> tuple[float,
         "strength": STRENGTHS[best],
         "why": "least Stein's unbiased risk (Monte-Carlo SURE through both stages) on the crops, "
                "over the grid",
-        "grid": list(STRENGTHS), "crops": [[c.start, c.stop] for c in sure_crops(volume.shape)[0]],
+        "grid": list(STRENGTHS), "crops": [[[c.start, c.stop] for c in crop] for crop in sure_crops(volume.shape)],
         "relative_risk": [round(float(r / abs(risk[best])), 4) for r in risk],
         "at_grid_edge": best in (0, len(STRENGTHS) - 1)}
 
