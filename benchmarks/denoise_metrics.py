@@ -46,20 +46,23 @@ def _smoothed_gradient(image: np.ndarray, sigma_px: float) -> tuple[np.ndarray, 
 
 
 def flat_mask(image: np.ndarray, *, sigma_px: float = 2.0) -> np.ndarray:
-    """Uniform regions inside the object: low gradient in the smoothed image, eroded in-plane.
+    """Uniform regions inside the object: low gradient in the smoothed image, in-plane and across
+    slices, eroded in-plane and by a slice each way.
 
     Inside the object is ``smoothed > -500 HU``; low gradient is below the
-    25th percentile of the object's gradients. Erosion (2 pixels) keeps
-    cells off the edges of the region.
+    25th percentile of the object's gradients. Erosion (2 pixels, 1 slice)
+    keeps cells off the edges of the region, including where a structure
+    starts or ends between slices (a real exam's inserts move with gantry tilt).
     """
     from scipy.ndimage import binary_erosion
 
     smooth, grad = _smoothed_gradient(image, sigma_px)
+    grad = np.hypot(grad, np.gradient(smooth, axis=0)) if image.shape[0] > 1 else grad
     inside = smooth > OBJECT_HU
     if not inside.any():
         return inside
     flat = inside & (grad < np.percentile(grad[inside], FLAT_PERCENTILE))
-    return binary_erosion(flat, structure=np.ones((1, 5, 5), bool))
+    return binary_erosion(flat, structure=np.ones((3 if image.shape[0] > 2 else 1, 5, 5), bool))
 
 
 def edge_mask(image: np.ndarray, *, sigma_px: float = 1.0) -> np.ndarray:

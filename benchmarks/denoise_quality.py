@@ -520,10 +520,12 @@ def run_global_svd(c: Condition) -> Result:
 
 
 def reported_noise(record) -> float | None:
-    """The noise level ``local.denoise`` reports (HU): ``record["noise"]["sigma_hu"]["median"]``,
-    or the older ``record["median"]``."""
+    """The noise level ``local.denoise`` reports (HU): the uniform regions' σ,
+    ``record["noise"]["sigma_hu"]["uniform"]``, else the median of its σ map, else the older
+    ``record["median"]``."""
     try:
-        return float(record["noise"]["sigma_hu"]["median"])
+        sigma = record["noise"]["sigma_hu"]
+        return float(sigma.get("uniform", sigma["median"]))
     except (KeyError, TypeError, ValueError):
         pass
     try:
