@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from ctsvd_common import noise
+from ctsvd_common import noise, resources
 from ssvd_denoise import localsvd, wiener
 
 # SURE's grid of strengths μ (doubling), the crops it looks at (slices, rows, cols), its noise
@@ -84,21 +85,25 @@ def choose_strength(volume: np.ndarray, model: noise.NoiseModel) -> tuple[float,
     summed risk is taken. The pilot is re-made from the perturbed input too: it shares the noise,
     and holding it fixed would under-count what the filter passes.
     """
-    risk = np.zeros(len(STRENGTHS))
-    for k, crop in enumerate(sure_crops(volume.shape)):
+    crops = sure_crops(volume.shape)
+    inputs = []
+    for k, crop in enumerate(crops):
         y = np.asarray(volume[crop], np.float64)
-        region = noise.NoiseModel(model.sigma_map, model.cell, model.shape, model.nps, model.slice_correlation,
-                                  model.rois)
         grid = np.meshgrid(*(np.arange(c.start, c.stop) for c in crop), indexing="ij")
-        sigma = model.sigma_at(*grid)
-        draw = noise.synthesize(y.shape, sigma, model.nps, model.slice_correlation, seed=SURE_SEED + k)
-        local_model = _cropped(region, crop)
-        outs = []
-        for x in (y, y + SURE_STEP * draw):
-            pilot = localsvd.denoise(x.astype(np.float32), local_model)
-            outs.append(wiener.denoise_at(x, pilot, local_model, STRENGTHS))
-        divergence = np.sum(draw * (outs[1] - outs[0]), axis=(1, 2, 3)) / SURE_STEP
-        risk += np.sum(np.square(y - outs[0]), axis=(1, 2, 3)) + 2 * divergence
+        draw = noise.synthesize(y.shape, model.sigma_at(*grid), model.nps, model.slice_correlation,
+                                seed=SURE_SEED + k)
+        inputs.append((y, draw, _cropped(model, crop)))
+    both_stages = lambda x, m: wiener.denoise_at(x, localsvd.denoise(x.astype(np.float32), m), m, STRENGTHS)
+    # The four runs are independent, and numpy's heavy calls release the GIL: threads share the
+    # driver's cores (idle until the slabs start) without copying the crops.
+    with ThreadPoolExecutor(max_workers=min(2 * len(crops), resources.available_cpus())) as pool:
+        outs = list(pool.map(lambda job: both_stages(*job),
+                             [(x, m) for y, draw, m in inputs for x in (y, y + SURE_STEP * draw)]))
+    risk = np.zeros(len(STRENGTHS))
+    for k, (y, draw, _) in enumerate(inputs):
+        plain, perturbed = outs[2 * k], outs[2 * k + 1]
+        divergence = np.sum(draw * (perturbed - plain), axis=(1, 2, 3)) / SURE_STEP
+        risk += np.sum(np.square(y - plain), axis=(1, 2, 3)) + 2 * divergence
     best = int(np.argmin(risk))
     return STRENGTHS[best], {
         "strength": STRENGTHS[best],

@@ -272,9 +272,11 @@ def denoise_tile(region: np.ndarray, tile: Tile, slices: int, geometries: tuple[
         for z in _touching(slices, g, tile.own_first, tile.own_stop):
             slab = region[z - tile.first:z - tile.first + depth]
             zz = slice(z - tile.first, z - tile.first + depth)
+            # Every patch of a row of patches at once, (patches, p², depth): a strided view, one copy.
+            windows = np.lib.stride_tricks.sliding_window_view(slab, p, axis=2)[:, :, xs]   # (depth, rows, n, p)
             for y in ys:
                 # One batched SVD for every patch of this row of patches.
-                X = np.stack([slab[:, y:y + p, x:x + p].reshape(depth, -1).T for x in xs])
+                X = windows[:, y:y + p].transpose(2, 1, 3, 0).reshape(len(xs), p * p, depth)
                 sigma = field.sigma(z + depth // 2, y + p // 2, np.asarray(xs) + p // 2)
                 estimate, weight = denoise_patches(X, sigma, pn)
                 patches = (estimate * weight[:, None, None]).transpose(0, 2, 1).reshape(len(xs), depth, p, p)

@@ -82,10 +82,10 @@ def parameters(settings: Settings = SETTINGS) -> dict:
 # --------------------------------------------------------------------------- block matching
 
 
-def _window_sums(a: np.ndarray, size: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """out[i, j] = a[ys[i]:ys[i]+size, xs[j]:xs[j]+size].sum(): separable running sums, the second
-    only over the rows asked for."""
-    rows = np.pad(a, ((1, 0), (0, 0))).cumsum(0)
+def _window_sums(rows: np.ndarray, size: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """out[i, j] = a[ys[i]:ys[i]+size, xs[j]:xs[j]+size].sum(), from ``rows``, the cumulative sum of a
+    down its rows with a zero row on top (separable running sums, the second only over the rows
+    asked for)."""
     bands = rows[ys + size] - rows[ys]
     cols = np.pad(bands, ((0, 0), (1, 0))).cumsum(1)
     return cols[:, xs + size] - cols[:, xs]
@@ -97,28 +97,37 @@ def match(pilot: np.ndarray, ys: np.ndarray, xs: np.ndarray, s: Settings) -> tup
     ``pilot`` is one slab (slices, rows, cols); the references sit at ``ys`` × ``xs``. A patch's
     distance to a candidate is their squared difference summed over the slab's slices; the
     reference itself (distance 0) is always a member. Ties go to the lower offset index.
+
+    Offsets come in opposite pairs: the squared difference for −(dy, dx) at (y, x) is the one for
+    (dy, dx) at (y − dy, x − dx), so each pair costs one difference image and one running sum.
     """
     _, rows, cols = pilot.shape
     offsets = np.array([(dy, dx) for dy in range(-s.search, s.search + 1) for dx in range(-s.search, s.search + 1)])
-    distance = np.full((len(offsets), len(ys), len(xs)), np.inf)
-    for o, (dy, dx) in enumerate(offsets):
+    n = len(offsets)
+    distance = np.full((n, len(ys), len(xs)), np.inf)
+    for o in range(n // 2 + 1):
+        dy, dx = offsets[o]
         y0, y1, x0, x1 = max(0, -dy), min(rows, rows - dy), max(0, -dx), min(cols, cols - dx)
         if y0 >= y1 or x0 >= x1:
-            continue   # the shift leaves the image: no candidate there
+            continue   # the shift leaves the image: no candidate there, either way
         d2 = np.zeros((rows, cols))
         d2[y0:y1, x0:x1] = np.square(pilot[:, y0:y1, x0:x1] - pilot[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum(0)
-        inside = ((ys + dy >= 0) & (ys + dy + s.patch <= rows))[:, None] & \
-                 ((xs + dx >= 0) & (xs + dx + s.patch <= cols))[None, :]
-        # A candidate outside the image is never taken (NaN, which sorts last, would be).
-        distance[o] = np.where(inside, np.nan_to_num(_window_sums(d2, s.patch, ys, xs), nan=np.inf), np.inf)
+        running = np.pad(d2, ((1, 0), (0, 0))).cumsum(0)
+        for index, (sy, sx), (ry, rx) in ((o, (dy, dx), (ys, xs)), (n - 1 - o, (-dy, -dx), (ys - dy, xs - dx))):
+            inside = ((ys + sy >= 0) & (ys + sy + s.patch <= rows))[:, None] & \
+                     ((xs + sx >= 0) & (xs + sx + s.patch <= cols))[None, :]
+            # Windows of candidates outside the image are clipped into it: their sums are never used.
+            sums = _window_sums(running, s.patch, np.clip(ry, 0, rows - s.patch), np.clip(rx, 0, cols - s.patch))
+            # A candidate outside the image is never taken (NaN, which sorts last, would be).
+            distance[index] = np.where(inside, np.nan_to_num(sums, nan=np.inf), np.inf)
     # The reference first, whatever ties flat regions make: every pixel must be some group's member.
-    distance[len(offsets) // 2] = -1.0
-    group = min(s.group, len(offsets))
-    flat = distance.reshape(len(offsets), -1)
+    distance[n // 2] = -1.0
+    group = min(s.group, n)
+    flat = distance.reshape(n, -1)
     best = np.argsort(flat, axis=0, kind="stable")[:group]
     # An image smaller than the search window may have fewer candidates than members: the
     # reference stands in for the missing ones.
-    best = np.where(np.isinf(np.take_along_axis(flat, best, axis=0)), len(offsets) // 2, best).T   # (refs, group)
+    best = np.where(np.isinf(np.take_along_axis(flat, best, axis=0)), n // 2, best).T   # (refs, group)
     refs_y = np.repeat(ys, len(xs))[:, None]
     refs_x = np.tile(xs, len(ys))[:, None]
     return refs_y + offsets[best, 0], refs_x + offsets[best, 1]
