@@ -97,3 +97,4 @@ def test_the_object_s_noise_is_measured_where_air_has_another():
     true = KERNELS["smooth"](frequencies(model.nps.shape[0]))
     _, expected = noise.radial_profile(true / true.mean())
     assert abs(np.argmax(measured) - np.argmax(expected)) <= 1
+

@@ -264,7 +264,7 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
                                      log=lambda msg: stage.log.info("%s: %s", label, msg))
     seconds = round(time.perf_counter() - t0, 3)
     noise = found["noise"]
-    sigma = {k: noise["sigma_hu"][k] for k in ("p10", "median", "p90")}
+    sigma = {k: noise["sigma_hu"][k] for k in ("uniform", "p10", "median", "p90") if k in noise["sigma_hu"]}
     contract.write_local(staging, contract.LocalRecord(
         plugin=f"pl-ssvd-denoise {__version__}",
         method="local SVD in two stages against the series' measured noise (sigma map, in-plane NPS, slice "
@@ -278,7 +278,7 @@ def denoise_locally(stage: Stage, sc, item: Series, volume_path: Path, staging: 
         timings={"seconds": seconds, **run.timings}))
     stage.log.info("%s: local SVD done in %.1f s over %d slabs; noise %.1f HU in uniform regions (cells 10-90%%: "
                    "%.1f-%.1f), slice correlation %.2f, stage 2 strength %g (SURE)", label, seconds, run.slabs,
-                   noise["sigma_hu"].get("uniform", sigma["median"]), sigma["p10"], sigma["p90"],
+                   sigma.get("uniform", sigma["median"]), sigma["p10"], sigma["p90"],
                    noise["slice_correlation"][1],
                    found["choices"]["stage 2 strength"]["strength"])
     return noise if "unmeasured" not in noise else None

@@ -8,7 +8,7 @@ import pytest
 
 from ctsvd_common import contract, noise
 from ctsvd_local.lowdose import simulate_low_dose
-from ctsvd_local.phantom import chest_phantom
+from ctsvd_local.phantom import chest_phantom, low_dose_noise
 from ssvd_denoise import local, localspark, localsvd, wiener
 from ssvd_denoise.__main__ import main, parser
 
@@ -244,7 +244,7 @@ def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
         series = out / "series-001"
         assert np.array_equal(np.load(series / contract.LOCAL), denoised), access
         record = contract.read_local(series)
-        sigma = {k: found["noise"]["sigma_hu"][k] for k in ("p10", "median", "p90")}
+        sigma = {k: found["noise"]["sigma_hu"][k] for k in ("uniform", "p10", "median", "p90")}
         assert record.automatic and record.noise_hu == sigma and record.tiles >= 2
         assert record.noise == found["noise"] and record.choices == found["choices"]
         assert record.parameters == local.parameters()
@@ -295,3 +295,13 @@ def test_slabs_are_sized_from_the_executors_memory_and_cores():
     assert (t + localspark.MARGIN_SLICES) * 4 * 512 * 512 <= localspark.STREAM_SLAB_BYTES
     # A short series keeps both cores busy.
     assert len(local.slabs(shape(40), localspark.slab_thickness(shape(40), 2, 6 << 30))) == 2
+
+
+def test_a_small_series_with_no_noise_only_roi_is_denoised_as_white():
+    """The runner's smallest demo (12 slices of 64², all anatomy): no ROI is noise-only, so the noise
+    is taken as white and unmeasured, and the series is still denoised."""
+    clean = chest_phantom(12, 64, spacing_mm=(2.5, 5.0, 5.0), seed=0)
+    volume = clean + low_dose_noise(clean.shape, sigma_hu=25.0, body_mask=clean > -500, seed=0)
+    denoised, found = local.denoise(volume.astype(np.float32))
+    assert not found["noise"]["nps"]["measured"] and found["noise"]["slice_correlation"][1] == 0.0
+    assert rmse(denoised, clean) < rmse(volume, clean)

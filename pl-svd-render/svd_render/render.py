@@ -121,11 +121,16 @@ def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: in
                     f"{setup}; pl-svd-render {__version__}"),
         facts=[("global SVD", setup), ("SVD error ‖A − U S Vt‖ / ‖A‖", f"{svd.relative_error:.4g}"),
                ("global rank kept", choice.describe()),
-               ("noise measured in the series" if svd.noise else "noise from the SVD spectrum", noise.describe())],
+               ("noise measured in the series (RMS over the field)" if svd.noise else "noise from the SVD spectrum",
+                noise.describe())],
         record={"rank": choice.rank, "k": factors.k, "threshold": choice.threshold,
                 "noise_hu_estimate": noise.sigma if noise.estimable else None},
         warnings=list(choice.warnings),
         scree=images.scree_svg(factors.s, choice.rank, choice.threshold))
+
+
+# How local.json's noise levels read in the report.
+NOISE_LABELS = {"uniform": "in uniform regions"}
 
 
 def local_result(series_dir: Path, manifest: contract.Manifest) -> Result:
@@ -133,7 +138,7 @@ def local_result(series_dir: Path, manifest: contract.Manifest) -> Result:
     local = contract.read_local(series_dir)
     volume = contract.open_volume(series_dir, manifest, name=contract.LOCAL)
     strength = "automatic" if local.automatic else "strength given"
-    noise = ", ".join(f"{k} {v:.3g}" for k, v in local.noise_hu.items()) + " HU"
+    noise = ", ".join(f"{NOISE_LABELS.get(k, k)} {v:.3g}" for k, v in local.noise_hu.items()) + " HU"
     return Result(
         "local", volume, "local", summary=f"local SVD ({strength}), noise {noise}",
         method=local.method, automatic=local.automatic,
@@ -141,7 +146,7 @@ def local_result(series_dir: Path, manifest: contract.Manifest) -> Result:
         description="SVD denoised local",
         derivation=(f"Local SVD denoising ({strength}; noise {noise}); pl-svd-render {__version__}; "
                     f"{local.method}; parameters {json.dumps(local.parameters, separators=(',', ':'))}"),
-        facts=[("local SVD", f"{local.method} ({strength})"), ("measured noise σ (in the object)", noise),
+        facts=[("local SVD", f"{local.method} ({strength})"), ("measured noise σ", noise),
                *model_facts(local)],
         record={"noise_model": local.noise},
         warnings=list(local.warnings))

@@ -302,7 +302,8 @@ class LocalRecord(_Record):
     method: str                      # e.g. "local SVD, patches × neighbouring slices, two passes"
     parameters: dict                 # patch, slab, stride, thresholds...: everything that shaped the result
     automatic: bool                  # True when no strength was given by the user
-    noise_hu: dict                   # the measured noise σ in the object: {"median", "p10", "p90"} in HU
+    noise_hu: dict                   # the measured noise σ: {"uniform" (uniform regions), and the object's
+                                     # cells' "median", "p10", "p90"} in HU
     noise: dict                      # the whole noise model (ctsvd_common.noise.NoiseModel.summary())
     choices: dict                    # each knob chosen from the data, its value and why
     tiles: int

@@ -333,19 +333,22 @@ def spectrum(raw: np.ndarray, resid: np.ndarray, minimum: int = FEW_ROIS) -> tup
     the noise power the high-pass keeps, and the count of ROIs they came from; white noise when
     they are fewer than ``minimum``. Each ROI is scaled by its robust high-pass variance, so levels
     do not mix."""
+    depth, rows, cols = raw.shape[1:]
+    white = (np.ones((rows, cols)), np.eye(1, MAX_LAG + 1)[0], float(np.mean(box_response(RESIDUAL_BOX, rows, cols))),
+             len(raw))
+    if len(raw) < max(1, minimum):
+        # Too few ROIs free of anatomy (a small image, all structure) to tell the noise's spectrum
+        # and slice correlation from what anatomy is left in them: the noise is taken as white.
+        return white
     keep = np.linspace(0, len(raw) - 1, min(len(raw), MAX_ROIS)).astype(int)
     raw, resid = raw[keep], resid[keep].astype(np.float64)
-    depth, rows, cols = raw.shape[1:]
     level = np.maximum(robust_sigma(resid.reshape(len(resid), -1)[:, ::2]) ** 2, 1e-12)
     periodograms = np.square(np.abs(np.fft.fft2(_detrended(raw)))) / (rows * cols)
     nps = (periodograms / level[:, None, None, None]).mean(axis=(0, 1))
     lags = np.array([np.mean(np.sum(resid[:, k:] * resid[:, :depth - k], axis=(1, 2, 3)) / level)
                      / (depth - k) if k < depth else 0.0 for k in range(MAX_LAG + 1)])
-    if len(raw) < minimum or lags[0] <= 0:
-        # Too few ROIs free of anatomy (a small image, all structure) to tell the noise's spectrum
-        # and slice correlation from what anatomy is left in them: the noise is taken as white.
-        white = np.ones((rows, cols))
-        return white, np.eye(1, MAX_LAG + 1)[0], float(np.mean(box_response(RESIDUAL_BOX, rows, cols))), len(raw)
+    if lags[0] <= 0:
+        return white
     # The power detrending took, put back at zero frequency for the gain only (the spectrum's
     # shape is what was measured): a soft kernel's noise has much of its power there.
     full = nps.copy()
