@@ -363,6 +363,10 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
                 if not Path(inputdir).is_dir():
                     raise StageError("the input folder does not exist")
                 body(stage)
+                if (stop := interrupts.received()) is not None:
+                    # The signal's exception was raised where Python drops it (a finalizer, such as
+                    # py4j's, running when the signal came): the run was still told to stop.
+                    raise stop
             except OutputInUse as e:
                 # No report: the one in the folder belongs to the earlier run and says what it wrote.
                 stage.log.error("%s", e)
