@@ -36,8 +36,9 @@ Med. Phys. 34:3, 2007; ICRU Report 87; AAPM TG-233), made automatic:
    robust residual variance: the mean periodogram of the detrended slices
    gives the in-plane NPS, and the correlation of r between slices k apart
    gives ρ_k (the in-plane filter is the same on every slice, so it leaves
-   ρ_k as it is under the separable model). The median σ of these ROIs is
-   the series' noise in uniform regions, the figure a physicist's ROI reads.
+   ρ_k as it is under the separable model). The median σ of the object's
+   ROIs is the series' noise in uniform regions, the figure a physicist's
+   ROI reads (the σ map's median over the object when they are too few).
 4. **σ map.** On each cell of a coarse grid (32 × 32 pixels × 16 slices),
    σ² = (1.4826·MAD(r))² / g, with g the fraction of the noise power the
    high-pass keeps, computed from the measured NPS. Cells are measured slab
@@ -178,7 +179,8 @@ class NoiseModel:
             "sigma_hu": {"p10": p10, "median": median, "p90": p90, "over": "cells mostly above -500 HU"
                          if self.tissue is not None and self.tissue.any() else "every cell",
                          "uniform": round(float(median if self.uniform is None else self.uniform), 2),
-                         "uniform_over": "noise-only ROIs (uniform regions)"},
+                         "uniform_over": "the object's noise-only ROIs (uniform regions)" if self.uniform is not None
+                         else "the sigma map's median (too few noise-only ROIs in the object)"},
             "sigma_map": {"cell": list(self.cell), "shape": list(self.shape),
                           "values_hu": np.round(self.sigma_map, 2).tolist(),
                           "tissue": None if self.tissue is None else self.tissue.astype(int).tolist()},
@@ -430,9 +432,10 @@ def estimate(volume: np.ndarray, cell: tuple[int, int, int] = CELL) -> NoiseMode
         whole = robust_sigma(voxels) if np.any(~np.isnan(voxels)) else 0.0
         sigma = np.full(sigma.shape, float(np.nan_to_num(whole)) / math.sqrt(gain))
     sigma = np.where(np.isnan(sigma), np.nanmedian(sigma), sigma)
-    # The noise-only ROIs' σ, where they were enough to measure the spectrum from; else the map's.
+    # The object's noise-only ROIs' σ, where they were enough to measure from; else the map's median
+    # over the object's cells (the noise-only ROIs of air say little of the object's noise).
     measured = count >= (FEW_OBJECT_ROIS if in_object else FEW_ROIS)
-    uniform = float(np.median(level)) / math.sqrt(gain) if measured else None
+    uniform = float(np.median(level)) / math.sqrt(gain) if measured and in_object else None
     return NoiseModel(sigma, cell, tuple(volume.shape), nps, rho, count, np.concatenate(tissue), uniform, measured)
 
 
