@@ -152,8 +152,12 @@ def test_real_exam_table_and_montage(shared_data, tmp_path):
         rows = rows_of(c)
         assert {"noisy input", "ours: local SVD", "gaussian 3-D", "TV 3-D Chambolle"} == set(rows)
         assert rows["noisy input"]["removed_flat_hu"] == 0.0
-        for name in ("gaussian 3-D", "TV 3-D Chambolle"):       # matched to ours' noise reduction
-            assert rows[name]["noise_ratio"] == pytest.approx(rows["ours: local SVD"]["noise_ratio"], abs=0.1)
+        for name in ("gaussian 3-D", "TV 3-D Chambolle"):       # matched to ours' noise reduction, or says it cannot be
+            matched = rows[name]["noise_ratio"] == pytest.approx(rows["ours: local SVD"]["noise_ratio"], abs=0.05)
+            assert matched == (rows[name]["note"] == "matched to ours' uniform-region noise"), rows[name]
+            if not matched:
+                assert rows[name]["noise_ratio"] > rows["ours: local SVD"]["noise_ratio"], rows[name]
+        assert rows["TV 3-D Chambolle"]["note"] == "matched to ours' uniform-region noise"
         assert math.isfinite(c["true_noise_hu"]) and c["true_noise_hu"] > 0
     with Image.open(tmp_path / "m.png") as im:
         assert im.size == (3 * 256, 2 * 256) and im.mode == "L"
