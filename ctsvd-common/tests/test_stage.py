@@ -298,3 +298,24 @@ def test_an_error_raised_while_an_interrupt_unwinds_is_still_the_interrupt(tmp_p
         writes("series-001/")(stage)
     code, report = run(tmp_path, body)
     assert code == 130 and report["status"] == "interrupted" and report["errors"] == []
+
+
+def test_settings_dataclasses_list_their_flags_in_the_report_with_the_policy_last(tmp_path):
+    from dataclasses import dataclass
+
+    from ctsvd_common.stage import Policy, parameters_of, run_stage
+
+    @dataclass(frozen=True)
+    class Settings:
+        k: int = 5
+        mode: str = "both"
+        policy: Policy = Policy(input_map=str(tmp_path / "map.json"))
+
+    settings = Settings()
+    assert list(parameters_of(settings)) == ["k", "mode", "strict", "input_map", "overwrite"]
+    (tmp_path / "in").mkdir()
+    assert run_stage("demo", "1.0", settings, tmp_path / "in", tmp_path / "out", lambda stage: None) == 1
+    report = json.loads((tmp_path / "out" / "demo.report.json").read_text())
+    assert report["parameters"] == {"k": 5, "mode": "both", "strict": False,
+                                    "input_map": "(given, not shown)", "overwrite": False}
+    assert (tmp_path / "map.json").exists()   # the policy's input map was written

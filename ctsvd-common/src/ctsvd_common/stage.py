@@ -46,8 +46,8 @@ import os
 import sys
 import time
 import traceback
-from argparse import ArgumentParser
-from dataclasses import dataclass, field
+from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -123,6 +123,35 @@ def add_policy_flags(parser: ArgumentParser) -> None:
                         help="when the output folder holds an earlier run of this plugin, remove what that "
                              "run wrote (its report lists it) and run again; without it a non-empty output "
                              "folder is refused (exit 2). Nothing else in the folder is ever removed")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The input policy every plugin's settings carry (the flags of :func:`add_policy_flags`)."""
+
+    strict: bool = False
+    input_map: str = ""
+    overwrite: bool = False
+
+    @classmethod
+    def from_options(cls, options: Namespace) -> "Policy":
+        return cls(strict=options.strict, input_map=options.input_map, overwrite=options.overwrite)
+
+
+def parameters_of(settings: Any) -> dict[str, Any]:
+    """A run's settings as the report lists them: flag names to values, the policy's last.
+
+    ``settings`` is a plugin's frozen settings dataclass (its ``policy`` field
+    a :class:`Policy`) or an argparse namespace.
+    """
+    if not is_dataclass(settings):
+        return {k: v for k, v in vars(settings).items()
+                if k not in ("inputdir", "outputdir", "saveinputmeta", "saveoutputmeta")}
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        out.update(parameters_of(value) if is_dataclass(value) else {f.name: value})
+    return out
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -335,16 +364,21 @@ class Stage:
         return code
 
 
-def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: Path,
+def run_stage(name: str, version: str, settings: Any, inputdir: Path, outputdir: Path,
               body: Callable[[Stage], None]) -> int:
-    """Run ``body`` as one stage and return the exit code the command should end with."""
+    """Run ``body`` as one stage and return the exit code the command should end with.
+
+    ``settings`` are the run's parameters (see :func:`parameters_of`); the
+    report lists them, and their :class:`Policy` decides strictness, the
+    input map and whether an earlier run's outputs may be replaced.
+    """
     configure_logging()
-    parameters = {k: v for k, v in vars(options).items()
-                  if k not in ("inputdir", "outputdir", "saveinputmeta", "saveoutputmeta")}
+    parameters = parameters_of(settings)
+    policy = getattr(settings, "policy", None) or Policy(
+        **{f.name: parameters[f.name] for f in fields(Policy) if f.name in parameters})
     if parameters.get("input_map"):
         parameters["input_map"] = "(given, not shown)"   # the user's own path; not for the report
-    stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters,
-                  strict=bool(getattr(options, "strict", False)))
+    stage = Stage(name, version, Path(inputdir), Path(outputdir), parameters, strict=policy.strict)
     # The input folder is not named: exports are often named after the patient.
     stage.log.info("%s %s: input folder -> %s", name, version, outputdir)
     folder = OutputFolder(Path(outputdir), name, stage.report_path.name)
@@ -352,12 +386,12 @@ def run_stage(name: str, version: str, options: Any, inputdir: Path, outputdir: 
     with interrupts.signals_raise():
         try:
             try:
-                if getattr(options, "input_map", ""):
+                if policy.input_map:
                     try:
-                        input_map = check_map_path(options.input_map, Path(outputdir))
+                        input_map = check_map_path(policy.input_map, Path(outputdir))
                     except ValueError as e:
                         raise UsageError(str(e)) from None
-                for note in folder.claim(bool(getattr(options, "overwrite", False))):
+                for note in folder.claim(policy.overwrite):
                     stage.log.info("%s", note)
                 stage.final_dir, stage.outputdir = folder.final, folder.staging
                 if not Path(inputdir).is_dir():
