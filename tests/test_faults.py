@@ -137,7 +137,7 @@ POINTS = [
     ("ssvd_denoise", "ssvd_denoise.__main__:check_series"),  # before Spark starts
     ("ssvd_denoise", "ssvd_denoise.localspark:denoise"),     # Spark running, local.npy being made
     ("ssvd_denoise", "ctsvd_common.contract:write_svd"),     # the SVD done, its files being written
-    ("svd_render", "svd_render.render:load_results"),
+    ("svd_render", "svd_render.results:load_results"),
     ("svd_render", "svd_render.render:write_pictures"),
     ("svd_render", "svd_render.report:index_page"),
 ]

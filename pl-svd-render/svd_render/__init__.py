@@ -1,3 +1,5 @@
 """pl-svd-render: denoised CT slices rebuilt from the leading SVD components."""
 
-__version__ = "0.1.0"
+from ctsvd_common.cli import distribution_version
+
+__version__ = distribution_version("pl-svd-render")

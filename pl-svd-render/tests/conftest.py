@@ -6,8 +6,13 @@ pl-dicom2matrix would write it, and the factors are LAPACK's exact SVD, so
 the render is tested against known factors without the converter or Spark.
 The local result stands in for pl-ssvd-denoise's local mode: any float32
 volume of the series' shape, with a ``LocalRecord`` written here.
+
+Tests take the builders as fixtures (``decomposed_series``, ``add_local``,
+``smoothed``), and ``render``/``report`` to run the plugin's core on real
+flags and read its run report; nothing here is imported.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +22,15 @@ import pytest
 from ctsvd_common import contract, noise
 from ctsvd_common.contract import Geometry, LocalRecord, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
 from ctsvd_local.phantom import write_demo_series
+from svd_render.options import Settings, parser
+from svd_render.run import run
 
 WINDOW_PRESETS = {"lung": {"center": -600.0, "width": 1500.0}, "mediastinum": {"center": 40.0, "width": 400.0},
                   "bone": {"center": 400.0, "width": 1800.0}}
 UPSTREAM_SKIPPED = [{"file": "dicom/README.txt", "reason": "not a DICOM file (no DICM prefix)"}]
 
 
-def write_headers(series: Path, files: list[Path]) -> list[str]:
+def _write_headers(series: Path, files: list[Path]) -> list[str]:
     """Pixel-less copies of the slices' headers, in volume order."""
     (series / contract.HEADERS).mkdir()
     names = []
@@ -39,7 +46,7 @@ LOCAL_PARAMETERS = {"patch": 8, "slab": 5, "stride": 4, "threshold": "Gavish-Don
 LOCAL_NOISE = {"median": 24.5, "p10": 21.0, "p90": 28.0}
 
 
-def smoothed(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+def _smoothed(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """A Gaussian-smoothed copy (along every axis, edges repeated): a stand-in for a denoised volume."""
     offsets = np.arange(-3, 4)
     kernel = np.exp(-offsets ** 2 / (2 * sigma ** 2))
@@ -51,7 +58,7 @@ def smoothed(volume: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def add_local(series: Path, volume: np.ndarray, automatic: bool = True) -> np.ndarray:
+def _add_local(series: Path, volume: np.ndarray, automatic: bool = True) -> np.ndarray:
     """``local.npy`` and ``local.json`` as pl-ssvd-denoise's local mode writes them."""
     np.save(series / contract.LOCAL, volume.astype(np.float32))
     contract.write_local(series, LocalRecord(
@@ -61,13 +68,13 @@ def add_local(series: Path, volume: np.ndarray, automatic: bool = True) -> np.nd
     return volume
 
 
-def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: int = 48,
-                      name: str = "series-001", svd: bool = True):
+def _decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: int = 48,
+                       name: str = "series-001", svd: bool = True):
     demo = write_demo_series(root / "dicom" / name, slices=slices, size=size, noise_hu=25.0, seed=5)
     series = root / "volume" / name
     series.mkdir(parents=True)
     np.save(series / contract.VOLUME, demo.hu)
-    headers = write_headers(series, demo.files)
+    headers = _write_headers(series, demo.files)
     contract.write_manifest(series, Manifest(
         created_by="pl-svd-render tests",
         created="2026-01-01T00:00:00+00:00",
@@ -102,12 +109,50 @@ def decomposed_series(root: Path, k: int | None = None, slices: int = 16, size: 
 
 
 @pytest.fixture
+def render():
+    """render(inputdir, outputdir, *flags): the plugin's run on these flags, parsed as the command parses them."""
+    def render(inputdir, outputdir, *flags):
+        return run(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
+    return render
+
+
+@pytest.fixture
+def report():
+    """report(outputdir): the run report a render left there."""
+    return lambda outputdir: json.loads((outputdir / "svd_render.report.json").read_text())
+
+
+@pytest.fixture
+def decomposed_series():
+    """decomposed_series(root, k=None, slices=16, size=48, name="series-001", svd=True) -> (demo, inputdir, s)."""
+    return _decomposed_series
+
+
+@pytest.fixture
+def add_local():
+    """add_local(series, volume, automatic=True): local.npy and local.json in a series folder."""
+    return _add_local
+
+
+@pytest.fixture
+def local_parameters():
+    """The parameters render.json holds for a local result that add_local wrote."""
+    return {**LOCAL_PARAMETERS, "noise_hu": LOCAL_NOISE}
+
+
+@pytest.fixture
+def smoothed():
+    """smoothed(volume, sigma=1.0): a Gaussian-smoothed copy, a stand-in for a denoised volume."""
+    return _smoothed
+
+
+@pytest.fixture
 def full_rank(tmp_path):
-    return decomposed_series(tmp_path)
+    return _decomposed_series(tmp_path)
 
 
 @pytest.fixture
 def both(tmp_path):
     """Global factors (k = 8) and a smoothed local.npy in one series folder."""
-    demo, inputdir, s = decomposed_series(tmp_path, k=8)
-    return demo, inputdir, add_local(inputdir / "series-001", smoothed(demo.hu))
+    demo, inputdir, s = _decomposed_series(tmp_path, k=8)
+    return demo, inputdir, _add_local(inputdir / "series-001", _smoothed(demo.hu))

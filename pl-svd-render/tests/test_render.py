@@ -1,6 +1,5 @@
 """pl-svd-render: rebuilt volumes, pictures, report and derived DICOM, read back."""
 
-import json
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
@@ -11,12 +10,7 @@ from PIL import Image
 
 from ctsvd_common import contract
 from svd_render import images
-from svd_render.__main__ import main, parser
 from svd_render.rank import choose, gavish_donoho, noise_level, parse_rank
-
-
-def render(inputdir, outputdir, *flags):
-    return main(parser.parse_args(list(flags)), inputdir, outputdir)
 
 
 class Links(HTMLParser):
@@ -28,11 +22,7 @@ class Links(HTMLParser):
         self.targets += [v for k, v in attrs if k in ("src", "href")]
 
 
-def report(outputdir):
-    return json.loads((outputdir / "svd_render.report.json").read_text())
-
-
-def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
+def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path, render):
     demo, inputdir, s = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "16", "--no-dicom", "--npy") == 0
     denoised = np.load(tmp_path / "out" / "series-001" / "denoised.npy")
@@ -43,7 +33,7 @@ def test_full_rank_rebuild_is_the_volume(full_rank, tmp_path):
     assert record.dicom is None and record.denoiser == "global" and not record.automatic
 
 
-def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
+def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path, render):
     demo, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "3", "--no-dicom", "--npy") == 0
     A = demo.hu.reshape(16, -1).astype(np.float64)
@@ -53,7 +43,7 @@ def test_a_low_rank_rebuild_is_the_truncated_svd(full_rank, tmp_path):
     assert np.abs(denoised - expected).max() < 1e-3
 
 
-def test_pictures_and_report_are_complete(full_rank, tmp_path):
+def test_pictures_and_report_are_complete(full_rank, tmp_path, render):
     demo, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", "--percent-removed", "50", "--windows", "lung,soft:50:350",
                   "--pngs") == 0
@@ -82,7 +72,7 @@ def test_pictures_and_report_are_complete(full_rank, tmp_path):
     assert top.targets == ["./series-001/index.html"]
 
 
-def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(full_rank, tmp_path):
+def test_derived_dicom_series_opens_with_new_identity_and_the_denoised_pixels(full_rank, tmp_path, render):
     demo, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "5", "--npy") == 0
     series = tmp_path / "out" / "series-001"
@@ -170,14 +160,14 @@ def test_gavish_donoho_finds_the_rank_of_signal_in_white_noise():
     assert choose(None, 0, s[:20], m, n, norm).automatic and not choose(6, 0, s[:20], m, n, norm).automatic
 
 
-def test_missing_svd_is_reported(tmp_path):
+def test_missing_svd_is_reported(tmp_path, render, report):
     (tmp_path / "in").mkdir()
     assert render(tmp_path / "in", tmp_path / "out") == 1
     r = report(tmp_path / "out")
     assert "no denoised or decomposed series found" in r["errors"][0]["reason"]
 
 
-def test_by_default_one_strip_per_window_and_no_per_slice_files(both, tmp_path):
+def test_by_default_one_strip_per_window_and_no_per_slice_files(both, tmp_path, render):
     """The default output: reports, montages, scree plot, render.json, the derived DICOM series and one JPEG
     strip per window holding every slice of the original, the published result and the other denoiser."""
     demo, inputdir, local = both
@@ -224,10 +214,9 @@ def test_strips_of_long_series_wrap_into_columns(tmp_path):
         assert img.size == (2 * 128, 2 * 256)
 
 
-def test_a_render_node_of_the_demo_meets_the_download_target(tmp_path):
+def test_a_render_node_of_the_demo_meets_the_download_target(tmp_path, render, decomposed_series, add_local, smoothed):
     """On the demo series as run-local makes it (96 slices of 512², both denoisers): per series at most
     slices + 20 files and 1.3 x the derived DICOM series' bytes."""
-    from conftest import decomposed_series, smoothed, add_local
     demo, inputdir, _ = decomposed_series(tmp_path, k=50, slices=96, size=512)
     add_local(inputdir / "series-001", smoothed(demo.hu))
     assert render(inputdir, tmp_path / "out") == 0

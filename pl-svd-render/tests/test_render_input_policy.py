@@ -7,36 +7,39 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract
-from svd_render.__main__ import main, parser
-
-from conftest import decomposed_series
+from svd_render.options import parser
 
 
-def render(inputdir, outputdir, *flags):
-    return main(parser.parse_args(list(flags)), inputdir, outputdir)
-
-
-def report(outputdir):
-    return json.loads((outputdir / "svd_render.report.json").read_text())
+@pytest.mark.parametrize("flags,message", [
+    (["--percent-removed", "100"], "--percent-removed: expected a finite number from 0 to less than 100, got '100.0'"),
+    (["--percent-removed", "-5"], "--percent-removed: expected a finite number from 0 to less than 100, got '-5.0'"),
+    (["--percent-removed", "nan"], "--percent-removed: expected a finite number from 0 to less than 100, got 'nan'"),
+    (["--montage-slices", "0"], "--montage-slices: expected a whole number of 1 or more, got '0'"),
+    (["--montage-slices", "some"], "--montage-slices: invalid int value: 'some'"),
+    (["--use", "both"], "--use: invalid choice: 'both'"),
+    (["--use", ""], "--use: invalid choice: ''"),
+])
+def test_an_unusable_flag_value_is_refused_where_it_is_parsed(capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(flags)
+    assert e.value.code == 2
+    assert f"error: argument {message}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags,flag", [
     (["--rank", "many"], "--rank"),
     (["--rank", "0"], "--rank"),
     (["--rank", "3", "--percent-removed", "20"], "--rank"),
-    (["--percent-removed", "100"], "--percent-removed"),
-    (["--percent-removed", "-5"], "--percent-removed"),
     (["--windows", "lung,soft:50"], "--windows"),
     (["--windows", "soft:50:0"], "--windows"),
     (["--windows", "lungs"], "--windows"),
     (["--windows", "lung,lung"], "--windows"),
     (["--windows", "my window:0:100"], "--windows"),
     (["--windows", ","], "--windows"),
-    (["--montage-slices", "0"], "--montage-slices"),
-    (["--use", "both"], "--use"),
-    (["--use", ""], "--use"),
 ])
-def test_an_unusable_flag_value_exits_2_before_any_work(full_rank, tmp_path, caplog, flags, flag):
+def test_an_unusable_rank_or_window_exits_2_before_any_work(full_rank, tmp_path, caplog, flags, flag, render, report):
+    """--rank and --windows are text the run reads, and --rank with --percent-removed is two flags: the run
+    refuses them, with a report."""
     _, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", *flags) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -45,19 +48,13 @@ def test_an_unusable_flag_value_exits_2_before_any_work(full_rank, tmp_path, cap
     assert report(tmp_path / "out")["status"] == "usage-error"
 
 
-def test_argparse_type_errors_exit_2():
-    with pytest.raises(SystemExit) as e:
-        parser.parse_args(["--montage-slices", "some"])
-    assert e.value.code == 2
-
-
 def _assert_rendered_without_dicom(series):
     for name in ("viewer-lung.jpg", "index.html", "scree.svg", "montage-lung.png", "render.json"):
         assert (series / name).exists(), name
     assert not (series / "dicom").exists()
 
 
-def test_a_missing_header_costs_only_the_derived_dicom(full_rank, tmp_path):
+def test_a_missing_header_costs_only_the_derived_dicom(full_rank, tmp_path, render, report):
     _, inputdir, _ = full_rank
     (inputdir / "series-001" / "headers" / "0003.dcm").unlink()
     assert render(inputdir, tmp_path / "out", "--rank", "4", "--windows", "lung") == 0
@@ -73,7 +70,7 @@ def test_a_missing_header_costs_only_the_derived_dicom(full_rank, tmp_path):
     assert render(inputdir, tmp_path / "strict", "--rank", "4", "--windows", "lung", "--strict") == 1
 
 
-def test_an_unreadable_header_costs_only_the_derived_dicom(full_rank, tmp_path):
+def test_an_unreadable_header_costs_only_the_derived_dicom(full_rank, tmp_path, render, report):
     _, inputdir, _ = full_rank
     header = inputdir / "series-001" / "headers" / "0005.dcm"
     header.write_bytes(header.read_bytes()[:200])
@@ -84,7 +81,7 @@ def test_an_unreadable_header_costs_only_the_derived_dicom(full_rank, tmp_path):
     assert error["reason"].endswith("; the derived DICOM series was not written") and "\n" not in error["reason"]
 
 
-def test_a_broken_series_fails_alone(tmp_path):
+def test_a_broken_series_fails_alone(tmp_path, render, report, decomposed_series):
     decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     vt = tmp_path / "volume" / "series-002" / contract.SVD_VT
@@ -97,7 +94,7 @@ def test_a_broken_series_fails_alone(tmp_path):
     assert not (tmp_path / "out" / "series-002").exists()
 
 
-def test_data_dependent_values_are_clipped_or_left_out_with_a_warning(full_rank, tmp_path, caplog):
+def test_data_dependent_values_are_clipped_or_left_out_with_a_warning(full_rank, tmp_path, caplog, render, report):
     _, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "60", "--windows", "lung,header", "--no-dicom") == 0
     record = contract.read_render(tmp_path / "out" / "series-001")
@@ -114,7 +111,7 @@ def test_data_dependent_values_are_clipped_or_left_out_with_a_warning(full_rank,
     assert error["reason"] == "--windows: this series has none of the presets asked for (it has: lung, mediastinum, bone)"
 
 
-def test_derived_dicom_is_valid_part10(full_rank, tmp_path):
+def test_derived_dicom_is_valid_part10(full_rank, tmp_path, render):
     _, inputdir, _ = full_rank
     assert render(inputdir, tmp_path / "out", "--rank", "5", "--windows", "lung") == 0
     ds = pydicom.dcmread(tmp_path / "out" / "series-001" / "dicom" / "0001.dcm")  # no force: a real Part 10 file
@@ -124,7 +121,7 @@ def test_derived_dicom_is_valid_part10(full_rank, tmp_path):
     assert ds.pixel_array.dtype == np.int16 and ds.pixel_array.shape == (48, 48)
 
 
-def test_a_failure_while_writing_dicom_costs_only_the_derived_dicom(full_rank, tmp_path):
+def test_a_failure_while_writing_dicom_costs_only_the_derived_dicom(full_rank, tmp_path, render, report):
     _, inputdir, _ = full_rank
     header = inputdir / "series-001" / "headers" / "0002.dcm"
     ds = pydicom.dcmread(header)
@@ -139,7 +136,7 @@ def test_a_failure_while_writing_dicom_costs_only_the_derived_dicom(full_rank, t
     assert not [p for p in (tmp_path / "out").rglob(".*")], "temporary files left behind"
 
 
-def test_a_folder_name_never_becomes_a_script_link(tmp_path):
+def test_a_folder_name_never_becomes_a_script_link(tmp_path, render, decomposed_series):
     """The index links a series by its folder name; a name with a URL scheme stays a relative path."""
     decomposed_series(tmp_path, k=4, slices=6, size=32, name="javascript:alert(1)")
     assert render(tmp_path / "volume", tmp_path / "out", "--windows", "lung", "--no-dicom") == 0
@@ -150,7 +147,7 @@ def test_a_folder_name_never_becomes_a_script_link(tmp_path):
     assert 'src="./montage-lung.png"' in series_page
 
 
-def test_values_read_from_upstream_are_checked(tmp_path):
+def test_values_read_from_upstream_are_checked(tmp_path, render, report, decomposed_series):
     """NaN singular values fail the series; a window preset that is no window is left out, named."""
     _, inputdir, _ = decomposed_series(tmp_path, k=4, slices=6, size=32)
     series = inputdir / "series-001"

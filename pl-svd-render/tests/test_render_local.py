@@ -1,7 +1,5 @@
 """--use: publishing the local or the global result, and showing both side by side."""
 
-import json
-
 import numpy as np
 import pydicom
 from PIL import Image
@@ -9,19 +7,9 @@ from PIL import Image
 from ctsvd_common import contract
 from svd_render import images
 from svd_render.images import difference_width
-from svd_render.__main__ import main, parser
 
-from conftest import LOCAL_NOISE, LOCAL_PARAMETERS, add_local, decomposed_series, smoothed
 
 MID_GREY = 128  # a difference of 0 HU
-
-
-def render(inputdir, outputdir, *flags):
-    return main(parser.parse_args(list(flags)), inputdir, outputdir)
-
-
-def report(outputdir):
-    return json.loads((outputdir / "svd_render.report.json").read_text())
 
 
 def montage_columns(path, slice_shape, rows):
@@ -37,7 +25,8 @@ def montage_columns(path, slice_shape, rows):
              for c in range(columns)] for r in range(rows)]
 
 
-def test_auto_publishes_local_when_the_series_has_it_and_global_otherwise(tmp_path):
+def test_auto_publishes_local_when_the_series_has_it_and_global_otherwise(tmp_path, render, report,
+                                                                          decomposed_series, add_local, smoothed):
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     local = add_local(inputdir / "series-001", smoothed(demo.hu))
@@ -53,7 +42,8 @@ def test_auto_publishes_local_when_the_series_has_it_and_global_otherwise(tmp_pa
     assert record.denoiser == "global" and record.rank == 3 and record.k == 16
 
 
-def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
+def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path, render, decomposed_series, add_local,
+                                                                     smoothed):
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     # A "denoised" identical to the original: its difference column is uniform mid-grey.
@@ -91,7 +81,7 @@ def test_the_montage_shows_five_columns_with_both_and_three_with_one(tmp_path):
     assert not (tmp_path / "l" / "out" / "series-001" / "scree.svg").exists()
 
 
-def test_slice_pngs_show_the_original_the_published_and_the_other(both, tmp_path):
+def test_slice_pngs_show_the_original_the_published_and_the_other(both, tmp_path, render):
     demo, inputdir, local = both
     assert render(inputdir, tmp_path / "out", "--windows", "lung", "--no-dicom", "--pngs") == 0
     series = tmp_path / "out" / "series-001"
@@ -103,7 +93,7 @@ def test_slice_pngs_show_the_original_the_published_and_the_other(both, tmp_path
     assert "from left: original | denoised: local | global r" in page
 
 
-def test_the_derived_dicom_of_the_local_output_holds_its_hu(both, tmp_path):
+def test_the_derived_dicom_of_the_local_output_holds_its_hu(both, tmp_path, render):
     demo, inputdir, local = both
     assert render(inputdir, tmp_path / "out", "--windows", "lung") == 0
     files = sorted((tmp_path / "out" / "series-001" / "dicom").glob("*.dcm"))
@@ -120,13 +110,14 @@ def test_the_derived_dicom_of_the_local_output_holds_its_hu(both, tmp_path):
     assert '"patch":8' in ds.DerivationDescription and "local SVD of 8 × 8 patches" in ds.DerivationDescription
 
 
-def test_render_json_says_which_denoiser_whether_automatic_and_its_parameters(both, tmp_path):
+def test_render_json_says_which_denoiser_whether_automatic_and_its_parameters(both, tmp_path, render, add_local,
+                                                                              local_parameters):
     _, inputdir, _ = both
     add_local(inputdir / "series-001", np.load(inputdir / "series-001" / contract.LOCAL), automatic=False)
     assert render(inputdir, tmp_path / "local", "--windows", "lung", "--no-dicom") == 0
     local = contract.read_render(tmp_path / "local" / "series-001")
     assert (local.denoiser, local.automatic, local.rank, local.k, local.threshold) == ("local", False, None, None, None)
-    assert local.parameters == {**LOCAL_PARAMETERS, "noise_hu": LOCAL_NOISE}
+    assert local.parameters == local_parameters
     assert local.method == "local SVD of 8 × 8 patches × 5 slices (tests)"
 
     assert render(inputdir, tmp_path / "global", "--use", "global", "--windows", "lung", "--no-dicom") == 0
@@ -141,7 +132,7 @@ def test_render_json_says_which_denoiser_whether_automatic_and_its_parameters(bo
     assert not given.automatic and given.parameters["rank_rule"] == "given" and given.threshold is None
 
 
-def test_auto_rank_at_k_says_k_was_too_small(both, tmp_path, caplog):
+def test_auto_rank_at_k_says_k_was_too_small(both, tmp_path, caplog, render):
     _, inputdir, _ = both
     assert render(inputdir, tmp_path / "out", "--use", "global", "--windows", "lung", "--no-dicom") == 0
     record = contract.read_render(tmp_path / "out" / "series-001")
@@ -158,7 +149,8 @@ def test_auto_rank_at_k_says_k_was_too_small(both, tmp_path, caplog):
     assert contract.read_render(tmp_path / "local" / "series-001").warnings == [f"global comparison: {warning}"]
 
 
-def test_use_local_without_local_npy_fails_that_series_only(tmp_path):
+def test_use_local_without_local_npy_fails_that_series_only(tmp_path, render, report, decomposed_series, add_local,
+                                                            smoothed):
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002")
     add_local(inputdir / "series-001", smoothed(demo.hu))
@@ -171,7 +163,8 @@ def test_use_local_without_local_npy_fails_that_series_only(tmp_path):
     assert render(inputdir, tmp_path / "strict", "--use", "local", "--windows", "lung", "--strict") == 1
 
 
-def test_use_global_without_factors_fails_that_series_only(tmp_path):
+def test_use_global_without_factors_fails_that_series_only(tmp_path, render, report, decomposed_series, add_local,
+                                                           smoothed):
     demo, inputdir, _ = decomposed_series(tmp_path, name="series-001")
     decomposed_series(tmp_path, name="series-002", svd=False)
     add_local(inputdir / "series-002", smoothed(demo.hu))
@@ -181,7 +174,7 @@ def test_use_global_without_factors_fails_that_series_only(tmp_path):
                                                      "pl-ssvd-denoise writes them in its global mode"}
 
 
-def test_an_unreadable_comparison_costs_only_its_columns(both, tmp_path):
+def test_an_unreadable_comparison_costs_only_its_columns(both, tmp_path, render, report):
     _, inputdir, _ = both
     (inputdir / "series-001" / contract.SVD_VT).unlink()
     assert render(inputdir, tmp_path / "out", "--windows", "lung", "--montage-slices", "1", "--no-dicom") == 0
@@ -194,7 +187,7 @@ def test_an_unreadable_comparison_costs_only_its_columns(both, tmp_path):
     assert len(row) == 3
 
 
-def test_rank_flags_with_local_published_say_they_shape_only_the_comparison(both, tmp_path):
+def test_rank_flags_with_local_published_say_they_shape_only_the_comparison(both, tmp_path, render):
     _, inputdir, _ = both
     assert render(inputdir, tmp_path / "out", "--rank", "3", "--windows", "lung", "--no-dicom") == 0
     record = contract.read_render(tmp_path / "out" / "series-001")
