@@ -25,11 +25,11 @@ def outdir(tmp_path: Path) -> Path:
 @pytest.fixture
 def run(caplog):
     """Run the plugin as its ChRIS entry point does, on these flags; returns the exit code."""
-    from dcm_anon import run as core
     from dcm_anon.options import Settings, parser
+    from dcm_anon.run import run as run_dcm_anon
 
     def _run(inputdir: Path, outputdir: Path, *flags: str) -> int:
         caplog.set_level(logging.INFO)
-        return core.run(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
+        return run_dcm_anon(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
 
     return _run
