@@ -1,14 +1,16 @@
-"""openshift/: the kustomize overlays render, every object is valid for the
-Kubernetes versions OpenShift 4.16/4.17 ship (1.29, 1.30) and the Route for its
-schema, and the policies hold (restricted SCC, resources, no secrets in plain
-sight, least RBAC, consistent names). Each policy check is also shown to catch
-a deliberately bad object. Offline; the live checks at the end run only when
-a cluster or a pfcon is named in the environment.
+"""openshift/: the kustomize overlays render (with ``kubectl kustomize``), every
+object is valid for the Kubernetes versions OpenShift 4.16/4.17 ship (1.29,
+1.30) and the Route for its schema, and the policies hold (restricted SCC,
+resources, no secrets in plain sight, least RBAC, consistent names). Each
+policy check is also shown to catch a deliberately bad object. Offline; the
+live checks at the end run only when a cluster or a pfcon is named in the
+environment.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -26,8 +28,7 @@ import pytest
 import yaml
 
 import k8s_policy as policy
-import kustomize_lite
-from conftest import ROOT
+from conftest import BIN, ROOT
 
 OPENSHIFT = ROOT / "openshift"
 README = OPENSHIFT / "README.md"
@@ -57,8 +58,27 @@ ALLOWED_RBAC = {
 }
 
 
+def kubectl() -> str | None:
+    """The test environment's kubectl (scripts/ensure-venv --test installs one there when PATH has
+    none with kustomize 5), else PATH's."""
+    return shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
+
+
+@functools.cache
+def kustomized(name: str) -> str:
+    tool = kubectl()
+    if tool is None:
+        pytest.skip("kubectl is not installed (scripts/ensure-venv --test installs it): "
+                    "the kustomizations cannot be rendered")
+    done = subprocess.run([tool, "kustomize", str(OPENSHIFT / name)], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"kubectl kustomize openshift/{name} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
 def rendered(name: str) -> list[dict]:
-    return kustomize_lite.render(OPENSHIFT / name)
+    """The objects of one kustomization, as ``kubectl kustomize`` renders it (a fresh copy per call)."""
+    return [o for o in yaml.safe_load_all(kustomized(name)) if o]
 
 
 def find(objects: list[dict], kind: str, name: str) -> dict:
@@ -77,120 +97,6 @@ def readme_spark_conf() -> dict[str, str]:
     found = re.findall(r"--spark-conf '([^']+)'", README.read_text())
     assert found, "openshift/README.md shows no --spark-conf '...' value"
     return parse_conf(found[0])
-
-
-# --- the renderer, on its own ------------------------------------------------
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    return folder
-
-
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, labels: {tier: front}}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: registry.example:5000/team/web:1.0
-          env: [{name: A, value: "1"}]
-        - name: side
-          image: busybox
-"""
-
-
-def test_renderer_resources_namespace_labels_images(tmp_path):
-    base = write(tmp_path / "base", {
-        "kustomization.yaml": "resources: [web.yaml, rbac.yaml]\n"
-                              "images: [{name: registry.example:5000/team/web, newTag: '2.0'}]\n",
-        "web.yaml": DEPLOYMENT,
-        "rbac.yaml": "kind: RoleBinding\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {name: rb}\n"
-                     "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\n"
-                     "subjects: [{kind: ServiceAccount, name: default, namespace: old},"
-                     " {kind: ServiceAccount, name: app, namespace: old}]\n"
-                     "---\nkind: ClusterRole\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {name: cr}\n"
-                     "---\nkind: Namespace\napiVersion: v1\nmetadata: {name: old}\n",
-    })
-    write(tmp_path / "overlay", {
-        "kustomization.yaml": "resources: [../base]\nnamespace: prod\n"
-                              "labels: [{pairs: {team: x}, includeSelectors: false}]\n"
-                              "images: [{name: busybox, newName: mirror/busybox, digest: 'sha256:abc'}]\n",
-    })
-    objects = kustomize_lite.render(tmp_path / "overlay")
-    web, rb, cr, ns = objects
-    assert web["metadata"] == {"name": "web", "namespace": "prod", "labels": {"tier": "front", "team": "x"}}
-    assert web["spec"]["selector"] == {"matchLabels": {"app": "web"}}  # selectors untouched
-    assert web["spec"]["template"]["metadata"]["labels"] == {"app": "web"}
-    images = [c["image"] for c in web["spec"]["template"]["spec"]["containers"]]
-    assert images == ["registry.example:5000/team/web:2.0", "mirror/busybox@sha256:abc"]
-    assert [s["namespace"] for s in rb["subjects"]] == ["prod", "old"]  # kustomize 5: only "default"
-    assert "namespace" not in cr["metadata"]  # cluster-scoped
-    assert ns["metadata"] == {"name": "prod", "labels": {"team": "x"}}  # kustomize renames the Namespace
-
-
-def test_renderer_strategic_merge_patches(tmp_path):
-    write(tmp_path, {
-        "kustomization.yaml": "resources: [web.yaml]\npatches:\n"
-                              "  - path: env.yaml\n"
-                              "  - target: {kind: Deployment}\n"
-                              "    patch: |-\n"
-                              "      {apiVersion: apps/v1, kind: Deployment, metadata: {name: ignored},\n"
-                              "       spec: {template: {spec: {securityContext: {runAsUser: 7}}}}}\n",
-        "web.yaml": DEPLOYMENT,
-        "env.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, labels: {tier: null}}\n"
-                    "spec:\n  template:\n    spec:\n      containers:\n"
-                    "        - name: web\n          env: [{name: A, value: '2'}, {name: B, value: '3'}]\n"
-                    "          args: [--x]\n",
-    })
-    (web,) = kustomize_lite.render(tmp_path)
-    spec = web["spec"]["template"]["spec"]
-    assert [c["name"] for c in spec["containers"]] == ["web", "side"]  # merged by name, order kept
-    assert spec["containers"][0]["env"] == [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]
-    assert spec["containers"][0]["args"] == ["--x"]
-    assert spec["containers"][0]["image"] == "registry.example:5000/team/web:1.0"
-    assert spec["securityContext"] == {"runAsUser": 7}
-    assert web["metadata"] == {"name": "web", "labels": {}}  # null deletes
-
-
-def test_renderer_refuses_what_it_does_not_implement(tmp_path):
-    write(tmp_path, {"kustomization.yaml": "resources: [web.yaml]\ncommonLabels: {a: b}\n", "web.yaml": DEPLOYMENT})
-    with pytest.raises(kustomize_lite.Unsupported, match="commonLabels"):
-        kustomize_lite.render(tmp_path)
-    write(tmp_path, {"kustomization.yaml": "resources: [web.yaml]\n"
-                                           "labels: [{pairs: {a: b}, includeSelectors: true}]\n"})
-    with pytest.raises(kustomize_lite.Unsupported, match="includeSelectors"):
-        kustomize_lite.render(tmp_path)
-    write(tmp_path, {"kustomization.yaml": "resources: [web.yaml]\npatches:\n"
-                                           "  - patch: '[{op: add, path: /x, value: 1}]'\n"
-                                           "    target: {kind: Deployment}\n"})
-    with pytest.raises(kustomize_lite.Unsupported, match="strategic-merge"):
-        kustomize_lite.render(tmp_path)
-    write(tmp_path, {"kustomization.yaml": "resources: [web.yaml]\npatches:\n"
-                                           "  - patch: '{apiVersion: v1, kind: Service, metadata: {name: web}}'\n"})
-    with pytest.raises(ValueError, match="matches no resource"):
-        kustomize_lite.render(tmp_path)
-
-
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_renderer_agrees_with_kubectl_kustomize(name):
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not on PATH: the renderer's own tests above still ran")
-    out = subprocess.run([kubectl, "kustomize", str(OPENSHIFT / name)], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    key = lambda o: (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])  # noqa: E731
-    reference = {key(o): o for o in yaml.safe_load_all(out) if o}
-    ours = {key(o): o for o in rendered(name)}
-    assert ours.keys() == reference.keys()
-    for k in reference:
-        assert ours[k] == reference[k], f"{k} differs from kubectl kustomize"
 
 
 # --- schemas -----------------------------------------------------------------

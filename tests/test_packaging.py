@@ -1,14 +1,22 @@
-"""What CUBE and Docker will see of each plugin, checked statically (no engine runs here)."""
+"""What CUBE and an image will see of each plugin, checked without building one: its descriptor, the
+requirements its image installs and that they provide every module it imports, the build context.
+What the built images do is checked by tests/images (built and run with docker or podman)."""
 
+import ast
 import fnmatch
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from conftest import BIN, ENV, PLUGINS, ROOT
 
@@ -19,11 +27,6 @@ def _descriptor(dist: str) -> dict:
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
-
-
-@pytest.fixture(scope="module")
-def descriptor_of():
-    return _descriptor
 
 
 @pytest.fixture(scope="module", params=sorted(PLUGINS))
@@ -47,62 +50,85 @@ def test_descriptor_names_the_command_and_is_ds(descriptor):
         assert p["default"] is not None, f"{p['name']} needs a default for CUBE"
 
 
-def _dockerfile(dist: str) -> tuple[str, str, str]:
-    """The Dockerfile's text, its build stage and its final stage."""
-    text = (ROOT / dist / "Dockerfile").read_text()
-    stages = re.split(r"^FROM ", text, flags=re.M)
-    assert len(stages) == 3, f"{dist}: expected a wheel-building stage and the image's stage"
-    return text, stages[1], stages[2]
+# Files of a plugin that run in another Python environment, with their own requirements.
+RUN_ELSEWHERE = {
+    # Run by path in the tag report's environment (tag-report-requirements.txt); pl-dcm-anon's
+    # tests hold its imports to the standard library and pfdicom_tagExtract.
+    "pl-dcm-anon": {"tag_extract_child.py"},
+}
 
 
-def _instructions(stage: str) -> list[str]:
-    """The stage's instructions, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(l for l in stage.splitlines() if not l.lstrip().startswith("#")))
-    return [l.strip() for l in joined.splitlines() if l.strip()]
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports by absolute name, lazy imports included; ``from m import n``
+    gives ``m`` and ``m.n`` (``n`` may be a module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return found
+
+
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):   # an attribute of a module, not a module
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _third_party_imports(dist: str) -> dict[str, str]:
+    """The top-level third-party modules the plugin's code imports (its own package, and the
+    modules of ctsvd_common it reaches), each with one file that imports it."""
+    package = ROOT / dist / PLUGINS[dist]
+    todo = [f for f in package.rglob("*.py") if f.name not in RUN_ELSEWHERE.get(dist, ())]
+    seen, found = set(todo), {}
+    while todo:
+        path = todo.pop()
+        for name in sorted(_imports(path)):
+            top = name.partition(".")[0]
+            if top == "ctsvd_common":
+                module = _module_file(name)
+                if module is not None and module not in seen:
+                    seen.add(module)
+                    todo.append(module)
+            elif top not in sys.stdlib_module_names and top not in (package.name, "__future__"):
+                found.setdefault(top, path.name)
+    return found
+
+
+def _installed_with(requirements: list[str]) -> set[str]:
+    """The distributions pip installs for ``requirements``: them and their dependencies, extras
+    followed, as this environment's metadata lists them."""
+    todo, done = [Requirement(r) for r in requirements], set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in done:
+            continue
+        done.add(key)
+        try:
+            deps = [Requirement(d) for d in metadata.requires(req.name) or []]
+        except metadata.PackageNotFoundError:
+            continue   # not installed here: its modules are reported as not installed below
+        todo += [d for d in deps
+                 if d.marker is None or any(d.marker.evaluate({"extra": e}) for e in {"", *req.extras})]
+    return {name for name, _ in done}
 
 
 @pytest.mark.parametrize("dist", sorted(PLUGINS))
-def test_dockerfile_has_the_templates_shape(dist, descriptor_of):
-    text, build, final = _dockerfile(dist)
-    # The base is an argument, a current slim Debian Python by default (the tested 3.11 or newer).
-    base = re.search(r"^ARG BASE=docker\.io/library/python:3\.(\d+)-slim-bookworm$", text, re.M)
-    assert base and int(base[1]) >= 11
-    assert build.startswith("${BASE} AS wheels\n") and final.startswith("${BASE}\n")
-    # The source is copied into the build stage only, from the repository root (the context):
-    # the shared library beside the plugin; only wheels and the requirement list leave it.
-    assert re.findall(r"^COPY (\S+) ", build, re.M) == ["scripts/image-requirements", "ctsvd-common", dist]
-    steps = _instructions(final)
-    copies = [s for s in steps if s.startswith("COPY ")]
-    assert all(c.startswith("COPY --from=wheels ") or c.startswith(f"COPY {dist}/tag-report-requirements.txt ")
-               for c in copies), copies
-    # Dependencies first, in a layer of their own, then the wheels; each copied file is removed
-    # in the same step that uses it.
-    deps = steps.index("COPY --from=wheels /requirements.txt /tmp/requirements.txt")
-    wheels = steps.index("COPY --from=wheels /wheels /tmp/wheels")
-    assert deps < wheels
-    assert steps[deps + 1].startswith("RUN pip install") and "-r /tmp/requirements.txt" in steps[deps + 1]
-    assert "&& rm /tmp/requirements.txt" in steps[deps + 1]
-    assert f"--no-index --find-links /tmp/wheels {dist}" in steps[wheels + 1]
-    assert steps[wheels + 1].endswith("&& rm -rf /tmp/wheels")
-    # Not root, and fit for OpenShift's arbitrary UID: group 0 owns HOME with the owner's rights.
-    user = [s for s in steps if s.startswith("USER ")]
-    assert user == ["USER 1001"] and steps.index(user[0]) > max(i for i, s in enumerate(steps) if s.startswith("RUN "))
-    assert any("useradd --uid 1001 --gid 0" in s and "chmod g=u /home/chris" in s for s in steps)
-    assert "ENV HOME=/home/chris" in steps
-    # Labels agree with the package and the ChRIS descriptor.
-    labels = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', text))
-    info = descriptor_of(dist)
-    assert labels["version"] == info["version"] and labels["licenses"] == info["license"]
-    assert labels["title"] == dist and labels["authors"] == info["authors"]
-    assert labels["url"] == info["documentation"] and labels["source"] == info["documentation"].removesuffix("#readme")
-    assert steps[-1] == f'CMD ["{PLUGINS[dist]}", "--help"]'
-    scripts = tomllib.loads((ROOT / dist / "pyproject.toml").read_text())["project"]["scripts"]
-    assert list(scripts) == [PLUGINS[dist]]
-    if dist == "pl-ssvd-denoise":
-        assert "openjdk-17-jre-headless" in text and "procps" in text
-    if dist == "pl-dcm-anon":
-        assert "ENV DCM_ANON_TAG_REPORT_PYTHON=/opt/tag-report/bin/python" in steps
-        assert any(s.startswith("RUN python -m venv /opt/tag-report") for s in steps)
+def test_every_module_a_plugin_imports_comes_with_its_image_requirements(dist):
+    """What the image installs (scripts/image-requirements, then pip's dependencies) provides
+    every third-party module the plugin's code imports: no ModuleNotFoundError in the image."""
+    installed = _installed_with(_image_requirements(dist))
+    providers = metadata.packages_distributions()
+    imports = _third_party_imports(dist)
+    assert "chris_plugin" in imports
+    for module, where in imports.items():
+        assert module in providers, f"{dist}: {where} imports {module}, which no installed distribution provides"
+        assert {canonicalize_name(d) for d in providers[module]} & installed, (
+            f"{dist}: {where} imports {module} (from {providers[module]}), which its requirements do not install")
 
 
 def _image_requirements(dist: str) -> list[str]:

@@ -98,11 +98,6 @@ EXCLUSIVE = ("keep_dates", "shift_dates")   # full dates or modified dates, not 
 PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 
 
-def chosen_options(options: object) -> list[RetainOption]:
-    """The retain options switched on in an argparse namespace."""
-    return [o for o in RETAIN_OPTIONS if getattr(options, o.dest, False)]
-
-
 def load_table() -> list[dict]:
     """The rows of Table E.1-1 as shipped with the package."""
     text = resources.files("dcm_anon").joinpath("data", TABLE_FILE).read_text(encoding="utf-8")

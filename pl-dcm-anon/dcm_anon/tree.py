@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from ctsvd_common.workers import WorkerPool, capped_workers
 from dcm_anon import tag_report
 from dcm_anon.deidentify import PROFILE_NAME, Deidentifier, withheld_because
 from dcm_anon.pixel_segments import BadStream
-from dcm_anon.profile import RETAIN_OPTIONS, chosen_options, load_profile
+from dcm_anon.options import Settings
+from dcm_anon.profile import RETAIN_OPTIONS, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.writer import InvalidVR, write_part10
 
@@ -74,31 +74,31 @@ class OutputNames:
 _JOB: tuple[Deidentifier, Path] | None = None
 
 
-def anonymize_tree(stage: Stage, options: Namespace, report: tag_report.TagReport | None) -> None:
-    """The body of one dcm_anon run (options checked by the caller); ``report``: the tag report, started."""
+def anonymize_tree(stage: Stage, settings: Settings, report: tag_report.TagReport | None) -> None:
+    """The body of one dcm_anon run (settings checked by the caller); ``report``: the tag report, started."""
     quiet_pydicom()   # before anything is read: pydicom's warnings quote header values
-    retain = chosen_options(options)
-    pseudonyms = Pseudonyms.for_run(options.pseudonym_key)
+    retain = settings.retain
+    pseudonyms = Pseudonyms.for_run(settings.pseudonym_key)
     deidentifier = Deidentifier(load_profile(o.column for o in retain), pseudonyms, retain)
     # Labels keyed like the pseudonyms: reproducible with --pseudonym-key, else only for this run.
     stage.names = InputNames(pseudonyms.key)
     stage.summary["profile"] = PROFILE_NAME
     stage.summary["options"] = {
-        **{o.dest: bool(getattr(options, o.dest)) for o in RETAIN_OPTIONS},
-        "pseudonym_key": "given (reproducible mapping)" if options.pseudonym_key else "random for this run",
-        "tag_report": not options.no_tag_report,
+        **{o.dest: getattr(settings, o.dest) for o in RETAIN_OPTIONS},
+        "pseudonym_key": "given (reproducible mapping)" if settings.pseudonym_key else "random for this run",
+        "tag_report": not settings.no_tag_report,
     }
     tally = _Tally()
-    _deidentify_all(stage, options, deidentifier, tally)
+    _deidentify_all(stage, settings.workers, deidentifier, tally)
     if report is not None and tally.written:
         with stage.timed("tag report (after the files)"):
             made = report.finish(tally.written)
         stage.summary["tag_report"] = {"folder": tag_report.REPORT_DIR, "files": made}
-    if options.no_tag_report:
+    if settings.no_tag_report:
         stage.summary["tag_report"] = "not made (--no-tag-report)"
 
 
-def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier, tally: _Tally) -> None:
+def _deidentify_all(stage: Stage, requested_workers: int, deidentifier: Deidentifier, tally: _Tally) -> None:
     global _JOB
     files = stage.input_files()
     stage.names.number(f.relative_to(stage.inputdir) for f in files)
@@ -107,7 +107,7 @@ def _deidentify_all(stage: Stage, options: Namespace, deidentifier: Deidentifier
         raise StageError("no DICOM files found: the input folder is empty")
     names = OutputNames()
 
-    workers = worker_count(stage, options.workers, len(files))
+    workers = worker_count(stage, requested_workers, len(files))
     stage.summary["workers"] = workers
     _JOB = (deidentifier, stage.outputdir)
     stage.outputdir.mkdir(parents=True, exist_ok=True)

@@ -23,18 +23,13 @@ def outdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def parser():
-    from dcm_anon.__main__ import parser
-    return parser
-
-
-@pytest.fixture
-def run(parser, caplog):
-    """Run the plugin the ChRIS template way; returns the exit code."""
-    from dcm_anon.__main__ import main
+def run(caplog):
+    """Run the plugin as its ChRIS entry point does, on these flags; returns the exit code."""
+    from dcm_anon.options import Settings, parser
+    from dcm_anon.run import run as run_dcm_anon
 
     def _run(inputdir: Path, outputdir: Path, *flags: str) -> int:
         caplog.set_level(logging.INFO)
-        return main(parser.parse_args(list(flags)), inputdir, outputdir)
+        return run_dcm_anon(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
 
     return _run

@@ -312,10 +312,10 @@ def test_non_dicom_files_and_dicomdir_are_skipped_not_copied(series, outdir, run
 
 
 def test_modules_hidden_from_pydicom_fail_only_inside_the_block():
-    from dcm_anon.__main__ import _hidden
+    from dcm_anon.run import hidden
 
     sys.modules.pop("wave", None)   # a standard module nothing here needs
-    with _hidden("wave", "json"):   # json is imported already: it stays
+    with hidden("wave", "json"):   # json is imported already: it stays
         with pytest.raises(ImportError):
             import wave  # noqa: F401
         import json as again
