@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsvd_common import atomic, contract, dicomfiles, resources
+from ctsvd_common import atomic, contract, resources
+from ctsvd_common.dicom import quiet_pydicom
 from ctsvd_common.stage import Stage, StageError, UsageError
 from ctsvd_common.workers import WorkerPool, capped_workers
 from dicom2matrix import __version__
@@ -74,7 +75,7 @@ def check_options(options: Namespace) -> None:
 
 def convert_tree(stage: Stage, options: Namespace) -> None:
     check_options(options)
-    dicomfiles.quiet_pydicom()
+    quiet_pydicom()
     workers, note = capped_workers(options.workers)
     if note:
         stage.log.warning("%s", note)

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract
-from ctsvd_common.dicomfiles import input_files
+from ctsvd_common.dicom import input_files
 from ctsvd_local.phantom import write_demo_series
 from dicom2matrix.__main__ import main, parser
 

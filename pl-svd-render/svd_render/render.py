@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ctsvd_common import atomic, contract, dicomfiles, resources, walk
+from ctsvd_common import atomic, contract, dicom, resources, walk
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError
 from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
@@ -62,7 +62,7 @@ class Result:
 
 def render_all(stage: Stage, options: Namespace) -> None:
     use, wanted_rank, windows = check_options(options)
-    dicomfiles.quiet_pydicom()
+    dicom.quiet_pydicom()
     series = [d for d in contract.find_series(stage.inputdir) if any((d / f).exists() for f in PRESENT.values())]
     if not series:
         raise StageError(f"no denoised or decomposed series found in the input folder: expected folders with "
@@ -299,12 +299,12 @@ def read_headers(stage: Stage, series_dir: Path, manifest: contract.Manifest,
     headers = []
     for path in paths:
         try:
-            headers.append(dicomfiles.read(path, pixels=False))
+            headers.append(dicom.read(path, pixels=False))
         except FileNotFoundError:
             return _no_dicom(stage, series_dir, path, "missing", warnings)
         except OSError as e:
             return _no_dicom(stage, series_dir, path, f"unreadable ({type(e).__name__})", warnings)
-        except (dicomfiles.NotDicom, dicomfiles.BadDicom) as e:
+        except (dicom.NotDicom, dicom.BadDicom) as e:
             return _no_dicom(stage, series_dir, path, str(e), warnings)
     return headers
 
