@@ -12,13 +12,14 @@ import pytest
 from ctsvd_common import contract
 from ctsvd_common.dicom import input_files
 from ctsvd_local.phantom import write_demo_series
-from dicom2matrix.__main__ import main, parser
+from dicom2matrix.convert import run
+from dicom2matrix.options import Settings, parser
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "covid-19-ny-sbu"
 
 
 def convert(inputdir, outputdir, *flags):
-    return main(parser.parse_args(list(flags)), inputdir, outputdir)
+    return run(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
 
 
 def report(outputdir):
@@ -202,11 +203,33 @@ def test_header_bytes_are_the_file_before_its_pixels(demo, tmp_path):
         assert "PixelData" not in pydicom.dcmread(tmp_path / "out" / "series-001" / entry.header)
 
 
-@pytest.mark.parametrize("flag", [["--min-slices", "0"], ["--workers", "-1"]])
-def test_bad_flag_values_are_usage_errors(flag, demo, tmp_path):
-    assert convert(tmp_path / "in", tmp_path / "out", *flag) == 2
-    assert report(tmp_path / "out")["status"] == "usage-error"
-    assert not (tmp_path / "out" / "series-001").exists()
+@pytest.mark.parametrize("flag, message", [
+    (["--min-slices", "0"], "argument --min-slices: expected a whole number of 1 or more, got '0'"),
+    (["--workers", "-1"], "argument --workers: expected a whole number of 0 or more, got '-1'"),
+    (["--padding-hu", "nan"], "argument --padding-hu: expected a finite number, got 'nan'"),
+    (["--padding-hu=-inf"], "argument --padding-hu: expected a finite number, got '-inf'"),
+])
+def test_bad_flag_values_are_refused_as_they_are_parsed(flag, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        parser.parse_args(flag)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pl-dicom2matrix {version('pl-dicom2matrix')}"
+
+
+def test_the_report_lists_the_settings_in_flag_order(demo, tmp_path):
+    assert convert(tmp_path / "in", tmp_path / "out", "--padding-hu", "-1000", "--workers", "1") == 0
+    assert report(tmp_path / "out")["parameters"] == {
+        "padding_hu": -1000.0, "min_slices": 3, "any_modality": False, "workers": 1,
+        "strict": False, "input_map": "", "overwrite": False}
 
 
 def test_both_workers_and_one_give_the_same_bytes(tmp_path):
