@@ -1,4 +1,5 @@
-"""Reading DICOM files (ctsvd_common.dicom): verdicts on pydicom's own test files, and files we write and then cut or spoil."""
+"""Reading DICOM files (ctsvd_common.dicom): verdicts on pydicom's own test files, and files we write
+and then cut or spoil."""
 
 from __future__ import annotations
 

@@ -49,7 +49,9 @@ class Header:
     def native_pixels(self) -> int:
         """Where the values of native (uncompressed) pixel data start in the file.
 
-        Raises :class:`~ctsvd_common.dicom.inputs.BadDicom` when the file
+        The header must hold the Image Pixel attributes (Rows, Columns,
+        BitsAllocated, SamplesPerPixel, PhotometricInterpretation,
+        NumberOfFrames), checked first. Raises :class:`~ctsvd_common.dicom.inputs.BadDicom` when the file
         holds fewer bytes of them than the image attributes call for.
         """
         _, header_size, length = element_header(self.after, self._little, implicit=self.ds.original_encoding[0])
