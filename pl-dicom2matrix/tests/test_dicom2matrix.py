@@ -274,3 +274,18 @@ def test_slices_without_positions_get_no_made_up_spacing(tmp_path):
     assert geometry.sorted_by.startswith("InstanceNumber")
     assert geometry.slice_spacing_mm is None and geometry.slice_positions_mm == []
     assert "spacing is unknown" in " ".join(geometry.warnings)
+
+
+def test_a_series_whose_last_slice_has_no_position_is_kept_in_instance_number_order(tmp_path):
+    demo = write_demo_series(tmp_path / "in", slices=4, size=32, seed=1)
+    ds = pydicom.dcmread(demo.files[-1])
+    del ds.ImagePositionPatient
+    ds.save_as(demo.files[-1])
+    assert convert(tmp_path / "in", tmp_path / "out") == 0
+    manifest = contract.read_manifest(tmp_path / "out" / "series-001")
+    assert manifest.geometry.sorted_by.startswith("InstanceNumber") and manifest.geometry.tilt_deg is None
+    numbers = [s.instance_number for s in manifest.slices]
+    assert numbers == sorted(numbers) and len(numbers) == 4
+    volume = np.load(tmp_path / "out" / "series-001" / contract.VOLUME)
+    for k, entry in enumerate(manifest.slices):
+        assert np.array_equal(volume[k], demo.hu[demo.uids["sop_instances"].index(entry.sop_instance_uid)])
