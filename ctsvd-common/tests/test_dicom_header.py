@@ -7,19 +7,19 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ctsvd_common.dicom import BadDicom, NotDicom
-from ctsvd_common.dicom import values as dicomvalues
+from ctsvd_common.dicom import values
 from ctsvd_common.dicom.header import _lean_header, read_header
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
 # What a converter reads from every header, and how.
 READ_AS = {
     **dict.fromkeys(["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-                     "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"], dicomvalues.numbers),
+                     "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"], values.numbers),
     **dict.fromkeys(["Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
-                     "InstanceNumber", "NumberOfFrames", "SeriesNumber"], dicomvalues.integer),
+                     "InstanceNumber", "NumberOfFrames", "SeriesNumber"], values.integer),
     **dict.fromkeys(["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Modality", "PhotometricInterpretation",
-                     "SpecificCharacterSet"], dicomvalues.code),
-    "SeriesDescription": dicomvalues.text,
+                     "SpecificCharacterSet"], values.code),
+    "SeriesDescription": values.text,
 }
 
 

@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ctsvd_common.dicom import values as dicomvalues
+from ctsvd_common.dicom import values
 from ctsvd_common.dicom.values import BadValue
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
@@ -32,13 +32,13 @@ def test_raw_accessors_equal_pydicoms_values(name):
     raw = pydicom.dcmread(TEST_FILES / name, stop_before_pixels=True)   # untouched: elements still raw
     for keyword in NUMBERS:
         expected = converted(ds, keyword)
-        assert dicomvalues.numbers(raw, keyword) == (None if expected is None else [float(v) for v in expected]), keyword
+        assert values.numbers(raw, keyword) == (None if expected is None else [float(v) for v in expected]), keyword
     for keyword in INTEGERS:
         expected = converted(ds, keyword)
-        assert dicomvalues.integer(raw, keyword) == (None if expected is None else int(expected[0])), keyword
+        assert values.integer(raw, keyword) == (None if expected is None else int(expected[0])), keyword
     for keyword in CODES:
-        assert dicomvalues.code(raw, keyword) == str(ds.get(keyword, "") or "").strip(), keyword
-    assert dicomvalues.words(raw, "ImageType") == tuple(str(v).upper() for v in (converted(ds, "ImageType") or []))
+        assert values.code(raw, keyword) == str(ds.get(keyword, "") or "").strip(), keyword
+    assert values.words(raw, "ImageType") == tuple(str(v).upper() for v in (converted(ds, "ImageType") or []))
 
 
 @pytest.mark.parametrize("raw_value, keyword, reason", [
@@ -55,6 +55,6 @@ def test_bad_values_name_their_attribute_never_the_value(raw_value, keyword, rea
     ds = pydicom.Dataset({tag: RawDataElement(pydicom.tag.Tag(tag), dictionary_VR(tag), len(raw_value), raw_value,
                                               0, False, True)})
     with pytest.raises(BadValue) as caught:
-        (dicomvalues.integer if keyword == "NumberOfFrames" else
-         lambda d, k: dicomvalues.numbers(d, k, 3 if k == "ImagePositionPatient" else None))(ds, keyword)
+        (values.integer if keyword == "NumberOfFrames" else
+         lambda d, k: values.numbers(d, k, 3 if k == "ImagePositionPatient" else None))(ds, keyword)
     assert str(caught.value) == reason
