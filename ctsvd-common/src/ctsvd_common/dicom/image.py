@@ -1,12 +1,14 @@
 """The Image Pixel attributes, and the one check that native pixel data is as long as they say.
 
 Every reader of the suite asks here whether pixel data is truncated
-(:func:`check_pixel_length`): a whole read (:func:`check_pixel_data`), the
-lean header reader (from the pixel element's length and the file's size),
-and a converter reading the values itself.
+(:func:`check_pixel_length`): a whole read (:func:`check_pixel_data`) and
+the lean header reader (from the pixel element's length and the file's
+size). The reason is worded once (:func:`truncated`).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
@@ -60,28 +62,24 @@ def _at_least(ds: Dataset, keyword: str, low: int, required: bool = False) -> in
     return value
 
 
-# What an absent attribute reads as, and the value that stands in when it is absent or empty.
-_ABSENT = {"SamplesPerPixel": None, "PhotometricInterpretation": None, "NumberOfFrames": 1}
-_DEFAULT = {"SamplesPerPixel": 1, "PhotometricInterpretation": "", "NumberOfFrames": 1}
-
-
 def expected_length(ds: Dataset) -> int:
     """Bytes of native (uncompressed) pixel data the image attributes of ``ds`` call for.
 
-    pydicom's ``get_expected_length``: 1-bit pixels packed eight to a byte,
-    YBR_FULL_422 storing two samples per pixel, not three (4:2:2, PS3.3
-    C.7.6.3.1.2). It needs SamplesPerPixel and PhotometricInterpretation;
-    when they (or NumberOfFrames) are absent or empty, their defaults stand
-    in: one sample, no subsampling, one frame. Check the attributes first
+    The count is pydicom's ``get_expected_length``: 1-bit pixels packed eight
+    to a byte, YBR_FULL_422 storing two samples per pixel, not three (4:2:2,
+    PS3.3 C.7.6.3.1.2). It is given the attributes as :mod:`.values` reads
+    them from the raw bytes: converting them through pydicom would cost more
+    than a converter's whole header read; and SamplesPerPixel, NumberOfFrames
+    and PhotometricInterpretation, absent or empty, take their defaults (one
+    sample, one frame, no subsampling). Check the attributes first
     (:func:`invalid_image_attribute`).
     """
-    if any(ds.get(k, absent) in (None, "") for k, absent in _ABSENT.items()):
-        filled = Dataset()
-        for keyword in ("Rows", "Columns", "BitsAllocated", *_DEFAULT):
-            value = ds.get(keyword)
-            setattr(filled, keyword, _DEFAULT[keyword] if value in (None, "") and keyword in _DEFAULT else value)
-        ds = filled
-    return get_expected_length(ds)
+    return get_expected_length(SimpleNamespace(
+        Rows=values.integer(ds, "Rows"), Columns=values.integer(ds, "Columns"),
+        BitsAllocated=values.integer(ds, "BitsAllocated"),
+        SamplesPerPixel=values.integer(ds, "SamplesPerPixel") or 1,
+        NumberOfFrames=values.integer(ds, "NumberOfFrames") or 1,
+        PhotometricInterpretation=values.code(ds, "PhotometricInterpretation")))
 
 
 def truncated(have: int, need: int) -> str:
