@@ -25,8 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
 from ctsvd_common.dicom import BadDicom, NotDicom
-from ctsvd_common.dicom.header import Header
-from ctsvd_common.dicom.header import read_header as read_dicom_header
+from ctsvd_common.dicom.header import Header, read_header as read_dicom_header
 from ctsvd_common.dicom.image import invalid_image_attribute
 from ctsvd_common.dicom.values import BadValue, code, integer, number, numbers, text, words
 
