@@ -70,17 +70,16 @@ def loop_in_process(files: list[Path]) -> float:
 
 
 def ours_in_process(inputdir: Path, outputdir: Path) -> float:
-    from ctsvd_common.stage import run_stage
-    from dicom2matrix.__main__ import parser
-    from dicom2matrix.convert import convert_tree
+    from dicom2matrix.convert import run
+    from dicom2matrix.options import Settings, parser
 
     import logging
     logging.getLogger("dicom2matrix").setLevel(logging.WARNING)
-    options = parser.parse_args([])
+    settings = Settings.from_options(parser.parse_args([]))
     shutil.rmtree(outputdir, ignore_errors=True)
     settle()
     t0 = time.perf_counter()
-    code = run_stage("dicom2matrix", "bench", options, inputdir, outputdir, lambda s: convert_tree(s, options))
+    code = run(settings, inputdir, outputdir)
     dt = time.perf_counter() - t0
     assert code == 0, f"dicom2matrix exited {code}"
     return dt

@@ -33,7 +33,7 @@ def source(inputdir: Path, label: str) -> str:
     """The relative path of the input a log or report names by label (its position among the
     input files in name order, as every stage numbers them; see ctsvd_common.inputnames).
     Names the suite's own stages gave (series-001/0001.dcm) are shown as they are."""
-    from ctsvd_common.dicomfiles import input_files
+    from ctsvd_common.dicom import input_files
     from ctsvd_common.inputnames import LABEL, label_position
 
     if not LABEL.fullmatch(label):

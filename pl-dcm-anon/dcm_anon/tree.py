@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctsvd_common.dicomfiles import BadDicom, NotDicom, quiet_pydicom, read
+from ctsvd_common.dicom import BadDicom, NotDicom, quiet_pydicom, read
 from ctsvd_common.inputnames import InputNames
 from ctsvd_common.stage import InputFailed, InputSkipped, Stage, StageError, output_fault
 from ctsvd_common.workers import WorkerPool, capped_workers

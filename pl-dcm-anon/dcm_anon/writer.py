@@ -84,7 +84,8 @@ def write_part10(ds: FileDataset, fp: BinaryIO) -> None:
 
 def check_vrs(ds, top: bool = True) -> None:
     """Raise :class:`InvalidVR` for the first element in a sequence item, at any depth, whose VR is none
-    of the standard's. Top-level elements were checked as the file was read (``dicomfiles.check_complete``)."""
+    of the standard's. Top-level elements were checked as the file was read
+    (``ctsvd_common.dicom.elements.check_complete``)."""
     for elem in ds.values():   # as stored: raw elements stay raw
         if not top and elem.VR is not None and elem.VR not in _KNOWN_VRS:
             raise InvalidVR(elem.tag)

@@ -14,18 +14,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from ctsvd_common import dicomfiles
+from ctsvd_common import dicom
 from pydicom.data import get_testdata_file
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
-EVERY = sorted(p.relative_to(TEST_FILES).as_posix() for p in dicomfiles.input_files(TEST_FILES))
+EVERY = sorted(p.relative_to(TEST_FILES).as_posix() for p in dicom.input_files(TEST_FILES))
 DCM_ANON = Path(sys.executable).parent / "dcm_anon"
 WITHHELD = ": not copied, dcm_anon de-identifies CT images only"
 
 
 @pytest.fixture(autouse=True)
 def _quiet():
-    dicomfiles.quiet_pydicom()   # some of these files make pydicom warn as it reads them
+    dicom.quiet_pydicom()   # some of these files make pydicom warn as it reads them
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,8 @@ def test_every_output_is_a_whole_part10_file_without_the_original_identity(anony
         written = out / entry["path"]
         data = written.read_bytes()
         assert data[:132] == b"\x00" * 128 + b"DICM", entry["path"]
-        ds = dicomfiles.read(written)   # parses to its end, pixel data included
-        original = dicomfiles.read(TEST_FILES / EVERY[entry["input"] - 1], pixels=False)
+        ds = dicom.read(written)   # parses to its end, pixel data included
+        original = dicom.read(TEST_FILES / EVERY[entry["input"] - 1], pixels=False)
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
@@ -109,8 +109,8 @@ def test_names_in_the_output_carry_no_patient_id(anonymized):
     ids = set()
     for rel in EVERY:
         try:
-            ds = dicomfiles.read(TEST_FILES / rel, pixels=False)
-        except (dicomfiles.NotDicom, dicomfiles.BadDicom):
+            ds = dicom.read(TEST_FILES / rel, pixels=False)
+        except (dicom.NotDicom, dicom.BadDicom):
             continue
         pid = str(ds.get("PatientID", "") or "").strip()
         if len(pid) >= 6:

@@ -17,7 +17,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from dcm_anon import tag_extract_child, tag_report
-from ctsvd_common.dicomfiles import input_files
+from ctsvd_common.dicom import input_files
 from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, STATION,
                                STUDY_DATE, UID_ROOT, output_dicoms)
 

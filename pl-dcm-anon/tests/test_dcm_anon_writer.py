@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
-from ctsvd_common import dicomfiles
+from ctsvd_common import dicom
 from pydicom.data import get_testdata_file
 
 from dcm_anon.deidentify import Deidentifier
@@ -16,15 +16,15 @@ from dcm_anon.uids import Pseudonyms
 from dcm_anon.writer import write_part10
 from dcm_anon_testdata import SHARED_DATA
 
-PYDICOM_FILES = sorted(dicomfiles.input_files(Path(get_testdata_file("CT_small.dcm")).parent))
+PYDICOM_FILES = sorted(dicom.input_files(Path(get_testdata_file("CT_small.dcm")).parent))
 
 
 def _readable(paths):
-    dicomfiles.quiet_pydicom()
+    dicom.quiet_pydicom()
     for path in paths:
         try:
-            yield path, dicomfiles.read(path, pixels=True)
-        except (dicomfiles.NotDicom, dicomfiles.BadDicom, OSError):
+            yield path, dicom.read(path, pixels=True)
+        except (dicom.NotDicom, dicom.BadDicom, OSError):
             continue
 
 
@@ -77,7 +77,7 @@ def test_values_not_decoded_are_treated_as_decoded_ones(series, options):
     the result is the one it gets from the same file with every element decoded beforehand."""
     compared = 0
     for path, as_read in _readable([*PYDICOM_FILES, *series.files]):
-        decoded = dicomfiles.read(path, pixels=True)
+        decoded = dicom.read(path, pixels=True)
         for _ in decoded.iterall():
             pass   # decodes every element
         results = []

@@ -1,3 +1,5 @@
 """pl-dicom2matrix: DICOM CT series to float32 Hounsfield volumes with a manifest."""
 
-__version__ = "0.1.0"
+from ctsvd_common.cli import distribution_version
+
+__version__ = distribution_version("pl-dicom2matrix")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import statistics
-from argparse import Namespace
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsvd_common import atomic, contract, dicomfiles, resources
-from ctsvd_common.stage import Stage, StageError, UsageError
+from ctsvd_common import atomic, contract, resources
+from ctsvd_common.dicom import quiet_pydicom
+from ctsvd_common.stage import Stage, StageError, run_stage
 from ctsvd_common.workers import WorkerPool, capped_workers
 from dicom2matrix import __version__
 from dicom2matrix.hounsfield import Outcome, Target, convert_file, stored_range
+from dicom2matrix.options import Settings
 from dicom2matrix.scan import CT_SOP_CLASSES, Image, scan_file
 from dicom2matrix.stacks import BY_INSTANCE_NUMBER, Stack, geometry_warnings, group, spacing_report, tilt_deg
 
@@ -65,17 +66,15 @@ class Plan:
         self.staged.discard()
 
 
-def check_options(options: Namespace) -> None:
-    if options.min_slices < 1:
-        raise UsageError(f"--min-slices must be at least 1, got {options.min_slices}")
-    if options.workers < 0:
-        raise UsageError(f"--workers must be 0 (all cores) or more, got {options.workers}")
+def run(settings: Settings, inputdir: Path, outputdir: Path) -> int:
+    """Convert the DICOM tree in ``inputdir`` into series folders in ``outputdir``; the exit code."""
+    return run_stage("dicom2matrix", __version__, settings, inputdir, outputdir,
+                     lambda stage: convert_tree(stage, settings))
 
 
-def convert_tree(stage: Stage, options: Namespace) -> None:
-    check_options(options)
-    dicomfiles.quiet_pydicom()
-    workers, note = capped_workers(options.workers)
+def convert_tree(stage: Stage, settings: Settings) -> None:
+    quiet_pydicom()
+    workers, note = capped_workers(settings.workers)
     if note:
         stage.log.warning("%s", note)
     files = stage.input_files()
@@ -88,32 +87,32 @@ def convert_tree(stage: Stage, options: Namespace) -> None:
         raise StageError("no files found in the input folder")
 
     with WorkerPool(workers, MIN_ITEMS_FOR_POOL) as pool:
-        convert_files(stage, files, options, pool)
+        convert_files(stage, files, settings, pool)
     stage.summary["workers"] = workers
 
 
-def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: WorkerPool) -> None:
-    images, headers = scan_all(stage, files, options.any_modality, pool)
+def convert_files(stage: Stage, files: list[Path], settings: Settings, pool: WorkerPool) -> None:
+    images, headers = scan_all(stage, files, settings.any_modality, pool)
     if not images:
         raise StageError(f"no DICOM images found in the input folder ({len(files)} file(s), none usable: "
                          f"{len(stage.skipped)} skipped, {len(stage.errors)} failed)")
     stacks = group(images)
     kept = []
     for stack in stacks:
-        if len(stack.images) < options.min_slices:
+        if len(stack.images) < settings.min_slices:
             for image in stack.images + [d for d, _ in stack.duplicates]:
                 if image.pixel_failure:     # broken whatever its stack: say so
                     stage.fail(image.file, image.pixel_failure)
                     continue
                 stage.skip(image.file, f"too few slices: {stack.label} has {len(stack.images)} image(s) of this "
-                                       f"geometry, fewer than --min-slices {options.min_slices}")
+                                       f"geometry, fewer than --min-slices {settings.min_slices}")
         else:
             kept.append(stack)
     stage.log.info("%d image(s) in %d stack(s); %d with at least %d slices", len(images), len(stacks), len(kept),
-                   options.min_slices)
+                   settings.min_slices)
     stage.summary.update({"files": len(files), "images": len(images), "stacks": len(stacks)})
     if not kept:
-        raise StageError(f"no stack of at least {options.min_slices} slices in the input folder")
+        raise StageError(f"no stack of at least {settings.min_slices} slices in the input folder")
     kept = fitting(stage, kept, pool.count)
     if not kept:
         raise StageError("no stack fits this machine's memory and disk (see the reasons in the report)")
@@ -124,13 +123,13 @@ def convert_files(stage: Stage, files: list[Path], options: Namespace, pool: Wor
     for e in run_skipped:
         e.pop("traceback", None)
         e.pop("exception", None)
-    plans = [plan_volume(stage, stack, options, headers) for stack in kept]
+    plans = [plan_volume(stage, stack, headers) for stack in kept]
     try:
-        read_pixels(stage, plans, pool)
+        read_pixels(stage, plans, pool, settings.padding_hu)
         number = 0
         for plan in plans:
             with stage.guard(plan.stack.first.file, "series"):
-                number += publish(stage, plan, stage.outputdir / f"series-{number + 1:03d}", options, run_skipped)
+                number += publish(stage, plan, stage.outputdir / f"series-{number + 1:03d}", settings, run_skipped)
     finally:
         for plan in plans:
             plan.discard()   # no-op for the published ones: their files have moved
@@ -181,7 +180,7 @@ def is_hu(image: Image) -> bool:
     return image.modality == "CT" or image.sop_class_uid in CT_SOP_CLASSES
 
 
-def plan_volume(stage: Stage, stack: Stack, options: Namespace, headers: dict) -> Plan:
+def plan_volume(stage: Stage, stack: Stack, headers: dict) -> Plan:
     first = stack.first
     staged = atomic.StagedDir(stage.outputdir, "series")
     try:
@@ -224,7 +223,7 @@ def with_progress(results, total: int, every: int, report):
         yield result
 
 
-def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool) -> None:
+def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool, padding_hu: float) -> None:
     by_file: dict[str, list[tuple[Image, Target]]] = defaultdict(list)
     for p in plans:
         for slot, image in enumerate(p.stack.images):
@@ -232,7 +231,7 @@ def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool) -> None:
                 p.outcomes[slot] = Outcome(str(p.writer.temp_path), slot, failure=image.pixel_failure)
                 continue
             by_file[image.file].append((image, Target(str(p.writer.temp_path), p.data_offset, slot,
-                                                      stage_padding(stage), p.invert)))
+                                                      padding_hu, p.invert)))
     by_volume = {str(p.writer.temp_path): p for p in plans}
     tasks = list(by_file.items())
     slices = sum(len(p.stack.images) for p in plans)
@@ -244,11 +243,7 @@ def read_pixels(stage: Stage, plans: list[Plan], pool: WorkerPool) -> None:
                 by_volume[o.volume].outcomes[o.slot] = o
 
 
-def stage_padding(stage: Stage) -> float:
-    return float(stage.parameters.get("padding_hu", -1024.0))
-
-
-def publish(stage: Stage, plan: Plan, dest: Path, options: Namespace, run_skipped: list) -> int:
+def publish(stage: Stage, plan: Plan, dest: Path, settings: Settings, run_skipped: list) -> int:
     """Finish one stack's folder and rename it to ``dest``; 1 if published, else 0."""
     stack = plan.stack
     failed, named = [], set()
@@ -261,12 +256,12 @@ def publish(stage: Stage, plan: Plan, dest: Path, options: Namespace, run_skippe
             failed.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason,
                            "left_a_gap": True})
     good = [i for i, o in enumerate(plan.outcomes) if o is not None and not o.failure]
-    if len(good) < options.min_slices:
+    if len(good) < settings.min_slices:
         # The failed files are named above; the few good ones are no volume on their own.
         for i in good:
             stage.skip(stack.images[i].file, f"too few slices: only {len(good)} of {len(stack.images)} slice(s) "
                                              f"of {stack.label} could be read, fewer than --min-slices "
-                                             f"{options.min_slices}")
+                                             f"{settings.min_slices}")
         return 0
     if len(good) < len(stack.images):
         compact(plan, good)
@@ -282,7 +277,8 @@ def publish(stage: Stage, plan: Plan, dest: Path, options: Namespace, run_skippe
         stage.skip(image.file, reason)
         duplicates.append({"file": stage.rel(image.file), "frame": _frame_no(image), "reason": reason})
 
-    manifest = build_manifest(stage, plan, images, positions, outcomes, names, duplicates, failed, run_skipped)
+    manifest = build_manifest(stage, plan, images, positions, outcomes, names, duplicates, failed, run_skipped,
+                              settings.padding_hu)
     plan.writer.commit()
     contract.write_manifest(plan.staged.path, manifest)
     plan.staged.commit(dest)
@@ -321,7 +317,8 @@ def _frame_no(image: Image) -> int | None:
 
 
 def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: list[float], outcomes: list[Outcome],
-                   headers: list[str], duplicates: list, failed: list, run_skipped: list) -> contract.Manifest:
+                   headers: list[str], duplicates: list, failed: list, run_skipped: list,
+                   padding_hu: float) -> contract.Manifest:
     stack, first = plan.stack, plan.stack.first
     located = stack.sorted_by != BY_INSTANCE_NUMBER
     # Without positions the order is known, the spacing is not: none is made up.
@@ -366,7 +363,7 @@ def build_manifest(stage: Stage, plan: Plan, images: list[Image], positions: lis
         volume=contract.VolumeInfo(
             shape=[len(images), first.rows, first.cols], units=plan.units,
             min=min(o.minimum for o in outcomes), max=max(o.maximum for o in outcomes),
-            padding={"pixels": padded, "set_to": stage_padding(stage)} if padded else None,
+            padding={"pixels": padded, "set_to": padding_hu} if padded else None,
             rescale_varies=len({(i.slope, i.intercept) for i in images}) > 1,
             photometric=first.photometric, inverted=plan.invert is not None,
         ),

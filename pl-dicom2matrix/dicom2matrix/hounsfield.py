@@ -22,6 +22,7 @@ from pydicom import pixels
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
+from ctsvd_common.dicom.image import truncated
 from dicom2matrix.scan import Image
 
 
@@ -103,8 +104,8 @@ def _read_native(path: str, image: Image) -> np.ndarray:
     with open(path, "rb") as f:
         f.seek(native.offset)
         raw = f.read(count * dtype.itemsize)
-    if len(raw) < count * dtype.itemsize:
-        raise PixelError(f"truncated pixel data ({len(raw)} of {count * dtype.itemsize} bytes)")
+    if len(raw) < count * dtype.itemsize:   # pass 1 checked the length: the file was cut since
+        raise PixelError(truncated(len(raw), count * dtype.itemsize))
     stored = np.frombuffer(raw, dtype=dtype).reshape(image.rows, image.cols)
     bits = dtype.itemsize * 8
     if native.bits_stored < bits:

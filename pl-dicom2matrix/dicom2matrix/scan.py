@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,16 +24,15 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
-from ctsvd_common import dicomfiles
-from ctsvd_common.dicomvalues import BadValue, code, integer, number, numbers, text, words
+from ctsvd_common.dicom import BadDicom, NotDicom
+from ctsvd_common.dicom.header import Header, read_header as read_dicom_header
+from ctsvd_common.dicom.image import invalid_image_attribute
+from ctsvd_common.dicom.values import BadValue, code, integer, number, numbers, text, words
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 CT_SOP_CLASSES = {CT_IMAGE_STORAGE, "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"   # and its multi-frame family .7.x
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"}
-_PIXEL_DATA = 0x7FE00010
-_UNDEFINED = 0xFFFFFFFF
 # Direction cosines are unit vectors at right angles (PS3.3 C.7.6.2.1.1); this much rounding is allowed.
 COSINE_TOLERANCE = 1e-2
 # Hounsfield units end well within this; a rescale beyond it is an error in the header, not a tissue.
@@ -114,9 +112,9 @@ def scan_file(path: str, any_modality: bool = False) -> FileScan:
         return _scan(Path(path), any_modality)
     except Skip as e:
         return FileScan(skip=str(e))
-    except dicomfiles.NotDicom as e:
+    except NotDicom as e:
         return FileScan(skip=str(e))
-    except (dicomfiles.BadDicom, BadValue) as e:
+    except (BadDicom, BadValue) as e:
         return FileScan(fail=str(e))
     except OSError as e:
         return FileScan(fail=f"cannot read the file ({type(e).__name__})")
@@ -136,18 +134,18 @@ HEADER_KEYWORDS = {
 }
 
 
-def read_header(path: Path) -> dicomfiles.Header:
+def read_header(path: Path) -> Header:
     """Read the header of one file, once; :class:`Skip`, ``NotDicom`` or ``BadDicom`` if it is none."""
     if path.name.upper() == "DICOMDIR":
         raise Skip("DICOMDIR: a media directory, not an image")
-    return dicomfiles.read_header(path, HEADER_KEYWORDS)
+    return read_dicom_header(path, HEADER_KEYWORDS)
 
 
 def _scan(path: Path, any_modality: bool) -> FileScan:
     header = read_header(path)
     try:
         scan = _classify(path, header, any_modality)
-    except (BadValue, dicomfiles.BadDicom) as e:
+    except (BadValue, BadDicom) as e:
         placed = _placeholder(path, header, str(e))
         if placed is None:
             raise
@@ -190,7 +188,7 @@ def rescale_problem(image: Image) -> str | None:
     return None
 
 
-def _placeholder(path: Path, header: dicomfiles.Header, reason: str) -> Image | None:
+def _placeholder(path: Path, header: Header, reason: str) -> Image | None:
     """A broken CT slice whose geometry is still readable, to take its place in its stack
     and fail there, so the manifest records the gap it leaves; None if even that is unreadable."""
     ds = header.ds
@@ -199,19 +197,19 @@ def _placeholder(path: Path, header: dicomfiles.Header, reason: str) -> Image | 
     try:
         geometry = _classic_geometry(ds, rescale=False)
         common = _common(ds, path, code(ds.file_meta, "TransferSyntaxUID"), code(ds, "PhotometricInterpretation"))
-    except (BadValue, dicomfiles.BadDicom, TypeError):
+    except (BadValue, BadDicom, TypeError):
         return None
     if common["rows"] is None or common["cols"] is None or "LOCALIZER" in geometry["image_type"]:
         return None
     return Image(frame=None, **common, **geometry, native=None, pixel_failure=reason)
 
 
-def _classify(path: Path, header: dicomfiles.Header, any_modality: bool) -> FileScan:
+def _classify(path: Path, header: Header, any_modality: bool) -> FileScan:
     ds = header.ds
     sop_class = code(ds, "SOPClassUID")
     if not code(ds, "SOPInstanceUID"):
-        raise dicomfiles.BadDicom("no SOPInstanceUID: not a usable DICOM object")
-    if not _is_pixel_data(header):
+        raise BadDicom("no SOPInstanceUID: not a usable DICOM object")
+    if not header.stops_at_pixel_data():
         raise Skip(f"not an image ({_sop_name(sop_class)})")
     if code(ds, "BurnedInAnnotation").upper() == "YES":
         raise Skip("burned-in annotation: the pixels carry text, not an acquired slice")
@@ -245,23 +243,12 @@ def check_image_attributes(ds: Dataset) -> int:
     """Check the Image Pixel attributes a volume needs; return the number of frames."""
     if integer(ds, "BitsAllocated") == 1:
         raise Skip("a 1-bit image (a mask or an overlay), not a slice")
-    bad = dicomfiles.invalid_image_attribute(ds)
+    bad = invalid_image_attribute(ds)
     if bad:
         raise BadValue(bad)
     if integer(ds, "BitsAllocated") not in (8, 16, 32):
         raise BadValue("BitsAllocated is not 8, 16 or 32: not supported for a volume")
     return integer(ds, "NumberOfFrames", 1)
-
-
-def _is_pixel_data(header: dicomfiles.Header) -> bool:
-    """Is the element where the reader stopped the Pixel Data (not Float Pixel Data, not the end)?"""
-    if len(header.after) < 8:
-        return False
-    if header.ds.file_meta.get("TransferSyntaxUID", UID("")).is_deflated:
-        return True   # the stream is compressed: pydicom itself will find out
-    little = header.ds.original_encoding[1] is not False
-    group, element = struct.unpack("<HH" if little else ">HH", header.after[:4])
-    return (group << 16 | element) == _PIXEL_DATA
 
 
 def _common(ds: Dataset, path: Path, ts: str, photometric: str) -> dict:
@@ -316,38 +303,27 @@ def _bare_syntax(ds: Dataset) -> str:
     return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
 
 
-def _native_or_failure(header: dicomfiles.Header, ts: str) -> tuple[NativePixels | None, str | None]:
+def _native_or_failure(header: Header, ts: str) -> tuple[NativePixels | None, str | None]:
     try:
         return _native(header, ts), None
-    except dicomfiles.BadDicom as e:
+    except BadDicom as e:
         return None, str(e)
 
 
-def _native(header: dicomfiles.Header, ts: str) -> NativePixels | None:
+def _native(header: Header, ts: str) -> NativePixels | None:
     """Where the stored values of an uncompressed frame lie; None when pydicom must decode.
 
-    Native pixel data is checked for truncation here, from its length alone.
+    Native pixel data is checked for truncation here (``Header.native_pixels``), from its length alone.
     """
     if ts not in _NATIVE_SYNTAXES:
         return None
-    ds, raw, offset = header.ds, header.after, header.offset
-    is_implicit, little = ds.original_encoding
-    endian = "<" if little is not False else ">"
-    if is_implicit:
-        length, start = struct.unpack(endian + "I", raw[4:8])[0], offset + 8
-    elif raw[4:6] in _LONG_VRS:
-        length, start = struct.unpack(endian + "I", raw[8:12])[0], offset + 12
-    else:
-        length, start = struct.unpack(endian + "H", raw[6:8])[0], offset + 8
+    start = header.native_pixels()
+    ds = header.ds
     bits = integer(ds, "BitsAllocated")
-    frames = integer(ds, "NumberOfFrames", 1)
-    need = integer(ds, "Rows") * integer(ds, "Columns") * bits * frames // 8
-    have = min(length if length != _UNDEFINED else 0, max(header.size - start, 0))
-    if have < need:
-        raise dicomfiles.BadDicom(f"truncated pixel data ({have} of {need} bytes)")
-    if bits not in (8, 16, 32) or frames != 1:
+    if bits not in (8, 16, 32) or integer(ds, "NumberOfFrames", 1) != 1:
         return None
     signed = integer(ds, "PixelRepresentation", 0) == 1
+    endian = "<" if ds.original_encoding[1] is not False else ">"
     dtype = f"{endian}{'i' if signed else 'u'}{bits // 8}"
     return NativePixels(start, dtype, integer(ds, "BitsStored") or bits, signed)
 
@@ -365,7 +341,7 @@ def _group(ds_items: list, name: str):
     return None
 
 
-def _scan_frames(header: dicomfiles.Header, frames: int, common: dict, ts: str) -> FileScan:
+def _scan_frames(header: Header, frames: int, common: dict, ts: str) -> FileScan:
     """One image per frame of an Enhanced or legacy-converted multi-frame image."""
     ds = header.ds
     shared_seq = ds.get("SharedFunctionalGroupsSequence")

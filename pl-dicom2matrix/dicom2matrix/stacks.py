@@ -178,7 +178,7 @@ def tilt_deg(stack: Stack) -> float | None:
     stacked straight along the normal.
     """
     normal = stack.normal
-    if normal is None or len(stack.images) < 2 or stack.images[0].position is None:
+    if normal is None or len(stack.images) < 2 or None in (stack.images[0].position, stack.images[-1].position):
         return None
     v = np.subtract(stack.images[-1].position, stack.images[0].position)
     length = np.linalg.norm(v)

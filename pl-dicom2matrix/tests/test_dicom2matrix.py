@@ -10,15 +10,16 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract
-from ctsvd_common.dicomfiles import input_files
+from ctsvd_common.dicom import input_files
 from ctsvd_local.phantom import write_demo_series
-from dicom2matrix.__main__ import main, parser
+from dicom2matrix.convert import run
+from dicom2matrix.options import Settings, parser
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "covid-19-ny-sbu"
 
 
 def convert(inputdir, outputdir, *flags):
-    return main(parser.parse_args(list(flags)), inputdir, outputdir)
+    return run(Settings.from_options(parser.parse_args(list(flags))), inputdir, outputdir)
 
 
 def report(outputdir):
@@ -202,11 +203,33 @@ def test_header_bytes_are_the_file_before_its_pixels(demo, tmp_path):
         assert "PixelData" not in pydicom.dcmread(tmp_path / "out" / "series-001" / entry.header)
 
 
-@pytest.mark.parametrize("flag", [["--min-slices", "0"], ["--workers", "-1"]])
-def test_bad_flag_values_are_usage_errors(flag, demo, tmp_path):
-    assert convert(tmp_path / "in", tmp_path / "out", *flag) == 2
-    assert report(tmp_path / "out")["status"] == "usage-error"
-    assert not (tmp_path / "out" / "series-001").exists()
+@pytest.mark.parametrize("flag, message", [
+    (["--min-slices", "0"], "argument --min-slices: expected a whole number of 1 or more, got '0'"),
+    (["--workers", "-1"], "argument --workers: expected a whole number of 0 or more, got '-1'"),
+    (["--padding-hu", "nan"], "argument --padding-hu: expected a finite number, got 'nan'"),
+    (["--padding-hu=-inf"], "argument --padding-hu: expected a finite number, got '-inf'"),
+])
+def test_bad_flag_values_are_refused_as_they_are_parsed(flag, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        parser.parse_args(flag)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pl-dicom2matrix {version('pl-dicom2matrix')}"
+
+
+def test_the_report_lists_the_settings_in_flag_order(demo, tmp_path):
+    assert convert(tmp_path / "in", tmp_path / "out", "--padding-hu", "-1000", "--workers", "1") == 0
+    assert report(tmp_path / "out")["parameters"] == {
+        "padding_hu": -1000.0, "min_slices": 3, "any_modality": False, "workers": 1,
+        "strict": False, "input_map": "", "overwrite": False}
 
 
 def test_both_workers_and_one_give_the_same_bytes(tmp_path):
@@ -251,3 +274,18 @@ def test_slices_without_positions_get_no_made_up_spacing(tmp_path):
     assert geometry.sorted_by.startswith("InstanceNumber")
     assert geometry.slice_spacing_mm is None and geometry.slice_positions_mm == []
     assert "spacing is unknown" in " ".join(geometry.warnings)
+
+
+def test_a_series_whose_last_slice_has_no_position_is_kept_in_instance_number_order(tmp_path):
+    demo = write_demo_series(tmp_path / "in", slices=4, size=32, seed=1)
+    ds = pydicom.dcmread(demo.files[-1])
+    del ds.ImagePositionPatient
+    ds.save_as(demo.files[-1])
+    assert convert(tmp_path / "in", tmp_path / "out") == 0
+    manifest = contract.read_manifest(tmp_path / "out" / "series-001")
+    assert manifest.geometry.sorted_by.startswith("InstanceNumber") and manifest.geometry.tilt_deg is None
+    numbers = [s.instance_number for s in manifest.slices]
+    assert numbers == sorted(numbers) and len(numbers) == 4
+    volume = np.load(tmp_path / "out" / "series-001" / contract.VOLUME)
+    for k, entry in enumerate(manifest.slices):
+        assert np.array_equal(volume[k], demo.hu[demo.uids["sop_instances"].index(entry.sop_instance_uid)])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ctsvd_common import atomic, contract, dicomfiles, resources, walk
+from ctsvd_common import atomic, contract, dicom, resources, walk
 from ctsvd_common.stage import InputFailed, Stage
 from svd_render import __version__, derived, images, report
 from svd_render.options import Settings
@@ -123,12 +123,12 @@ def read_headers(stage: Stage, series_dir: Path, manifest: contract.Manifest,
     headers = []
     for path in paths:
         try:
-            headers.append(dicomfiles.read(path, pixels=False))
+            headers.append(dicom.read(path, pixels=False))
         except FileNotFoundError:
             return _no_dicom(stage, series_dir, path, "missing", warnings)
         except OSError as e:
             return _no_dicom(stage, series_dir, path, f"unreadable ({type(e).__name__})", warnings)
-        except (dicomfiles.NotDicom, dicomfiles.BadDicom) as e:
+        except (dicom.NotDicom, dicom.BadDicom) as e:
             return _no_dicom(stage, series_dir, path, str(e), warnings)
     return headers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctsvd_common import atomic, contract, dicomfiles
+from ctsvd_common import atomic, contract, dicom
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, run_stage
 from svd_render import __version__, images, rank, report
 from svd_render.options import Settings
@@ -20,7 +20,7 @@ def run(settings: Settings, inputdir: Path, outputdir: Path) -> int:
 
 def render_all(stage: Stage, settings: Settings) -> None:
     wanted_rank, windows = check(settings)
-    dicomfiles.quiet_pydicom()
+    dicom.quiet_pydicom()
     series = [d for d in contract.find_series(stage.inputdir) if any((d / f).exists() for f in PRESENT.values())]
     if not series:
         raise StageError(f"no denoised or decomposed series found in the input folder: expected folders with "

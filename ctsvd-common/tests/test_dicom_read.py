@@ -1,4 +1,5 @@
-"""Reading DICOM files: verdicts on pydicom's own test files, and files we write and then cut or spoil."""
+"""Reading DICOM files (ctsvd_common.dicom): verdicts on pydicom's own test files, and files we write
+and then cut or spoil."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
                          ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid)
 
-from ctsvd_common import dicomfiles
-from ctsvd_common.dicomfiles import BadDicom, NotDicom, check_complete, invalid_image_attribute, read
+from ctsvd_common.dicom import BadDicom, NotDicom, input_files, quiet_pydicom, read
+from ctsvd_common.dicom.elements import check_complete
+from ctsvd_common.dicom.image import check_pixel_data, expected_length, invalid_image_attribute
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
-BUNDLED = dicomfiles.input_files(TEST_FILES)
+BUNDLED = input_files(TEST_FILES)
 
 
 @pytest.fixture(autouse=True)
 def _quiet():
-    dicomfiles.quiet_pydicom()
+    quiet_pydicom()
 
 
 def verdict(path: Path) -> tuple[str, str]:
@@ -81,14 +83,14 @@ def test_every_readable_bundled_file_parses_to_its_end():
             check_complete(path, read(path, pixels=False))
 
 
-def test_expected_pixel_bytes_is_pydicoms_count():
+def test_expected_length_is_pydicoms_count():
     checked = 0
     for path in BUNDLED:
         if verdict(path)[0] != "ok":
             continue
         ds = read(path, pixels=False)
         if "Rows" in ds and "PhotometricInterpretation" in ds and "SamplesPerPixel" in ds:
-            assert dicomfiles.expected_pixel_bytes(ds) == get_expected_length(ds), path.name
+            assert expected_length(ds) == get_expected_length(ds), path.name
             checked += 1
     assert checked > 80
 
@@ -321,10 +323,10 @@ def test_missing_attributes_are_named(tmp_path):
 
 def test_multi_frame_and_short_native_pixel_data(tmp_path):
     ds = pydicom.dcmread(write_ct(tmp_path / "ct.dcm", frames=3))
-    assert dicomfiles.expected_pixel_bytes(ds) == 8 * 8 * 2 * 3
+    assert expected_length(ds) == 8 * 8 * 2 * 3
     ds.PixelData = ds.PixelData[:-2]
     with pytest.raises(BadDicom, match=r"^truncated pixel data \(382 of 384 bytes\)$"):
-        dicomfiles.check_pixel_data(ds)
+        check_pixel_data(ds)
 
 
 # -- cost ---------------------------------------------------------------------------
