@@ -57,3 +57,11 @@ def test_chris_plugin_serialises_the_checked_flags_with_their_plain_types():
     assert (specs["k"]["type"], specs["k"]["default"]) == ("int", 50)
     assert (specs["padding_hu"]["type"], specs["padding_hu"]["default"]) == ("float", -1024.0)
     assert not math.isnan(specs["percent"]["default"])
+
+
+def test_an_exclusive_upper_bound():
+    p = ArgumentParser(prog="plugin")
+    p.add_argument("--percent-removed", type=float, default=0.0, action=Finite, minimum=0, below=100)
+    assert p.parse_args(["--percent-removed", "99.5"]).percent_removed == 99.5
+    with pytest.raises(SystemExit):
+        p.parse_args(["--percent-removed", "100"])

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, Namespace
 from dataclasses import dataclass
-from typing import Any
 
 from ctsvd_common.cli import Finite, Whole, add_version
 from ctsvd_common.stage import Policy, add_policy_flags
 
 USES = ("auto", "global", "local")
-
-
-class Percentage(Finite):
-    """A share of the k components to remove: from 0 up to, not including, 100 (all would leave nothing)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, minimum=0, maximum=100, **kwargs)
-
-    def problem(self, value: float) -> str | None:
-        if super().problem(value) is not None or value == self.maximum:
-            return "a finite number from 0 to less than 100"
-        return None
 
 
 parser = ArgumentParser(
@@ -37,8 +24,8 @@ parser.add_argument("--use", type=str, default="auto", choices=USES,
 parser.add_argument("--rank", type=str, default="auto",
                     help="global: components to keep, a whole number of 1 or more (clipped to k, with a warning), "
                     "or 'auto' (Gavish-Donoho optimal hard threshold); with local published, the global comparison's")
-parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0, action=Percentage,
-                    help="instead of --rank: remove the last x %% of the k components, 0 <= x < 100 (0 = not used)")
+parser.add_argument("--percent-removed", dest="percent_removed", type=float, default=0.0, action=Finite, minimum=0,
+                    below=100, help="instead of --rank: remove the last x %% of the k components, 0 <= x < 100 (0 = not used)")
 parser.add_argument("--windows", type=str, default="auto",
                     help="display windows for the PNGs: auto (the scanner's window and bone when the series has "
                     "one, mediastinum and lung otherwise), or presets lung, mediastinum, bone, header (the "

@@ -11,9 +11,9 @@ from svd_render.options import parser
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--percent-removed", "100"], "--percent-removed: expected a finite number from 0 to less than 100, got '100.0'"),
-    (["--percent-removed", "-5"], "--percent-removed: expected a finite number from 0 to less than 100, got '-5.0'"),
-    (["--percent-removed", "nan"], "--percent-removed: expected a finite number from 0 to less than 100, got 'nan'"),
+    (["--percent-removed", "100"], "--percent-removed: expected a finite number from 0 below 100, got '100.0'"),
+    (["--percent-removed", "-5"], "--percent-removed: expected a finite number from 0 below 100, got '-5.0'"),
+    (["--percent-removed", "nan"], "--percent-removed: expected a finite number from 0 below 100, got 'nan'"),
     (["--montage-slices", "0"], "--montage-slices: expected a whole number of 1 or more, got '0'"),
     (["--montage-slices", "some"], "--montage-slices: invalid int value: 'some'"),
     (["--use", "both"], "--use: invalid choice: 'both'"),

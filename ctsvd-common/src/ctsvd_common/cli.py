@@ -54,17 +54,25 @@ class Whole(_Checked):
 
 
 class Finite(_Checked):
-    """A finite number (not NaN or infinity), within the bounds when they are given."""
+    """A finite number (not NaN or infinity), within the bounds when they are given.
+
+    ``below`` is an upper bound the value may not reach (``--percent-removed``:
+    removing 100 % would leave nothing).
+    """
 
     def __init__(self, *args: Any, minimum: float | None = None, maximum: float | None = None,
-                 **kwargs: Any) -> None:
+                 below: float | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("type", float)
         super().__init__(*args, **kwargs)
-        self.minimum, self.maximum = minimum, maximum
+        self.minimum, self.maximum, self.below = minimum, maximum, below
 
     def problem(self, value: float) -> str | None:
         if (not math.isfinite(value) or (self.minimum is not None and value < self.minimum)
-                or (self.maximum is not None and value > self.maximum)):
+                or (self.maximum is not None and value > self.maximum)
+                or (self.below is not None and value >= self.below)):
+            if self.below is not None:
+                low = "" if self.minimum is None else f" from {self.minimum:g}"
+                return f"a finite number{low} below {self.below:g}"
             return _range("a finite number", self.minimum, self.maximum)
         return None
 
