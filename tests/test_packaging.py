@@ -10,6 +10,8 @@ import tomllib
 import pytest
 import yaml
 
+from ctsvd_pipeline.files import DEFAULT_PIPELINE
+
 from conftest import BIN, ENV, PLUGINS, ROOT
 
 
@@ -144,7 +146,7 @@ def test_dockerignore_covers_the_build_artefacts():
 
 
 def test_dependencies_are_pinned_to_ranges():
-    for folder in [*PLUGINS, "ctsvd-common", "workflows"]:
+    for folder in [*PLUGINS, "ctsvd-common", "workflows", "testdata"]:
         project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
         deps = project["dependencies"] + sum(project.get("optional-dependencies", {}).values(), [])
         for dep in deps:
@@ -152,7 +154,7 @@ def test_dependencies_are_pinned_to_ranges():
 
 
 def test_pipeline_file_names_real_plugins_and_parameters():
-    doc = yaml.safe_load((ROOT / "workflows" / "ct-denoise.yml").read_text())
+    doc = yaml.safe_load(DEFAULT_PIPELINE.read_text())
     names = {}
     for dist in PLUGINS:
         version = tomllib.loads((ROOT / dist / "pyproject.toml").read_text())["project"]["version"]

@@ -16,7 +16,7 @@ import pytest
 
 from ctsvd_common import contract, noise
 from ctsvd_common.contract import Geometry, LocalRecord, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
 
 WINDOW_PRESETS = {"lung": {"center": -600.0, "width": 1500.0}, "mediastinum": {"center": 40.0, "width": 400.0},
                   "bone": {"center": 400.0, "width": 1800.0}}
