@@ -49,7 +49,7 @@ PEER, OURS, NO_REPORT = "dicognito", "dcm_anon", "dcm_anon --no-tag-report"
 
 
 def write_series(folder: Path, slices: int, size: int) -> int:
-    from ctsvd_local.phantom import write_demo_series
+    from ctsvd_testdata.phantom import write_demo_series
 
     if folder.exists():
         shutil.rmtree(folder)

@@ -1,6 +1,6 @@
 """What benchmarks/denoise_quality.py measures on a denoised volume, with or without a reference.
 
-* :func:`ssim` -- mean SSIM over slices (PSNR is :func:`ctsvd_local.lowdose.psnr`);
+* :func:`ssim` -- mean SSIM over slices (PSNR is :func:`ctsvd_testdata.lowdose.psnr`);
 * :func:`flat_mask` / :func:`edge_mask` -- uniform regions and edges inside the
   object, found automatically from a smoothed image (the reference when
   there is one, the original otherwise);
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ctsvd_local.lowdose import DATA_RANGE_HU, WINDOW_HU
+from ctsvd_testdata.lowdose import DATA_RANGE_HU, WINDOW_HU
 
 OBJECT_HU = -500.0        # above this (smoothed), a voxel is inside the object
 FLAT_PERCENTILE = 25      # uniform: gradient below this percentile of the object's

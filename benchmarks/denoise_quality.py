@@ -6,10 +6,10 @@
 A denoiser tuned on one simulation can fail on the rest (issue 16), so each
 condition gets its own table, every peer measured in the same run:
 
-a. today's phantom (:func:`ctsvd_local.lowdose.simulate_low_dose`: Poisson
+a. today's phantom (:func:`ctsvd_testdata.lowdose.simulate_low_dose`: Poisson
    counts on parallel-beam sinograms, ramp FBP) at I0 = 1e4 and 2.5e3;
 b. the same with 3-D texture in the soft tissue
-   (:func:`ctsvd_local.conditions.textured_phantom`), scanned the same way;
+   (:func:`ctsvd_testdata.conditions.textured_phantom`), scanned the same way;
 c. white Gaussian noise on the noiseless FBP of (a);
 d. noise shared between neighbouring slices (filtered along z to a
    correlation of 0.6, measured and printed);
@@ -53,8 +53,9 @@ from typing import Callable
 
 import numpy as np
 
-from ctsvd_local import conditions as cond
-from ctsvd_local.lowdose import DATA_RANGE_HU, WINDOW_HU, psnr, scan_phantom, simulate_low_dose
+from ctsvd_testdata import conditions as cond
+from ctsvd_testdata.lowdose import DATA_RANGE_HU, WINDOW_HU, psnr, scan_phantom, simulate_low_dose
+from ctsvd_testdata.shared import data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import denoise_metrics as dm  # noqa: E402  (a sibling module of this script)
@@ -62,7 +63,7 @@ import denoise_metrics as dm  # noqa: E402  (a sibling module of this script)
 CONDITIONS = ("a", "b", "c", "d", "e", "f")
 PEERS = ("gaussian", "tv", "bm3d", "bm4d", "global")
 DOSES = (1e4, 2.5e3)
-REAL_EXAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dcm-qa-ct-stereotaxis"
+REAL_EXAM = "dcm-qa-ct-stereotaxis"   # in ../shared/data beside the clone
 REAL_SERIES = ("S2010", "S3010")
 GAUSSIAN_SIGMA_Z = (0.0, 0.5, 1.0, 1.5, 2.0)    # slices; in-plane sigma is searched for each
 TV_START = (0.005, 0.01, 0.02, 0.04, 0.08)       # on HU / 2524; widened, then refined
@@ -192,12 +193,13 @@ class Conditions:
                                      s.noisy_hu, s.reference_hu, {"i0": i0, "texture_hu": a.texture}))
             return [_finish(c) for c in out]
         if key == "f":
-            if not REAL_EXAM.is_dir():
-                print(f"(f) skipped: {REAL_EXAM} is not beside this clone")
+            exam = data_dir(REAL_EXAM)
+            if exam is None:
+                print(f"(f) skipped: ../shared/data/{REAL_EXAM} is not beside this clone")
                 return []
             out = []
             for series in REAL_SERIES:
-                volume, spacing = cond.read_series_hu(REAL_EXAM / series)
+                volume, spacing = cond.read_series_hu(exam / series)
                 volume = central_crop(volume, a.real_slices, a.real_size)
                 c = with_disc(Condition(f"f-{series}", f"(f) real exam, series {series}, "
                                         f"{volume.shape[0]} x {volume.shape[1]}x{volume.shape[2]}, "

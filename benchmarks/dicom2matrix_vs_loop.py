@@ -45,7 +45,7 @@ LOOP_SAVED = LOOP + "; np.save(sys.argv[1], volume)"
 
 
 def write_series(folder: Path, slices: int, size: int, seed: int = 1) -> list[Path]:
-    from ctsvd_local.phantom import write_demo_series
+    from ctsvd_testdata.phantom import write_demo_series
 
     if folder.exists():
         shutil.rmtree(folder)

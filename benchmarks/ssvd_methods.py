@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ctsvd_common import contract
-from ctsvd_local.phantom import chest_phantom, low_dose_noise
+from ctsvd_testdata.phantom import chest_phantom, low_dose_noise
 from ssvd_vs_lapack import manifest_for
 
 BIN = Path(sys.executable).parent

@@ -19,7 +19,7 @@ import numpy as np
 
 from ctsvd_common import contract
 from ctsvd_common.contract import Geometry, Manifest, SeriesIdentity, SliceEntry, VolumeInfo
-from ctsvd_local.phantom import chest_phantom, low_dose_noise
+from ctsvd_testdata.phantom import chest_phantom, low_dose_noise
 
 
 def manifest_for(volume: np.ndarray, spacing: tuple[float, float, float]) -> Manifest:

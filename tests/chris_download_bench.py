@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import chris_stack  # noqa: E402
 from chris_stack import ADMIN, ADMIN_PASSWORD, Stack, say  # noqa: E402
+from ctsvd_pipeline import chris  # noqa: E402
+from ctsvd_testdata.shared import SHARED  # noqa: E402
 
 # Bytes per file of a render node's series of 512² slices (the demo series, 96 slices: see the README).
 DICOM_SLICE = 526_900
@@ -53,12 +55,10 @@ def write_exam_outputs(root: Path, series: int, slices: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "chris")
+    parser.add_argument("--shared", type=Path, default=SHARED / "chris")
     parser.add_argument("--series", type=int, default=7)
     parser.add_argument("--slices", type=int, default=300)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "workflows"))
-    from ctsvd_local import chris
 
     scratch = Path(tempfile.mkdtemp(prefix="chris-bench-"))
     stack = Stack(scratch)

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import chris_stack  # noqa: E402
 from chris_stack import ADMIN, ADMIN_PASSWORD, COMPUTES, Stack, StackError, say  # noqa: E402
+from ctsvd_pipeline import files  # noqa: E402
+from ctsvd_testdata.shared import SHARED  # noqa: E402
 
 PLUGINS = ("pl-dcm-anon", "pl-dicom2matrix", "pl-ssvd-denoise", "pl-svd-render")
 PIPELINES = ("ct-denoise.yml", "ct-denoise-paper.yml", "ct-denoise-crossover.yml")
@@ -120,7 +122,7 @@ def check_ssvd(node: Path, slices: int, cores: int | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "chris")
+    parser.add_argument("--shared", type=Path, default=SHARED / "chris")
     parser.add_argument("--slices", type=int, default=int(os.environ.get("E2E_SLICES", 24)))
     parser.add_argument("--size", type=int, default=int(os.environ.get("E2E_SIZE", 128)))
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, storage)")
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(exist_ok=True)
         check(run_chris(stack, "register", "--compute", "host", log=logs / "register-1.log") == 0, "register on host")
         check(run_chris(stack, "register", "--compute", "moc", log=logs / "register-2.log") == 0, "register on moc")
-        ymls = sorted(str(p) for p in (ROOT / "workflows").glob("*.yml"))
+        ymls = sorted(str(p) for p in files.PIPELINES.glob("*.yml"))
         check(run_chris(stack, "upload-pipeline", *ymls, log=logs / "upload.log") == 0, "upload-pipeline")
         demo = out / "demo"
         subprocess.run([str(ROOT / ".venv" / "bin" / "ctsvd-local"), "demo", "--demo-slices", str(args.slices),
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             dest = out / yml.removesuffix(".yml")
             for attempt in (1, 2):
                 races = stack.podman_stopped_races()
-                code = start_run_chris(stack, "run", "--pipeline", str(ROOT / "workflows" / yml), "--poll", "2",
+                code = start_run_chris(stack, "run", "--pipeline", str(files.PIPELINES / yml), "--poll", "2",
                                        "--timeout", "1800", *extra, "--upload-dir",
                                        f"home/{ADMIN}/uploads/e2e-{dest.name}-{attempt}", str(demo), str(dest),
                                        log=logs / f"run-{yml}.log").wait()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ctsvd_testdata.shared import data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
 PLUGINS = {  # distribution → console command
     "pl-dcm-anon": "dcm_anon",
     "pl-dicom2matrix": "dicom2matrix",
@@ -46,7 +47,11 @@ def all_files(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not beside this clone")
-    return SHARED_DATA
+def shared_data():
+    """``shared_data(name)``: the folder ../shared/data/<name> beside this clone; the test skips without it."""
+    def folder(name: str) -> Path:
+        found = data_dir(name)
+        if found is None:
+            pytest.skip(f"../shared/data/{name} is not beside this clone")
+        return found
+    return folder

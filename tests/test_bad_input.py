@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from ctsvd_common import contract
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
 
 from conftest import ENV, ROOT, all_files, error_lines, run_command, source
 

@@ -143,6 +143,8 @@ def test_tv_best_weight_is_inside_its_grid(run):
 def test_real_exam_table_and_montage(shared_data, tmp_path):
     from PIL import Image
 
+    shared_data("dcm-qa-ct-stereotaxis")    # the benchmark reads it from there
+
     proc = bench("--conditions", "f", "--real-slices", 16, "--real-size", 256, "--montage", tmp_path / "m.png",
                  "--json", tmp_path / "f.json")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 
 from ctsvd_common import contract
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_pipeline.files import DEFAULT_PIPELINE
+from ctsvd_testdata.phantom import write_demo_series
 
 from conftest import ENV, ROOT, all_files
 
@@ -24,7 +25,7 @@ SLICES, SIZE, SEED = 48, 128, 3
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    doc = yaml.safe_load((ROOT / "workflows" / "ct-denoise.yml").read_text())
+    doc = yaml.safe_load(DEFAULT_PIPELINE.read_text())
     doc["plugin_tree"].append({"title": "render-full", "plugin": "pl-svd-render v0.1.0", "previous": "ssvd",
                                "plugin_parameter_defaults": {"use": "global", "rank": str(SLICES), "windows": "lung",
                                                                              "npy": True}})

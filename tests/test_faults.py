@@ -19,7 +19,7 @@ import pydicom
 import pytest
 
 from ctsvd_common import contract, resources
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
 
 from conftest import BIN, ENV, ROOT, error_lines, run_command
 

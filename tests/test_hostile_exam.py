@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ctsvd_common import contract
-from ctsvd_local.hostile_exam import BIRTH_DATE, PATIENT_ID, STUDY_DATE, HostileExam, write_hostile_exam
+from ctsvd_testdata.hostile_exam import BIRTH_DATE, PATIENT_ID, STUDY_DATE, HostileExam, write_hostile_exam
 from dcm_anon.uids import Pseudonyms
 
 from conftest import ENV, ROOT, all_files

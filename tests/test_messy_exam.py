@@ -10,7 +10,7 @@ import pytest
 
 from ctsvd_common import contract
 from ctsvd_common.inputnames import LABEL
-from ctsvd_local.messy_exam import write_messy_exam
+from ctsvd_testdata.messy_exam import write_messy_exam
 
 from conftest import ENV, ROOT, all_files, run_command, source
 

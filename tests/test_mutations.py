@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
 
 from conftest import run_command
 

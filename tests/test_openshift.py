@@ -27,6 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ctsvd_pipeline.files import PIPELINES
+
 import k8s_policy as policy
 from conftest import BIN, ROOT
 
@@ -355,7 +357,7 @@ def test_readme_pipeline_node_matches_the_command_line():
 def test_readme_pipeline_node_is_the_kubernetes_crossovers():
     block = re.search(r"```yaml\n(  - title: ssvd\n.*?)```", README.read_text(), re.S)
     (shown,) = yaml.safe_load(block.group(1))
-    tree = yaml.safe_load((ROOT / "workflows" / "ct-denoise-crossover-k8s.yml").read_text())["plugin_tree"]
+    tree = yaml.safe_load((PIPELINES / "ct-denoise-crossover-k8s.yml").read_text())["plugin_tree"]
     (node,) = [n for n in tree if n["title"] == "ssvd"]
     assert node["compute_resource_name"] == "moc"
     assert {k: node[k] for k in shown if k != "plugin_parameter_defaults"} == \

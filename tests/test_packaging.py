@@ -18,6 +18,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from ctsvd_pipeline.files import DEFAULT_PIPELINE
+
 from conftest import BIN, ENV, PLUGINS, ROOT
 
 
@@ -170,7 +172,7 @@ def test_dockerignore_covers_the_build_artefacts():
 
 
 def test_dependencies_are_pinned_to_ranges():
-    for folder in [*PLUGINS, "ctsvd-common", "workflows"]:
+    for folder in [*PLUGINS, "ctsvd-common", "workflows", "testdata"]:
         project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
         deps = project["dependencies"] + sum(project.get("optional-dependencies", {}).values(), [])
         for dep in deps:
@@ -178,7 +180,7 @@ def test_dependencies_are_pinned_to_ranges():
 
 
 def test_pipeline_file_names_real_plugins_and_parameters():
-    doc = yaml.safe_load((ROOT / "workflows" / "ct-denoise.yml").read_text())
+    doc = yaml.safe_load(DEFAULT_PIPELINE.read_text())
     names = {}
     for dist in PLUGINS:
         version = tomllib.loads((ROOT / dist / "pyproject.toml").read_text())["project"]["version"]

@@ -14,7 +14,7 @@ from conftest import all_files, error_lines, run_command, source as path_of
 
 
 def test_tcia_slices_go_through_anonymizer_and_converter(shared_data, tmp_path):
-    source = shared_data / "covid-19-ny-sbu"
+    source = shared_data("covid-19-ny-sbu")
     anon = run_command("dcm_anon", source, tmp_path / "anon")
     assert anon.returncode == 0 and error_lines(anon.stderr) == []
     dicoms = [f for f in all_files(tmp_path / "anon") if f.suffix == ".dcm"]

@@ -44,10 +44,7 @@ def regions(original: np.ndarray):
 
 @pytest.fixture(scope="module")
 def exam(shared_data):
-    folder = shared_data / "dcm-qa-ct-stereotaxis" / "S2010"
-    if not folder.is_dir():
-        pytest.skip("the stereotaxis exam is not in ../shared/data")
-    original = read_series(folder)
+    original = read_series(shared_data("dcm-qa-ct-stereotaxis") / "S2010")
     denoised, found = local.denoise(original)
     return original, denoised, found
 

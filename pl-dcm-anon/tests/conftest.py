@@ -1,4 +1,4 @@
-"""Fixtures for the dcm_anon tests (the data itself is built in dcm_anon_testdata.py)."""
+"""Fixtures for the dcm_anon tests (the data itself is built in ctsvd_testdata.anon_tree)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dcm_anon_testdata import Series, write_series
+from ctsvd_testdata.anon_tree import Series, write_series
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dcm_anon_testdata import SHARED_DATA, output_dicoms
+from ctsvd_testdata.anon_tree import output_dicoms
+from ctsvd_testdata.shared import data_dir
 
-COVID = SHARED_DATA / "covid-19-ny-sbu"
+COVID = data_dir("covid-19-ny-sbu")
 
 
 def test_chris_plugin_descriptor():
@@ -46,7 +47,7 @@ def test_chris_plugin_descriptor():
             assert (p["type"], p["action"], p["default"]) == ("bool", "store_true", False)
 
 
-@pytest.mark.skipif(not COVID.is_dir(), reason="shared COVID-19-NY-SBU slices not available")
+@pytest.mark.skipif(COVID is None, reason="shared COVID-19-NY-SBU slices not available")
 def test_real_chest_ct_slices(tmp_path, run):
     out = tmp_path / "out"
     assert run(COVID, out) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 
-from dcm_anon_testdata import LAYOUT, output_dicoms
+from ctsvd_testdata.anon_tree import LAYOUT, output_dicoms
 
 BIN = Path(sys.executable).parent
 DCM_ANON = BIN / "dcm_anon"

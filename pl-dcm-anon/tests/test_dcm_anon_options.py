@@ -20,7 +20,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from dcm_anon.dates import shift_da, shift_dt
 from dcm_anon.safe_private import NUMBER_SIZES, load_allow_list
 from dcm_anon.uids import Pseudonyms
-from dcm_anon_testdata import LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, SHARED_DATA, STUDY_DATE, output_dicoms
+from ctsvd_testdata.anon_tree import LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, STUDY_DATE, output_dicoms
+from ctsvd_testdata.shared import data_dir
 
 KEY = ["--pseudonym-key", "test key"]
 TCIA_CODES = ["113100", "113101", "113104", "113105", "113107", "113108", "113109", "113111"]
@@ -284,9 +285,9 @@ def test_the_allow_list_names_its_sources():
         assert a["vr"] in {"DS", "FD", "FL", "SS", "SH", "LO", "CS", "IS", "US", "UL"}
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "covid-19-ny-sbu").is_dir(), reason="shared COVID-19-NY-SBU slices not available")
+@pytest.mark.skipif(data_dir("covid-19-ny-sbu") is None, reason="shared COVID-19-NY-SBU slices not available")
 def test_safe_private_on_real_tcia_slices(tmp_path, run):
-    src = SHARED_DATA / "covid-19-ny-sbu"
+    src = data_dir("covid-19-ny-sbu")
     out = tmp_path / "out"
     assert run(src, out, "--no-tag-report", "--keep-safe-private", "--keep-patient-chars", "--shift-dates",
                "--clean-descriptors") == 0

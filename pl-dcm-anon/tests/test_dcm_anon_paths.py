@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 
 from dcm_anon.tree import OutputNames
-from dcm_anon_testdata import PATIENT_ID, PATIENT_NAME, write_series
+from ctsvd_testdata.anon_tree import PATIENT_ID, PATIENT_NAME, write_series
 
 LABEL = re.compile(r"input #(\d+) \(([0-9a-f]{8})\)")
 

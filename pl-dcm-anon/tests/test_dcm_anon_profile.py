@@ -14,7 +14,7 @@ from dcm_anon.profile import (DUMMY, KEEP, MAP_UID, MAP_UIDS_INSIDE, REMOVE, RET
                               Profile, load_profile, load_table, resolve_row)
 from dcm_anon.uids import Pseudonyms
 
-from dcm_anon_testdata import SHARED_DATA
+from ctsvd_testdata.shared import data_dir
 
 
 def test_table_ships_with_the_package_and_its_license():
@@ -28,9 +28,9 @@ def test_table_ships_with_the_package_and_its_license():
     assert "innolitics/dicom-standard" in source and "7f4749d" in source and "MIT" in source
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "dicom-standard").is_dir(), reason="shared data not available")
+@pytest.mark.skipif(data_dir("dicom-standard") is None, reason="shared data not available")
 def test_shipped_table_is_an_unchanged_copy():
-    shared = SHARED_DATA / "dicom-standard" / "confidentiality_profile_attributes.json"
+    shared = data_dir("dicom-standard") / "confidentiality_profile_attributes.json"
     shipped = resources.files("dcm_anon").joinpath("data", "confidentiality_profile_attributes.json")
     assert shipped.read_bytes() == shared.read_bytes()
 

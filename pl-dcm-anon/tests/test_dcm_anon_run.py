@@ -18,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MediaStorageDire
 
 from dcm_anon import tag_extract_child, tag_report
 from ctsvd_common.dicom import input_files
-from dcm_anon_testdata import (GEOMETRY, INSTITUTION, LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, STATION,
+from ctsvd_testdata.anon_tree import (GEOMETRY, INSTITUTION, LAYOUT, OUTPUT_OF, PATIENT_ID, PATIENT_NAME, STATION,
                                STUDY_DATE, UID_ROOT, output_dicoms)
 
 TAG_FILES = ["dicom-tags.json", "dicom-tags.html", "dicom-tags-body.html"]

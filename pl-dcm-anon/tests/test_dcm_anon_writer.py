@@ -14,7 +14,7 @@ from dcm_anon.deidentify import Deidentifier
 from dcm_anon.profile import RETAIN_OPTIONS, load_profile
 from dcm_anon.uids import Pseudonyms
 from dcm_anon.writer import write_part10
-from dcm_anon_testdata import SHARED_DATA
+from ctsvd_testdata.shared import data_dir
 
 PYDICOM_FILES = sorted(dicom.input_files(Path(get_testdata_file("CT_small.dcm")).parent))
 
@@ -58,9 +58,9 @@ def test_same_bytes_with_every_option(series):
     assert _assert_same_bytes(_readable(series.files), options) == 4   # one of them implicit VR
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "covid-19-ny-sbu").is_dir(), reason="shared COVID-19-NY-SBU slices not available")
+@pytest.mark.skipif(data_dir("covid-19-ny-sbu") is None, reason="shared COVID-19-NY-SBU slices not available")
 def test_same_bytes_on_real_slices_with_safe_private():
-    files = sorted((SHARED_DATA / "covid-19-ny-sbu").rglob("*.dcm"))
+    files = sorted(data_dir("covid-19-ny-sbu").rglob("*.dcm"))
     options = [o for o in RETAIN_OPTIONS if o.dest == "keep_safe_private"]
     assert _assert_same_bytes(_readable(files), options) == 62
 

@@ -11,11 +11,12 @@ import pytest
 
 from ctsvd_common import contract
 from ctsvd_common.dicom import input_files
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
+from ctsvd_testdata.shared import data_dir
 from dicom2matrix.convert import run
 from dicom2matrix.options import Settings, parser
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "covid-19-ny-sbu"
+SHARED = data_dir("covid-19-ny-sbu")
 
 
 def convert(inputdir, outputdir, *flags):
@@ -144,7 +145,7 @@ def test_sorting_follows_the_normal_even_for_tilted_stacks(tmp_path):
     assert np.array_equal(np.load(tmp_path / "out" / "series-001" / contract.VOLUME), demo.hu)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this clone")
+@pytest.mark.skipif(SHARED is None, reason="../shared/data/covid-19-ny-sbu is not beside this clone")
 def test_real_tcia_slices_convert(tmp_path):
     # One or two slices per series: not volumes, so by default every one is skipped...
     assert convert(SHARED, tmp_path / "default") == 1

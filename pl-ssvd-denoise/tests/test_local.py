@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ctsvd_common import contract, noise
-from ctsvd_local.lowdose import simulate_low_dose
-from ctsvd_local.phantom import chest_phantom, low_dose_noise
+from ctsvd_testdata.lowdose import simulate_low_dose
+from ctsvd_testdata.phantom import chest_phantom, low_dose_noise
 from ssvd_denoise import local, localspark, localsvd, wiener
 from ssvd_denoise.__main__ import main, parser
 

@@ -21,7 +21,7 @@ import pytest
 
 from ctsvd_common import contract, noise
 from ctsvd_common.contract import Geometry, LocalRecord, Manifest, SeriesIdentity, SliceEntry, SvdRecord, VolumeInfo
-from ctsvd_local.phantom import write_demo_series
+from ctsvd_testdata.phantom import write_demo_series
 from svd_render.options import Settings, parser
 from svd_render.run import run
 

@@ -15,7 +15,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "chris"
+from ctsvd_testdata.shared import SHARED
+
 LINK_FIELDS = {"HyperlinkedRelatedField", "HyperlinkedIdentityField", "ItemLinkField"}
 
 
@@ -25,7 +26,7 @@ class Shape:
     links: frozenset[str]   # the item's link relations
 
 
-def cube_archive(shared: Path = SHARED) -> Path | None:
+def cube_archive(shared: Path = SHARED / "chris") -> Path | None:
     found = sorted(shared.glob("ChRIS_ultron_backEnd-*.tar.gz")) if shared.is_dir() else []
     return found[-1] if found else None
 

@@ -16,11 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cube_api  # noqa: E402
 from fake_cube import OUTPUTS, SERIALIZERS, FakeCube  # noqa: E402
 
-from ctsvd_local import chris, descriptors  # noqa: E402
+from ctsvd_pipeline import chris, descriptors, files  # noqa: E402
 
-WORKFLOWS = Path(__file__).resolve().parents[1]
-CROSSOVER = WORKFLOWS / "ct-denoise-crossover.yml"
-DEFAULT = WORKFLOWS / "ct-denoise.yml"
+CROSSOVER = files.PIPELINES / "ct-denoise-crossover.yml"
+DEFAULT = files.DEFAULT_PIPELINE
 
 
 @pytest.fixture
@@ -211,7 +210,7 @@ def test_an_invalid_pipeline_is_refused_before_anything_is_uploaded(cube, dicomd
 
 def test_upload_pipeline_once(cube):
     assert ctsvd_chris(cube, "register") == 0
-    assert ctsvd_chris(cube, "upload-pipeline", str(DEFAULT), str(WORKFLOWS / "ct-denoise-paper.yml")) == 0
+    assert ctsvd_chris(cube, "upload-pipeline", str(DEFAULT), str(files.PIPELINES / "ct-denoise-paper.yml")) == 0
     assert ctsvd_chris(cube, "upload-pipeline", str(DEFAULT)) == 0  # found by name, not uploaded twice
     assert len(cube.requests_to("POST", "pipelines/sourcefiles/")) == 2
 
@@ -233,11 +232,11 @@ def test_wrong_password_and_missing_settings(cube, tmp_path, capsys, monkeypatch
                     reason="CHRIS_URL not set: the live CUBE test is skipped (set CHRIS_URL, CHRIS_USER, CHRIS_PASSWORD)")
 def test_live_cube(tmp_path):
     """Register (when the account is an admin), upload the pipelines, run the default one on a small demo series."""
-    from ctsvd_local.phantom import write_demo_series
+    from ctsvd_testdata.phantom import write_demo_series
 
     if os.environ.get("CHRIS_ADMIN"):
         assert chris.main(["register", "--compute", os.environ.get("CHRIS_COMPUTE", "host")]) == 0
-    assert chris.main(["upload-pipeline", *map(str, sorted(WORKFLOWS.glob("*.yml")))]) == 0
+    assert chris.main(["upload-pipeline", *map(str, sorted(files.PIPELINES.glob("*.yml")))]) == 0
     write_demo_series(tmp_path / "demo", slices=8, size=64, seed=0)
     assert chris.main(["run", "--poll", "5", "--timeout", "1800", str(tmp_path / "demo"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "render-local" / "index.html").is_file()

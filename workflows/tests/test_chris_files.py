@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctsvd_local import catalog, descriptors, validate
-from ctsvd_local import pipeline as pipelines
+from ctsvd_pipeline import catalog, descriptors, files, validate
+from ctsvd_pipeline import pipeline as pipelines
 
 WORKFLOWS = Path(__file__).resolve().parents[1]
-DEFAULT, PAPER, CROSSOVER, CROSSOVER_K8S = (WORKFLOWS / f"{n}.yml" for n in (
+DEFAULT, PAPER, CROSSOVER, CROSSOVER_K8S = (files.PIPELINES / f"{n}.yml" for n in (
     "ct-denoise", "ct-denoise-paper", "ct-denoise-crossover", "ct-denoise-crossover-k8s"))
 
 
@@ -138,7 +138,7 @@ def test_the_readmes_say_what_the_crossover_files_hold():
                       (WORKFLOWS / "README.md").read_text(), re.M)
     assert sorted(r[0] for r in rows) == sorted(p.name for p in (CROSSOVER, CROSSOVER_K8S))
     for name, compute, master, data_access in rows:
-        svd = next(n for n in pipelines.load(WORKFLOWS / name).nodes if n.plugin_name == "pl-ssvd-denoise")
+        svd = next(n for n in pipelines.load(files.PIPELINES / name).nodes if n.plugin_name == "pl-ssvd-denoise")
         assert (svd.compute, svd.defaults["master"], svd.defaults["data_access"]) == (compute, master, data_access), name
     svd = next(n for n in pipelines.load(CROSSOVER_K8S).nodes if n.plugin_name == "pl-ssvd-denoise")
     image = dict(kv.split("=", 1) for kv in svd.defaults["spark_conf"].split(","))["spark.kubernetes.container.image"]
@@ -211,7 +211,7 @@ def test_validation_reports_every_problem_at_once(tmp_path, known):
 
 
 def test_check_command_exit_codes(tmp_path, capsys):
-    from ctsvd_local.__main__ import main
+    from ctsvd_pipeline.__main__ import main
     assert main(["check", str(DEFAULT), str(PAPER), str(CROSSOVER)]) == 0
     bad = _variant(tmp_path, _set("ssvd", "power_iter", 5))
     assert main(["check", str(bad)]) == 1

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ctsvd_local.__main__ import main
+from ctsvd_pipeline import files
+from ctsvd_pipeline.__main__ import main
 
 WORKFLOWS = Path(__file__).resolve().parents[1]
-FILES = sorted(p.name for p in WORKFLOWS.glob("*.yml"))
+FILES = sorted(p.name for p in files.PIPELINES.glob("*.yml"))
 
 
 def documented_overrides() -> dict[str, list[str]]:
-    """``workflows/run-local --pipeline workflows/F.yml --set ...`` lines in the README: F → its --set flags."""
+    """``workflows/run-local --pipeline .../F.yml --set ...`` lines in the README: F → its --set flags."""
     found = {}
     for line in re.findall(r"^workflows/run-local --pipeline .*$", (WORKFLOWS / "README.md").read_text(), re.M):
         args = shlex.split(line)[1:]
@@ -33,7 +34,7 @@ def test_the_kubernetes_crossover_has_its_documented_override():
 @pytest.mark.parametrize("name", FILES)
 def test_every_pipeline_file_runs_here(name, tmp_path, capsys):
     extra = documented_overrides().get(name, [])
-    code = main(["run", "--pipeline", str(WORKFLOWS / name), *extra, "--demo-slices", "8", "--demo-size", "48",
+    code = main(["run", "--pipeline", str(files.PIPELINES / name), *extra, "--demo-slices", "8", "--demo-size", "48",
                  str(tmp_path / "out")])
     record = json.loads((tmp_path / "out" / "pipeline-run.json").read_text())
     assert code == 0, capsys.readouterr().out[-2000:]

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctsvd_local.__main__ import main
+from ctsvd_pipeline import files
+from ctsvd_pipeline.__main__ import main
 
-WORKFLOWS = Path(__file__).resolve().parents[1]
 
 
 def _tree() -> dict:
-    doc = yaml.safe_load((WORKFLOWS / "ct-denoise.yml").read_text())
+    doc = yaml.safe_load(files.DEFAULT_PIPELINE.read_text())
     keep = {n["title"]: n for n in doc["plugin_tree"] if n["title"] in ("anonymize", "volume", "ssvd", "render-local",
                                                                           "render-auto")}
     keep["ssvd"]["plugin_parameter_defaults"]["k"] = 6
@@ -153,7 +153,7 @@ def test_a_file_with_problems_does_not_run(tmp_path, capsys):
 
 
 def test_peak_memory_counts_the_whole_process_tree():
-    from ctsvd_local import measure
+    from ctsvd_pipeline import measure
     hold = "import time; b = bytearray({n}); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
     tree = f'python3 -c "{hold.format(n=300 * 2**20)}" & python3 -c "{hold.format(n=100 * 2**20)}"; wait'
     code, seconds, peak = measure.execute(["bash", "-c", tree], dict(measure.os.environ))

@@ -7,9 +7,9 @@ built images); here, the command line each node gets.
 import os
 from pathlib import Path
 
-from ctsvd_local.engine import Engine
-from ctsvd_local.pipeline import Node
-from ctsvd_local.runner import Plugin
+from ctsvd_pipeline.engine import Engine
+from ctsvd_pipeline.pipeline import Node
+from ctsvd_pipeline.runner import Plugin
 
 
 def test_a_node_runs_in_its_image_with_its_parents_output_on_incoming(tmp_path):

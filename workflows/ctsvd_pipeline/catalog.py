@@ -1,8 +1,8 @@
 """The suite's pipeline files: the YAML sources and the JSON made from them.
 
-The YAML files in workflows/ are the one source (CUBE takes them at
-/api/v1/pipelines/sourcefiles/); workflows/json/<name>.json is the body of
-``POST /api/v1/pipelines/`` made from each, so the two cannot drift:
+The YAML files in pipelines/ (package data) are the one source (CUBE takes
+them at /api/v1/pipelines/sourcefiles/); pipelines/json/<name>.json is the
+body of ``POST /api/v1/pipelines/`` made from each, so the two cannot drift:
 
     ctsvd-local pipelines            check every YAML file, rewrite the JSON
     ctsvd-local pipelines --check    exit 1 when a file has problems or a JSON is stale
@@ -14,19 +14,17 @@ import json
 from pathlib import Path
 
 from ctsvd_common import atomic
-from ctsvd_local import descriptors, validate
-from ctsvd_local import pipeline as pipelines
+from ctsvd_pipeline import descriptors, files, validate
+from ctsvd_pipeline import pipeline as pipelines
 
-WORKFLOWS = Path(__file__).resolve().parent.parent
-JSON_DIR = WORKFLOWS / "json"
 
 
 def yaml_files() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*.yml"))
+    return sorted(files.PIPELINES.glob("*.yml"))
 
 
 def json_path(source: Path) -> Path:
-    return JSON_DIR / f"{source.stem}.json"
+    return files.PIPELINE_JSON / f"{source.stem}.json"
 
 
 def json_text(source: Path) -> str:

@@ -7,7 +7,7 @@
 CUBE's address and account come from --url/--user/--password or from
 CHRIS_URL, CHRIS_USER and CHRIS_PASSWORD (registering plugins needs an admin).
 
-``register`` uploads the four checked-in descriptors (workflows/descriptors/),
+``register`` uploads the four checked-in descriptors (ctsvd_pipeline/descriptors/),
 or adds the compute resources to those of the plugins CUBE already has
 (``--replace-compute``: makes them the only ones). ``upload-pipeline``
 checks each file against the descriptors first (CUBE drops unknown parameter
@@ -38,10 +38,10 @@ from chrisclient.exceptions import ChrisRequestException
 from chrisclient.request import Request
 
 from ctsvd_common import atomic
-from ctsvd_local import descriptors, validate
-from ctsvd_local import pipeline as pipelines
+from ctsvd_pipeline import descriptors, validate
+from ctsvd_pipeline import pipeline as pipelines
+from ctsvd_pipeline.files import DEFAULT_PIPELINE
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
 DOWNLOADED_PLUGINS = ("pl-svd-render",)
 FINISHED_OK = "finishedSuccessfully"
 FAILED = ("finishedWithError", "cancelled")

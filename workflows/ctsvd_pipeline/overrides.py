@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctsvd_local.pipeline import Pipeline
+from ctsvd_pipeline.pipeline import Pipeline
 
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 

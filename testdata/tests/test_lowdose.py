@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("skimage")
 ndi = pytest.importorskip("scipy.ndimage")
 
-from ctsvd_local import lowdose as L  # noqa: E402
+from ctsvd_testdata import lowdose as L  # noqa: E402
 
 SIZE = 256           # PSNR depends on the pixel size, so the dose checks run at the benchmark's
 SLICES = 4

@@ -5,7 +5,7 @@ conditions, because a denoiser tuned on one simulation can fail on the rest
 (issue 16). Each function here makes one ingredient:
 
 * :func:`textured_phantom` -- the chest phantom with 3-D texture in its soft
-  tissue, to be scanned by :func:`ctsvd_local.lowdose.scan_phantom` like the
+  tissue, to be scanned by :func:`ctsvd_testdata.lowdose.scan_phantom` like the
   plain one (flat organs flatter a denoiser that smooths);
 * :func:`white_noise`, :func:`slice_correlated_noise` and
   :func:`nonstationary_noise` -- Gaussian noise of a known law to add to a
@@ -18,7 +18,7 @@ conditions, because a denoiser tuned on one simulation can fail on the rest
 * :func:`read_series_hu` -- a real CT series as an HU volume, for the
   condition without a reference.
 
-scipy is imported inside the functions that need it, as in :mod:`ctsvd_local.lowdose`.
+scipy is imported inside the functions that need it, as in :mod:`ctsvd_testdata.lowdose`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsvd_local.phantom import FOV_MM, SLICE_SPACING_MM, chest_phantom
+from ctsvd_testdata.phantom import FOV_MM, SLICE_SPACING_MM, chest_phantom
 
 __all__ = [
     "BODY_HU",
@@ -54,7 +54,7 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 
 def textured_phantom(slices: int, size: int, *, seed: int = 0, texture_hu: float = 25.0,
                      scales_px: tuple[float, ...] = (1.0, 2.0, 3.0)) -> tuple[np.ndarray, tuple]:
-    """:func:`~ctsvd_local.phantom.chest_phantom` whose soft tissue carries a 3-D random texture.
+    """:func:`~ctsvd_testdata.phantom.chest_phantom` whose soft tissue carries a 3-D random texture.
 
     The texture is white Gaussian noise smoothed by a Gaussian at each of
     ``scales_px`` (in-plane pixels; the same length in mm along z), each
@@ -64,7 +64,7 @@ def textured_phantom(slices: int, size: int, *, seed: int = 0, texture_hu: float
     denoiser must keep, while air, lung and bone stay as they were.
 
     Returns ``(phantom HU float32, spacing_mm)`` in the geometry of
-    :func:`~ctsvd_local.lowdose.simulate_low_dose`.
+    :func:`~ctsvd_testdata.lowdose.simulate_low_dose`.
     """
     from scipy.ndimage import gaussian_filter
 

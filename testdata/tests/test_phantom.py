@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
-from ctsvd_local import phantom as P
+from ctsvd_testdata import phantom as P
 
 SLICES, SIZE, SIGMA = 64, 256, 25.0
 

@@ -5,7 +5,7 @@ noise painted onto images: Poisson photon statistics in the sinogram, then a
 filtered back-projection, which makes the image noise correlated, streaky
 and strongest where the body is thickest. LoDoPaB-CT (Leuschner et al.,
 Sci. Data 8, 109, 2021) is made that way from real chest CTs; here the
-slices come from :func:`ctsvd_local.phantom.chest_phantom` instead, so the
+slices come from :func:`ctsvd_testdata.phantom.chest_phantom` instead, so the
 anatomy drifts slowly from slice to slice as in a real scan.
 
 Pipeline, slice by slice:
@@ -26,8 +26,7 @@ Pipeline, slice by slice:
    is the noise alone.
 
 scikit-image is imported inside the functions that need it, so the rest of
-``ctsvd_local`` works without it (it is in ``tests/requirements.txt`` and
-``benchmarks/requirements.txt``).
+``ctsvd_testdata`` works without it (it comes with the ``lowdose`` extra).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctsvd_local.phantom import FOV_MM, SLICE_SPACING_MM, chest_phantom
+from ctsvd_testdata.phantom import FOV_MM, SLICE_SPACING_MM, chest_phantom
 
 __all__ = [
     "DATA_RANGE_HU",
@@ -185,7 +184,7 @@ def simulate_low_dose(slices: int = 96, size: int = 256, *, i0: float = 1e4,
     slices, size : int
         The stack is ``(slices, size, size)``: slices 2.5 mm apart, a 350 mm
         field of view (pixel ``350 / size`` mm), anatomy spanning the chest
-        whatever the slice count (see :func:`~ctsvd_local.phantom.chest_phantom`).
+        whatever the slice count (see :func:`~ctsvd_testdata.phantom.chest_phantom`).
     i0 : float
         Incident photons per detector bin and view. LoDoPaB-CT uses 4096;
         1e4 at 256 pixels gives about the same image noise.
@@ -221,7 +220,7 @@ def scan_phantom(clean_hu: np.ndarray, spacing_mm: tuple[float, float, float], *
                  seed: int = 0, workers: int | None = None) -> LowDoseStack:
     """Scan a ``(slices, size, size)`` HU phantom: steps 1-4 above, slice by slice.
 
-    :func:`simulate_low_dose` scans :func:`~ctsvd_local.phantom.chest_phantom`
+    :func:`simulate_low_dose` scans :func:`~ctsvd_testdata.phantom.chest_phantom`
     with it; other phantoms (e.g. one with textured soft tissue) go through
     the same simulation. ``seed`` seeds the photon noise; the other
     parameters are those of :func:`simulate_low_dose`.

@@ -14,7 +14,7 @@ defaults to ``https://github.com/<image repo>``); we pass it the plugin's
 ``Project-URL: Source`` (set in its setup.py), which must lie under
 SUITE_REPOSITORY.
 
-    ctsvd-local descriptors            rewrite workflows/descriptors/*.json
+    ctsvd-local descriptors            rewrite descriptors/*.json (package data)
     ctsvd-local descriptors --check    exit 1, naming the fields, if they differ
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ctsvd_common import atomic
+from ctsvd_pipeline import files
 
 # The suite's source repository: the one place that names it. Each plugin's
 # setup.py says SUITE_REPOSITORY/tree/main/<plugin>; tests hold them to it.
@@ -39,7 +40,6 @@ PLUGINS = ("pl-dcm-anon", "pl-dicom2matrix", "pl-ssvd-denoise", "pl-svd-render")
 IMAGE_PREFIX = "localhost/fnndsc"
 IMAGE_BIN = "/usr/local/bin"
 IMAGE_PYTHON = f"{IMAGE_BIN}/python3"
-DESCRIPTOR_DIR = Path(__file__).resolve().parent.parent / "descriptors"
 
 BIN = Path(sys.executable).parent
 # chris_plugin_info looks the console command up on PATH.
@@ -87,7 +87,7 @@ def in_image(descriptor: dict[str, Any], selfpath: Path, execshell: Path) -> dic
 
 
 def path_of(plugin: str) -> Path:
-    return DESCRIPTOR_DIR / f"{plugin}.json"
+    return files.DESCRIPTORS / f"{plugin}.json"
 
 
 def load(plugin: str) -> dict[str, Any]:

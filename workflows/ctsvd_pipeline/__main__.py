@@ -4,9 +4,11 @@ and keep the ChRIS files (descriptors, pipeline JSON) in step with the code.
     ctsvd-local run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume]
                      [--engine docker|podman [--image TEMPLATE]] [INPUTDIR] OUTPUTDIR
     ctsvd-local demo [--slices N] [--size S] OUTDIR
-    ctsvd-local descriptors [--check]     workflows/descriptors/*.json from the code
-    ctsvd-local pipelines [--check]       validate workflows/*.yml, write workflows/json/*.json
+    ctsvd-local descriptors [--check]     descriptors/*.json from the code
+    ctsvd-local pipelines [--check]       validate pipelines/*.yml, write pipelines/json/*.json
     ctsvd-local check FILE...             validate pipeline files against the descriptors
+
+descriptors/ and pipelines/ are package data of ctsvd_pipeline (workflows/ctsvd_pipeline/).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from ctsvd_local import catalog, descriptors, resume, runner, validate
-from ctsvd_local import pipeline as pipelines
-from ctsvd_local.engine import Engine
+from ctsvd_pipeline import catalog, descriptors, resume, runner, validate
+from ctsvd_pipeline import pipeline as pipelines
+from ctsvd_pipeline.engine import Engine
+from ctsvd_pipeline.files import DEFAULT_PIPELINE
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "ct-denoise.yml"
 DEMO_DIR = "demo-input"
 
 
@@ -31,7 +33,11 @@ def _add_demo_options(p: argparse.ArgumentParser) -> None:
 
 
 def write_demo(outdir: Path, slices: int, size: int, seed: int) -> Path:
-    from ctsvd_local.phantom import write_demo_series
+    try:
+        from ctsvd_testdata.phantom import write_demo_series
+    except ImportError:  # the test data is an extra: a runner for real exams does without it
+        raise SystemExit("error: the demo series needs ctsvd-testdata: install ctsvd-pipeline[demo], "
+                         "or give an INPUTDIR") from None
 
     t0 = time.perf_counter()
     demo = write_demo_series(outdir, slices=slices, size=size, seed=seed)
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_p = sub.add_parser("demo", help="write the synthetic low-dose CT demo series into OUTDIR")
     _add_demo_options(demo_p)
     demo_p.add_argument("outdir", type=Path)
-    for name, helptext in (("descriptors", "write workflows/descriptors/*.json as the images make them"),
-                           ("pipelines", "validate workflows/*.yml and write workflows/json/*.json")):
+    for name, helptext in (("descriptors", "write descriptors/*.json as the images make them"),
+                           ("pipelines", "validate pipelines/*.yml and write pipelines/json/*.json")):
         sub.add_parser(name, help=helptext).add_argument(
             "--check", action="store_true", help="write nothing; exit 1 when a checked-in file is stale")
     check_p = sub.add_parser("check", help="validate pipeline files against the plugins' descriptors")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ctsvd_local import pipeline as pipelines
+from ctsvd_pipeline import pipeline as pipelines
 
 NODE_KEYS = {"title", "plugin", "previous", "plugin_parameter_defaults", pipelines.COMPUTE, *pipelines.RESOURCES}
 PIPELINE_KEYS = {*pipelines.PIPELINE_FIELDS, "plugin_tree"}

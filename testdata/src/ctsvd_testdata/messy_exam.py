@@ -2,7 +2,7 @@
 
 A real exam folder, as a PACS or a CD export hands it over, holds much more
 than one clean series. :func:`write_messy_exam` writes such a folder, made of
-the synthetic chest of :mod:`ctsvd_local.phantom`, and returns a
+the synthetic chest of :mod:`ctsvd_testdata.phantom`, and returns a
 :class:`MessyExam` that says, file by file, what a correct converter must
 make of it: which stacks are volumes (with their exact HU), which files are
 passed over and why, and which ones are broken.
@@ -32,10 +32,10 @@ Layout under ``outdir`` (file names are never in slice order)::
     README.txt                                                             skipped: not DICOM
 
 Every DICOM object carries the made-up PHI of
-:class:`~ctsvd_local.phantom.DemoIdentity` (also in free text: ImageComments,
+:class:`~ctsvd_testdata.phantom.DemoIdentity` (also in free text: ImageComments,
 the SR, a private tag), so a de-identification can be checked on the whole
 tree with :meth:`MessyExam.phi_strings`. UIDs are deterministic, under
-:data:`~ctsvd_local.phantom.UID_ROOT`; the same seed writes the same bytes.
+:data:`~ctsvd_testdata.phantom.UID_ROOT`; the same seed writes the same bytes.
 
 CT pixel values are the phantom plus a little seeded noise, stored as int16
 with RescaleSlope 1 and RescaleIntercept -1024, so the expected HU are exact
@@ -44,16 +44,14 @@ with RescaleSlope 1 and RescaleIntercept -1024, so the expected HU are exact
 
 Encoders: RLE, JPEG-LS and JPEG 2000 through pydicom 3's own ``compress``
 (pydicom's RLE encoder, pyjpegls, pylibjpeg-openjpeg, all installed with the
-suite's decoders); JPEG Lossless SV1 by the small encoder in this module
-(:func:`encode_jpeg_lossless_sv1`), as no pydicom backend encodes it; JPEG
-baseline with Pillow. No encoder is needed to import this module.
+suite's decoders); JPEG Lossless SV1 by :mod:`ctsvd_testdata.jpeg_lossless`,
+as no pydicom backend encodes it; JPEG baseline with Pillow. No encoder is needed to import this module.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import heapq
 import io
 import math
 import struct
@@ -69,8 +67,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless,
                          JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, RLELossless)
 
-from ctsvd_local.phantom import (FOV_MM, UID_ROOT, DemoIdentity, DemoSeries, _clock, _ds,
-                                 _quantise, _slice_dataset, chest_phantom, low_dose_noise)
+from ctsvd_testdata.dicom import clock, ds_string, quantise
+from ctsvd_testdata.jpeg_lossless import encode_jpeg_lossless_sv1
+from ctsvd_testdata.phantom import (FOV_MM, PRIVATE_GROUP, UID_ROOT, DemoIdentity, DemoSeries, chest_phantom,
+                                    low_dose_noise, slice_dataset)
 
 __all__ = [
     "SKIP_CATEGORIES",
@@ -79,7 +79,6 @@ __all__ = [
     "MIN_VOLUME_SLICES",
     "ExpectedVolume",
     "MessyExam",
-    "encode_jpeg_lossless_sv1",
     "write_messy_exam",
 ]
 
@@ -131,7 +130,6 @@ _CARRIED = (
     "InstitutionalDepartmentName", "PerformingPhysicianName", "OperatorsName", "Manufacturer",
     "ManufacturerModelName", "DeviceSerialNumber", "SoftwareVersions", "ImageComments",
 )
-_PRIVATE_GROUP = 0x0029
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -269,106 +267,6 @@ class MessyExam:
 # --------------------------------------------------------------------------- encoders
 
 
-def _huffman_table(counts: np.ndarray) -> tuple[list[int], list[int]]:
-    """BITS (counts of codes of length 1..16) and HUFFVAL for symbol counts (T.81 Annex K.2).
-
-    Huffman code lengths with one reserved symbol, so that no code is all
-    ones; lengths over 16 are folded back as in Figure K.3.
-    """
-    symbols = [s for s in range(len(counts)) if counts[s]]
-    reserved = len(counts)
-    heap = [(int(counts[s]), s, [s]) for s in symbols] + [(0, reserved, [reserved])]
-    heapq.heapify(heap)
-    length = dict.fromkeys([*symbols, reserved], 0)
-    while len(heap) > 1:
-        w1, t1, g1 = heapq.heappop(heap)
-        w2, t2, g2 = heapq.heappop(heap)
-        for s in g1 + g2:
-            length[s] += 1
-        heapq.heappush(heap, (w1 + w2, min(t1, t2), g1 + g2))
-    bits = [0] * 33
-    for n in length.values():
-        bits[n] += 1
-    i = 32
-    while i > 16:                            # Figure K.3: no code longer than 16 bits
-        while bits[i] > 0:
-            j = i - 2
-            while bits[j] == 0:
-                j -= 1
-            bits[i] -= 2
-            bits[i - 1] += 1
-            bits[j + 1] += 2
-            bits[j] -= 1
-        i -= 1
-    while bits[i] == 0:
-        i -= 1
-    bits[i] -= 1                             # the reserved (all ones) code goes
-    huffval = sorted(symbols, key=lambda s: (length[s], s))
-    return bits[1:17], huffval
-
-
-def _segment(marker: int, payload: bytes) -> bytes:
-    return struct.pack(">HH", marker, len(payload) + 2) + payload
-
-
-def encode_jpeg_lossless_sv1(frame: np.ndarray) -> bytes:
-    """One 16-bit frame as JPEG Lossless, Process 14, Selection Value 1 (ITU T.81 Annex H).
-
-    The codestream of transfer syntax 1.2.840.10008.1.2.4.70: predictor
-    Ra (the sample to the left; above for the first column; 2^15 for the
-    first sample), precision 16, no point transform, one optimal Huffman
-    table, no restart intervals. Signed values are coded as their 16-bit
-    two's complement pattern, as DICOM stores them.
-
-    Parameters
-    ----------
-    frame : ndarray, int16 or uint16, (rows, cols)
-
-    Returns
-    -------
-    bytes
-        SOI ... EOI.
-    """
-    if frame.ndim != 2 or frame.dtype.itemsize != 2 or frame.dtype.kind not in "iu":
-        raise ValueError("a 2-D int16 or uint16 frame is needed")
-    x = np.ascontiguousarray(frame).view(np.uint16).astype(np.int64)
-    rows, cols = x.shape
-    pred = np.empty_like(x)
-    pred[0, 0] = 1 << 15
-    pred[0, 1:] = x[0, :-1]
-    pred[1:, 0] = x[:-1, 0]
-    pred[1:, 1:] = x[1:, :-1]
-    diff = (x - pred) & 0xFFFF                        # modulo 2^16 (H.1.2.1) ...
-    diff = np.where(diff >= 0x8000, diff - 0x10000, diff).ravel()   # ... as -32768..32767
-    ssss = np.frexp(np.abs(diff).astype(np.float64))[1].astype(np.int64)   # bit length, 0 for 0
-    extra_len = np.where(ssss == 16, 0, ssss)         # difference 32768: category 16, no bits
-    extra = np.where(diff < 0, diff - 1, diff) & ((1 << extra_len) - 1)
-
-    bits, huffval = _huffman_table(np.bincount(ssss, minlength=17))
-    code_of, size_of = np.zeros(17, np.int64), np.zeros(17, np.int64)
-    code, k = 0, 0
-    for n in range(1, 17):                            # canonical codes (Annex C)
-        for _ in range(bits[n - 1]):
-            code_of[huffval[k]], size_of[huffval[k]] = code, n
-            code, k = code + 1, k + 1
-        code <<= 1
-
-    nbits = size_of[ssss] + extra_len                 # at most 16 + 15 bits per sample
-    word = ((code_of[ssss] << extra_len) | extra) << (32 - nbits)
-    stream = ((word[:, None] >> np.arange(31, -1, -1)) & 1)[np.arange(32) < nbits[:, None]]
-    stream = np.concatenate([stream, np.ones(-stream.size % 8, np.int64)])   # pad with 1-bits
-    entropy = np.packbits(stream.astype(np.uint8)).tobytes().replace(b"\xff", b"\xff\x00")
-
-    return b"".join([
-        b"\xff\xd8",                                                          # SOI
-        _segment(0xFFC3, struct.pack(">BHHB", 16, rows, cols, 1) + bytes([1, 0x11, 0])),
-        _segment(0xFFC4, bytes([0x00, *bits, *huffval])),                     # DHT, DC table 0
-        _segment(0xFFDA, bytes([1, 1, 0x00, 1, 0, 0])),                       # SOS: Ss = SV 1
-        entropy,
-        b"\xff\xd9",                                                          # EOI
-    ])
-
-
 def _jpeg_baseline(frame: np.ndarray) -> bytes:
     """An 8-bit grayscale frame as a baseline JPEG, with Pillow."""
     from PIL import Image   # Pillow is needed for this one series only
@@ -475,8 +373,8 @@ class _ExamWriter:
     def __init__(self, root: Path, *, size: int, slices: int, seed: int):
         self.root, self.size, self.slices, self.seed = root, size, slices, seed
         self.ident = DemoIdentity()
-        self.ps = float(_ds(FOV_MM / size))
-        self.origin = float(_ds(-(size - 1) / 2 * self.ps))
+        self.ps = float(ds_string(FOV_MM / size))
+        self.origin = float(ds_string(-(size - 1) / 2 * self.ps))
         self.uids: dict[str, str] = {}
         self.study = self.uid("study", "ct")
         self.frame_of_reference = self.uid("frame_of_reference", "ct")
@@ -485,7 +383,7 @@ class _ExamWriter:
         self.failed: dict[str, str] = {}
         self._phantoms: dict[tuple[int, float], np.ndarray] = {}
         # A CT slice never written: what other objects carry over (identity, study, equipment).
-        self.template = _slice_dataset(
+        self.template = slice_dataset(
             Path("template"), self.ident, self._uids_for(self.study, "", [self.study]), 0,
             rows=1, cols=1, spacing=(2.5, self.ps, self.ps), origin_xy=("0", "0"), z="0",
             instance=1, acq_seconds=0.0, slope="1", intercept="-1024",
@@ -518,7 +416,7 @@ class _ExamWriter:
         """int16 stored values of ``clean`` plus noise seeded by the label."""
         noise = low_dose_noise(clean.shape, sigma_hu=sigma_hu, body_mask=clean > -995.0,
                                seed=_stable_int(self.seed, label) % 2**32)
-        return _quantise(clean + noise, SLOPE, INTERCEPT)
+        return quantise(clean + noise, SLOPE, INTERCEPT)
 
     def shuffle(self, n: int, key: str) -> np.ndarray:
         """A seeded permutation of ``range(n)`` that is never the identity (for n > 1)."""
@@ -546,23 +444,23 @@ class _ExamWriter:
         out = []
         for i in range(n):
             instance = first_instance + n - 1 - i
-            ds = _slice_dataset(
+            ds = slice_dataset(
                 Path(f"{series.key}-{i}"), self.ident, uids, i, rows=rows, cols=cols,
                 spacing=(thickness, self.ps, self.ps), origin_xy=("0", "0"), z="0",
-                instance=instance, acq_seconds=0.1 * (instance - 1), slope=_ds(slope),
-                intercept=_ds(intercept), stored=stored[i])
+                instance=instance, acq_seconds=0.1 * (instance - 1), slope=ds_string(slope),
+                intercept=ds_string(intercept), stored=stored[i])
             ds.ImageType = list(image_type)
             ds.SeriesDescription = series.description
             ds.SeriesNumber = series.number
             ds.ConvolutionKernel = series.kernel
-            ds.ImagePositionPatient = [_ds(v) for v in positions[i]]
-            ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-            ds.SliceLocation = _ds(positions[i][2])
-            ds.GantryDetectorTilt = _ds(tilt)
+            ds.ImagePositionPatient = [ds_string(v) for v in positions[i]]
+            ds.ImageOrientationPatient = [ds_string(v) for v in orientation]
+            ds.SliceLocation = ds_string(positions[i][2])
+            ds.GantryDetectorTilt = ds_string(tilt)
             if spacing is None:
                 del ds.SpacingBetweenSlices
             else:
-                ds.SpacingBetweenSlices = _ds(spacing)
+                ds.SpacingBetweenSlices = ds_string(spacing)
             if stored.dtype == np.uint8:
                 ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
                 ds.PixelData = stored[i].tobytes()
@@ -581,7 +479,7 @@ class _ExamWriter:
         ds = FileDataset(key, {}, file_meta=meta, preamble=b"\0" * 128)
         for keyword in _CARRIED:
             ds[keyword] = copy.deepcopy(self.template[keyword])
-        for elem in self.template.group_dataset(_PRIVATE_GROUP):
+        for elem in self.template.group_dataset(PRIVATE_GROUP):
             ds.add(copy.deepcopy(elem))
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
@@ -592,7 +490,7 @@ class _ExamWriter:
         ds.SeriesDescription = series.description
         ds.InstanceNumber = instance
         ds.SeriesDate = ds.ContentDate = self.ident.study_date
-        ds.SeriesTime = ds.ContentTime = _clock(self.ident.study_time, 600.0)
+        ds.SeriesTime = ds.ContentTime = clock(self.ident.study_time, 600.0)
         return ds
 
     @staticmethod
@@ -657,8 +555,8 @@ class _ExamWriter:
             tilt_deg=round(angle, 6), gantry_detector_tilt_deg=tilt, missing_slices=missing,
             multiframe=multiframe, transfer_syntax=str(transfer_syntax),
             frames=frames or [(f, 0) for f in files],
-            positions_mm=np.array([[float(_ds(v)) for v in p] for p in positions]),
-            orientation=tuple(float(_ds(v)) for v in orientation),
+            positions_mm=np.array([[float(ds_string(v)) for v in p] for p in positions]),
+            orientation=tuple(float(ds_string(v)) for v in orientation),
             pixel_spacing_mm=(self.ps, self.ps), slice_spacing_mm=spacing,
             tolerance_hu=tolerance_hu))
 
@@ -680,12 +578,12 @@ class _ExamWriter:
                 (2, self.size * 3 // 2, (0, 1, 0, 0, 0, -1), (0.0, self.origin, Z_TOP)))):
             path_mm = attenuation.sum(axis=axis) * self.ps          # (slices, size), feet first
             rows_z = np.round(np.linspace(n - 1, 0, rows)).astype(int)   # head at the top
-            stored = _quantise(path_mm[rows_z][None] * 6.0 - 1024.0, SLOPE, INTERCEPT)
+            stored = quantise(path_mm[rows_z][None] * 6.0 - 1024.0, SLOPE, INTERCEPT)
             ds, = self.ct_datasets(series, stored, np.array([corner]), thickness=0.6,
                                    spacing=None, orientation=orientation,
                                    image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
                                    first_instance=i + 1)
-            ds.PixelSpacing = [_ds(round(z_span / rows, 6)), _ds(self.ps)]
+            ds.PixelSpacing = [ds_string(round(z_span / rows, 6)), ds_string(self.ps)]
             datasets.append(ds)
         for rel in self.save("01-localizer", datasets):
             self.skipped[rel] = "localizer"
@@ -797,7 +695,7 @@ class _ExamWriter:
         hi = np.minimum(lo + 1, n - 1)
         w = (samples - lo)[..., None, None]
         slab = ((1 - w) * hu[lo] + w * hu[hi]).mean(axis=1)
-        stored_add = _quantise(slab, SLOPE, INTERCEPT)
+        stored_add = quantise(slab, SLOPE, INTERCEPT)
 
         pos, pos_add = (_axial_positions(self.origin, v) for v in (z, z_add))
         datasets = self.ct_datasets(series, stored, pos, thickness=thin, spacing=thin)
@@ -853,7 +751,7 @@ class _ExamWriter:
         ds.FrameOfReferenceUID = self.frame_of_reference
         ds.PositionReferenceIndicator = ""
         ds.AcquisitionNumber = 1
-        frame_time = self.ident.study_date + _clock(self.ident.study_time, 180.0)
+        frame_time = self.ident.study_date + clock(self.ident.study_time, 180.0)
         ds.AcquisitionDateTime = frame_time
         ds.ContentQualification = "PRODUCT"
         ds.BurnedInAnnotation = "NO"
@@ -874,12 +772,12 @@ class _ExamWriter:
                   DimensionDescriptionLabel="In-Stack Position Number")])
         ds.SharedFunctionalGroupsSequence = Sequence([_item(
             PixelMeasuresSequence=Sequence([_item(
-                PixelSpacing=[_ds(self.ps), _ds(self.ps)], SliceThickness=_ds(dz),
-                SpacingBetweenSlices=_ds(dz))]),
+                PixelSpacing=[ds_string(self.ps), ds_string(self.ps)], SliceThickness=ds_string(dz),
+                SpacingBetweenSlices=ds_string(dz))]),
             PlaneOrientationSequence=Sequence([_item(
-                ImageOrientationPatient=[_ds(v) for v in AXIAL])]),
+                ImageOrientationPatient=[ds_string(v) for v in AXIAL])]),
             PixelValueTransformationSequence=Sequence([_item(
-                RescaleIntercept=_ds(INTERCEPT), RescaleSlope=_ds(SLOPE), RescaleType="HU")]),
+                RescaleIntercept=ds_string(INTERCEPT), RescaleSlope=ds_string(SLOPE), RescaleType="HU")]),
             CTImageFrameTypeSequence=Sequence([_item(
                 FrameType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"], PixelPresentation="MONOCHROME",
                 VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE")]),
@@ -889,11 +787,11 @@ class _ExamWriter:
             CTReconstructionSequence=Sequence([_item(
                 ReconstructionAlgorithm="FILTER_BACK_PROJ", ConvolutionKernel=series.kernel,
                 ConvolutionKernelGroup="SOFT_TISSUE",
-                ReconstructionDiameter=_ds(self.size * self.ps))]),
+                ReconstructionDiameter=ds_string(self.size * self.ps))]),
         )])
         ds.PerFrameFunctionalGroupsSequence = Sequence([_item(
             PlanePositionSequence=Sequence([_item(
-                ImagePositionPatient=[_ds(v) for v in positions[f]])]),
+                ImagePositionPatient=[ds_string(v) for v in positions[f]])]),
             FrameContentSequence=Sequence([_item(
                 StackID="1", InStackPositionNumber=stack_numbers[f],
                 DimensionIndexValues=[1, stack_numbers[f]], FrameAcquisitionNumber=1,
@@ -975,7 +873,7 @@ class _ExamWriter:
         ds.BodyPartExamined = "CHEST"
         ds.ViewPosition = "PA"
         ds.PatientOrientation = ["L", "F"]
-        ds.ImagerPixelSpacing = ds.PixelSpacing = [_ds(self.ps), _ds(self.ps)]
+        ds.ImagerPixelSpacing = ds.PixelSpacing = [ds_string(self.ps), ds_string(self.ps)]
         self.set_pixels(ds, cr_pixels, "MONOCHROME1", bits_stored=12)
         rel, = self.save("13-cr-radiograph", [ds])
         self.skipped[rel] = "not CT"
@@ -997,9 +895,9 @@ class _ExamWriter:
             ds.SliceThickness, ds.SpacingBetweenSlices = "5", "5"
             ds.FrameOfReferenceUID = mr_frame
             ds.PositionReferenceIndicator = ""
-            ds.ImagePositionPatient = [_ds(self.origin), _ds(self.origin), _ds(Z_TOP - 10 + 5 * k)]
-            ds.ImageOrientationPatient = [_ds(v) for v in AXIAL]
-            ds.PixelSpacing = [_ds(self.ps), _ds(self.ps)]
+            ds.ImagePositionPatient = [ds_string(self.origin), ds_string(self.origin), ds_string(Z_TOP - 10 + 5 * k)]
+            ds.ImageOrientationPatient = [ds_string(v) for v in AXIAL]
+            ds.PixelSpacing = [ds_string(self.ps), ds_string(self.ps)]
             self.set_pixels(ds, np.rint(signal).astype(np.uint16), bits_stored=12)
             datasets.append(ds)
         for rel in self.save("13-mr-series", datasets):
@@ -1031,7 +929,7 @@ class _ExamWriter:
 
         readme = self.root / "README.txt"
         readme.write_text(
-            "Synthetic messy CT exam written by ctsvd_local.messy_exam for tests.\n"
+            "Synthetic messy CT exam written by ctsvd_testdata.messy_exam for tests.\n"
             "Every identity in the DICOM headers is made up. This file is not DICOM.\n")
         self.skipped[self.rel(readme)] = "not DICOM"
 

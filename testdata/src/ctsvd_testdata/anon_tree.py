@@ -1,9 +1,7 @@
-"""Test data for dcm_anon: the suite's synthetic CT phantom, laid out as a nested input tree.
+"""The anonymizer's test input: the synthetic CT phantom, laid out as a nested input tree.
 
-The series and its made-up PHI come from ``ctsvd_local.phantom``; this module only
-moves the slices into LAYOUT and adds what the anonymizer tests need on top.
-(A uniquely named module rather than conftest.py, so that tests of several
-plugins can run in one pytest session.)
+The series and its made-up PHI come from :mod:`ctsvd_testdata.phantom`; this module
+only moves the slices into LAYOUT and adds what the anonymizer tests need on top.
 """
 
 from __future__ import annotations
@@ -14,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from ctsvd_local.phantom import PRIVATE_CREATOR, UID_ROOT, DemoIdentity, DemoSeries, write_demo_series
 from pydicom.uid import ImplicitVRLittleEndian
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
+from ctsvd_testdata.phantom import PRIVATE_CREATOR, UID_ROOT, DemoIdentity, DemoSeries, write_demo_series
 
 IDENTITY = DemoIdentity()
 PATIENT_NAME, PATIENT_ID = IDENTITY.patient_name, IDENTITY.patient_id

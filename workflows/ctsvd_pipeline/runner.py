@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctsvd_common import atomic
-from ctsvd_local import descriptors, measure, overrides, resume, validate
-from ctsvd_local.descriptors import BIN, ENV  # the plugins' commands live beside this interpreter
-from ctsvd_local.engine import Engine, EngineError
-from ctsvd_local.pipeline import Node, Pipeline
+from ctsvd_pipeline import descriptors, measure, overrides, resume, validate
+from ctsvd_pipeline.descriptors import BIN, ENV  # the plugins' commands live beside this interpreter
+from ctsvd_pipeline.engine import Engine, EngineError
+from ctsvd_pipeline.pipeline import Node, Pipeline
 
 
 class RunError(Exception):

@@ -2,8 +2,8 @@
 
 Two users rely on this module:
 
-* the local pipeline runner, which writes a demo series when the user gives
-  no input folder, and
+* the pipeline runner (``ctsvd-local demo``, and ``run`` without an input
+  folder), which writes it as the demo series, and
 * the test suite, which uses the returned :class:`DemoSeries` as ground truth
   (exact HU values, the made-up PHI, the original UIDs).
 
@@ -35,16 +35,23 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ctsvd_testdata.dicom import HU_MAX, HU_MIN, clock, ds_string, quantise, stored_range
+
 __all__ = [
     "CT_IMAGE_STORAGE",
     "UID_ROOT",
     "SERIES_FOLDER",
+    "FOV_MM",
+    "SLICE_SPACING_MM",
+    "PRIVATE_CREATOR",
+    "PRIVATE_GROUP",
     "DemoIdentity",
     "DemoSeries",
     "chest_phantom",
     "landmarks",
     "low_dose_noise",
     "nps_amplitude",
+    "slice_dataset",
     "write_demo_series",
 ]
 
@@ -53,7 +60,6 @@ UID_ROOT = "1.3.6.1.4.1.99999.58310."
 SERIES_FOLDER = "CT-chest-lowdose"
 FOV_MM = 350.0
 SLICE_SPACING_MM = 2.5
-HU_MIN, HU_MAX = -1024, 3071
 PRIVATE_CREATOR = "ACME_PRIVATE 1.0"
 PRIVATE_GROUP = 0x0029
 
@@ -738,18 +744,6 @@ def low_dose_noise(shape, *, sigma_hu: float, body_mask: np.ndarray | None, seed
 # --------------------------------------------------------------------------- DICOM
 
 
-def _ds(value: float) -> str:
-    """A DS string (at most 16 characters) for ``value``; exact when it can be."""
-    s = repr(float(value))
-    if s.endswith(".0"):
-        s = s[:-2]
-    if len(s) > 16:
-        s = f"{value:.10g}"
-    if s == "-0":
-        s = "0"
-    return s
-
-
 def _uid(seed: int, kind: str, index: int = 0) -> str:
     """A deterministic UID under :data:`UID_ROOT` (no leading zeros, < 64 chars)."""
     digest = hashlib.sha256(f"ctsvd-demo:{seed}:{kind}:{index}".encode()).hexdigest()
@@ -758,46 +752,16 @@ def _uid(seed: int, kind: str, index: int = 0) -> str:
     return f"{UID_ROOT}{branch}.{number}"
 
 
-def _clock(hhmmss: str, seconds: float) -> str:
-    """``hhmmss`` plus ``seconds`` as a DICOM TM with microseconds."""
-    base = int(hhmmss[:2]) * 3600 + int(hhmmss[2:4]) * 60 + int(hhmmss[4:6])
-    us = round((base + seconds) * 1e6) % (86400 * 10**6)
-    s, us = divmod(us, 10**6)
-    return f"{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}.{us:06d}"
+def slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows: int, cols: int,
+                  spacing: tuple[float, float, float], origin_xy: tuple[str, str], z: str,
+                  instance: int, acq_seconds: float, slope: str, intercept: str,
+                  stored: np.ndarray) -> FileDataset:
+    """Slice ``i`` of the demo series: a full CT header carrying ``ident``'s PHI, and ``stored``.
 
-
-def _stored_range(slope: float, intercept: float) -> tuple[int, int]:
-    """Stored values whose HU lie in [-1024, 3071]; ValueError unless they fit int16.
-
-    The whole clip range is checked, not the data, so whether a slope and
-    intercept are accepted does not depend on the seed or the noise.
+    ``uids`` holds "study", "series", "frame_of_reference" and "sop_instances";
+    the numbers that go into DS and TM elements come as the strings to write
+    (see :mod:`ctsvd_testdata.dicom`). The other exams start from it.
     """
-    lo = math.ceil((HU_MIN - intercept) / slope)
-    hi = math.floor((HU_MAX - intercept) / slope)
-    if lo > hi:
-        raise ValueError(f"RescaleSlope {slope} leaves no stored value within [{HU_MIN}, {HU_MAX}] HU")
-    if lo < -32768 or hi > 32767:
-        raise ValueError(
-            f"HU {HU_MIN}..{HU_MAX} need stored values {lo}..{hi}, which do not fit int16 with "
-            f"RescaleSlope {slope} and RescaleIntercept {intercept}")
-    return lo, hi
-
-
-def _quantise(hu: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    """Stored int16 values ``round((hu - intercept) / slope)``, kept inside [-1024, 3071] HU."""
-    lo, hi = _stored_range(slope, intercept)
-    stored = np.empty(hu.shape, np.int16)
-    for k in range(hu.shape[0]):
-        q = np.rint((hu[k].astype(np.float64) - intercept) / slope)
-        np.clip(q, lo, hi, out=q)
-        stored[k] = q
-    return stored
-
-
-def _slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows: int, cols: int,
-                   spacing: tuple[float, float, float], origin_xy: tuple[str, str], z: str,
-                   instance: int, acq_seconds: float, slope: str, intercept: str,
-                   stored: np.ndarray) -> FileDataset:
     sops = uids["sop_instances"]
     sop = sops[i]
 
@@ -809,17 +773,17 @@ def _slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows:
 
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     date, t0 = ident.study_date, ident.study_time
-    acq = _clock(t0, 180.0 + acq_seconds)
+    acq = clock(t0, 180.0 + acq_seconds)
 
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = _clock(t0, 240.0 + acq_seconds)
+    ds.InstanceCreationTime = clock(t0, 240.0 + acq_seconds)
     ds.SOPClassUID = CT_IMAGE_STORAGE
     ds.SOPInstanceUID = sop
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
     ds.StudyTime = t0
-    ds.SeriesTime = _clock(t0, 175.0)
+    ds.SeriesTime = clock(t0, 175.0)
     ds.AcquisitionTime = acq
     ds.ContentTime = acq
     ds.AccessionNumber = ident.accession_number
@@ -851,14 +815,14 @@ def _slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows:
     ds.PatientTelephoneNumbers = ident.patient_telephone
 
     ds.BodyPartExamined = "CHEST"
-    ds.SliceThickness = _ds(spacing[0])
+    ds.SliceThickness = ds_string(spacing[0])
     ds.KVP = "100"
-    ds.SpacingBetweenSlices = _ds(spacing[0])
+    ds.SpacingBetweenSlices = ds_string(spacing[0])
     ds.DataCollectionDiameter = "500"
     ds.DeviceSerialNumber = ident.device_serial_number
     ds.SoftwareVersions = "HX-VA40"
     ds.ProtocolName = "LDCT LUNG SCREENING"
-    ds.ReconstructionDiameter = _ds(cols * spacing[2])
+    ds.ReconstructionDiameter = ds_string(cols * spacing[2])
     ds.DistanceSourceToDetector = "1040"
     ds.DistanceSourceToPatient = "570"
     ds.GantryDetectorTilt = "0"
@@ -892,7 +856,7 @@ def _slice_dataset(path: Path, ident: DemoIdentity, uids: dict, i: int, *, rows:
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = rows
     ds.Columns = cols
-    ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[2])]
+    ds.PixelSpacing = [ds_string(spacing[1]), ds_string(spacing[2])]
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
@@ -966,10 +930,10 @@ def write_demo_series(outdir: Path, *, slices: int = 64, size: int = 256, noise_
     if slices > 9999:
         raise ValueError("at most 9999 slices (four-digit file numbers)")
     # parse the DS strings back, so every number returned is the one in the header
-    slope_s, intercept_s = _ds(rescale_slope), _ds(rescale_intercept)
+    slope_s, intercept_s = ds_string(rescale_slope), ds_string(rescale_intercept)
     slope, intercept = float(slope_s), float(intercept_s)
-    _stored_range(slope, intercept)                      # fail before any work
-    ps = float(_ds(FOV_MM / size))
+    stored_range(slope, intercept)                       # fail before any work
+    ps = float(ds_string(FOV_MM / size))
     spacing = (SLICE_SPACING_MM, ps, ps)
 
     series_dir = Path(outdir) / SERIES_FOLDER
@@ -988,7 +952,7 @@ def write_demo_series(outdir: Path, *, slices: int = 64, size: int = 256, noise_
         noisy = clean.copy()
     del body
     np.clip(noisy, HU_MIN, HU_MAX, out=noisy)
-    stored = _quantise(noisy, slope, intercept)
+    stored = quantise(noisy, slope, intercept)
     del noisy
     hu = np.empty(stored.shape, np.float32)
     for k in range(slices):                              # the same float64 sum a reader does
@@ -1002,7 +966,7 @@ def write_demo_series(outdir: Path, *, slices: int = 64, size: int = 256, noise_
     }
     z_top = -35.0
     z_mm = z_top - (slices - 1 - np.arange(slices)) * SLICE_SPACING_MM
-    origin = (_ds(-(size - 1) / 2 * ps), _ds(-(size - 1) / 2 * ps))
+    origin = (ds_string(-(size - 1) / 2 * ps), ds_string(-(size - 1) / 2 * ps))
     instances = [slices - i if reverse_z else i + 1 for i in range(slices)]
     perm = np.random.default_rng(np.random.SeedSequence([seed, 3])).permutation(slices)
     if slices > 1 and np.all(perm == np.arange(slices)):
@@ -1012,10 +976,10 @@ def write_demo_series(outdir: Path, *, slices: int = 64, size: int = 256, noise_
     files = []
     for i in range(slices):
         path = series_dir / f"IM-0001-{perm[i] + 1:04d}.dcm"
-        ds = _slice_dataset(path, ident, uids, i, rows=size, cols=size, spacing=spacing,
-                            origin_xy=origin, z=_ds(z_mm[i]), instance=instances[i],
-                            acq_seconds=0.1 * (instances[i] - 1), slope=slope_s,
-                            intercept=intercept_s, stored=stored[i])
+        ds = slice_dataset(path, ident, uids, i, rows=size, cols=size, spacing=spacing,
+                           origin_xy=origin, z=ds_string(z_mm[i]), instance=instances[i],
+                           acq_seconds=0.1 * (instances[i] - 1), slope=slope_s,
+                           intercept=intercept_s, stored=stored[i])
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
 

@@ -1,7 +1,7 @@
 """A hostile CT exam, written as real DICOM: identity planted wherever an export can hide it.
 
 :func:`write_hostile_exam` writes one small CT series of the synthetic chest
-(:mod:`ctsvd_local.phantom`) and a few files around it, with one made-up
+(:mod:`ctsvd_testdata.phantom`) and a few files around it, with one made-up
 patient's identity planted in every place a careless export or an unkind
 tester has put it:
 
@@ -41,8 +41,8 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEGLosslessSV1, SecondaryCaptureImageStorage
 
-from ctsvd_local.messy_exam import encode_jpeg_lossless_sv1
-from ctsvd_local.phantom import DemoIdentity, write_demo_series
+from ctsvd_testdata.jpeg_lossless import encode_jpeg_lossless_sv1
+from ctsvd_testdata.phantom import DemoIdentity, write_demo_series
 
 SURNAME, GIVEN, SHORT = "ZEBRAQUUX", "XAVIERA", "JO"
 ID_DIGITS = "847261953"
