@@ -10,7 +10,6 @@ difference is there to see.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ctsvd_common import atomic, contract, dicomfiles, resources, walk
+from ctsvd_common.contract import relative_reason
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError
 from svd_render import __version__, derived, images, rank, report
 from svd_render.rebuild import load_factors, rebuild
@@ -74,7 +74,7 @@ def render_all(stage: Stage, options: Namespace) -> None:
             try:
                 facts = render_series(stage, series_dir, stage.outputdir / rel, options, use, wanted_rank, windows)
             except contract.ContractError as e:
-                raise InputFailed(local_reason(e, series_dir)) from None
+                raise InputFailed(relative_reason(e, series_dir)) from None
             entries.append({"name": str(rel), "href": f"{rel}/index.html", "facts": facts})
     if entries:
         atomic.write_text(stage.outputdir / "index.html", report.index_page("SVD-denoised CT series", entries))
@@ -92,11 +92,6 @@ def check_options(options: Namespace) -> tuple[str, int | None, list]:
         return use, rank.parse_rank(options.rank, options.percent_removed), images.parse_windows(options.windows)
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def local_reason(e: Exception, series_dir: Path) -> str:
-    """A contract error's message with paths relative to the series, which the log line already names."""
-    return str(e).replace(f"{series_dir}{os.sep}", "")
 
 
 def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: int | None,
@@ -188,7 +183,7 @@ def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, us
         try:
             other = load[other_name]()
         except contract.ContractError as e:
-            reason = f"{local_reason(e, series_dir)}; the {other_name} result is left out of the comparison"
+            reason = f"{relative_reason(e, series_dir)}; the {other_name} result is left out of the comparison"
             stage.fail(series_dir, reason)
             warnings.append(reason)
     if other is not None:
