@@ -16,13 +16,16 @@ from pyspark.errors import PySparkException
 from ctsvd_common import atomic, contract, interrupts, noise, resources, walk
 from ctsvd_common.stage import (InputFailed, Stage, StageError, UsageError, add_policy_flags, reports_missing_input,
                                 run_stage)
-from ssvd_denoise import __version__, kubernetes, local, localspark, localsvd, session
-from ssvd_denoise.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions,
-                                 pages_are_private)
-from ssvd_denoise.factors import SvdResult
-from ssvd_denoise.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
-from ssvd_denoise.halko import stochastic_svd
-from ssvd_denoise.watchdog import Watchdog
+from ssvd_denoise import __version__, local
+from ssvd_denoise.factor import SvdResult
+from ssvd_denoise.factor.gram import GRAM_MAX_SLICES, METHODS, choose_method, gram_svd
+from ssvd_denoise.factor.halko import stochastic_svd
+from ssvd_denoise.local import patches
+from ssvd_denoise.local import spark as localspark
+from ssvd_denoise.spark import kubernetes, session
+from ssvd_denoise.spark.blocks import (MAX_BLOCK_BYTES, PAGE, STREAM_BLOCK_BYTES, SparkBlocks, auto_partitions,
+                                       pages_are_private)
+from ssvd_denoise.spark.watchdog import Watchdog
 
 DATA_ACCESS = ("auto", "shared", "stream")
 
@@ -224,7 +227,7 @@ def needs(series_dir: Path, outputdir: Path, shape: tuple[int, int, int], option
     volume = m * rows * cols * 4
     disk = memory = 0
     if options.mode in ("both", "local"):
-        disk += volume * (1 + len(localsvd.ENSEMBLE))   # local.npy, and its passes while it is made
+        disk += volume * (1 + len(patches.ENSEMBLE))   # local.npy, and its passes while it is made
         # Two tiles per core, one per core at work, each held in float64 with its float64 result.
         memory = 2 * volume if session.is_local(options.master) else 0
     if options.mode in ("both", "global"):

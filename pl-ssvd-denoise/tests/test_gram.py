@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ssvd_denoise.blocks import NumpyBlocks
-from ssvd_denoise.gram import GRAM_MAX_SLICES, choose_method, gram_svd
-from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.factor.gram import GRAM_MAX_SLICES, choose_method, gram_svd
+from ssvd_denoise.factor.halko import stochastic_svd
+from ssvd_denoise.spark.blocks import NumpyBlocks
 
 from test_halko import spectrum_matrix
 

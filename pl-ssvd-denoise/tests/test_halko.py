@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ssvd_denoise.blocks import ALIGN, NumpyBlocks, column_ranges
-from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.factor.halko import stochastic_svd
+from ssvd_denoise.spark.blocks import ALIGN, NumpyBlocks, column_ranges
 
 
 def run(A, k, **kw):

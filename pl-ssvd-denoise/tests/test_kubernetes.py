@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise import kubernetes
+from ssvd_denoise.spark import kubernetes
 from ssvd_denoise.__main__ import main, parser
 
 MASTER = "k8s://https://api.example.invalid:6443"
@@ -93,7 +93,7 @@ def test_spark_conf_overrides_and_a_missing_image_is_a_usage_error(series_input,
         started.update(master=master, conf=conf)
         raise RuntimeError("no Kubernetes here")
 
-    monkeypatch.setattr("ssvd_denoise.session.start", fake_start)
+    monkeypatch.setattr("ssvd_denoise.spark.session.start", fake_start)
     args = ["--master", MASTER, "--k8s-image", "img", "--executors", "4",
             "--spark-conf", "spark.executor.instances=9,spark.kubernetes.namespace=other"]
     assert main(parser.parse_args(args), inputdir, tmp_path / "out") == 1
@@ -145,7 +145,7 @@ def test_the_executor_image_from_spark_conf_flag_or_environment(series_input, tm
         started.update(master=master, conf=conf)
         raise RuntimeError("no Kubernetes here")
 
-    monkeypatch.setattr("ssvd_denoise.session.start", fake_start)
+    monkeypatch.setattr("ssvd_denoise.spark.session.start", fake_start)
     options = parser.parse_args(["--master", MASTER, *args])
     if env:  # as the flag's default when the parser is made with CTSVD_K8S_IMAGE set
         options.k8s_image = env

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ssvd_denoise import masterprobe, session
+from ssvd_denoise.spark import masterprobe, session
 from ssvd_denoise.__main__ import main, parser
 
 

@@ -143,7 +143,7 @@ def test_missing_java_is_one_line(series_input, tmp_path):
 def test_local_star_is_sized_by_the_containers_cpu_limit(tmp_path, monkeypatch):
     """ChRIS runs the node with a cpu_limit (a cgroup CPU quota); local[*] takes that many cores, rounded up,
     never more than the CPUs the process may run on."""
-    from ssvd_denoise.session import cpu_limit, local_master
+    from ssvd_denoise.spark.session import cpu_limit, local_master
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     v2 = tmp_path / "v2"
     v2.mkdir()

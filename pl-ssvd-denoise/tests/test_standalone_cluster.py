@@ -14,7 +14,8 @@ import pyspark
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise import local, masterprobe
+from ssvd_denoise import local
+from ssvd_denoise.spark import masterprobe
 from ssvd_denoise.__main__ import main, parser
 
 from conftest import decaying_volume, manifest_for, write_series

@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ssvd_denoise import kernels
+from ssvd_denoise.factor import kernels
 
 
 class ColumnBlocks(Protocol):

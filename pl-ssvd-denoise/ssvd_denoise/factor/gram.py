@@ -31,8 +31,8 @@ from typing import Callable
 
 import numpy as np
 
-from ssvd_denoise import kernels
-from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
+from ssvd_denoise.factor import kernels
+from ssvd_denoise.factor import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
 
 METHODS = ("auto", "gram", "randomized")
 
@@ -64,7 +64,7 @@ def gram_svd(
 ) -> SvdResult:
     """The leading k singular triplets of A, exactly, from G = A·Aᵀ.
 
-    Same contract as :func:`ssvd_denoise.halko.stochastic_svd`: U (m × k) and
+    Same contract as :func:`ssvd_denoise.factor.halko.stochastic_svd`: U (m × k) and
     s (k, descending) come back in float64, Vt goes to ``vt_out(k)``, signs
     follow sklearn's ``svd_flip``; fewer than k components come back when A
     has lower numerical rank.

@@ -44,8 +44,8 @@ from typing import Callable
 
 import numpy as np
 
-from ssvd_denoise import kernels
-from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
+from ssvd_denoise.factor import kernels
+from ssvd_denoise.factor import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
 
 RCOND = 1e-12
 
