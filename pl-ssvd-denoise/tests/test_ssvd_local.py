@@ -12,9 +12,9 @@ from ctsvd_local.phantom import chest_phantom, low_dose_noise
 from ssvd_denoise import local
 from ssvd_denoise.local import patches, wiener
 from ssvd_denoise.local import spark as local_spark
-from ssvd_denoise.__main__ import main, parser
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
-from conftest import decaying_volume, write_series
 
 SLICES, SIZE, NOISE_HU = 40, 64, 30.0
 
@@ -235,13 +235,13 @@ def test_optimal_shrinkage_zeroes_the_noise_bulk():
     assert np.allclose(wide, patches.optimal_shrinkage(y, 0.25) * 2)
 
 
-def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
+def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack, write_series):
     _, noisy, denoised, found = stack
     write_series(tmp_path / "in" / "series-001", noisy)
     for access in ("shared", "stream"):
         out = tmp_path / access
-        code = main(parser.parse_args(["--mode", "local", "--master", "local[2]", "--data-access", access]),
-                    tmp_path / "in", out)
+        flags = ["--mode", "local", "--master", "local[2]", "--data-access", access]
+        code = run(Settings.from_options(parser.parse_args(flags)), tmp_path / "in", out)
         assert code == 0
         series = out / "series-001"
         assert np.array_equal(np.load(series / contract.LOCAL), denoised), access
@@ -253,9 +253,10 @@ def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
         assert not (series / contract.SVD_JSON).exists()   # --mode local computes no global factors
 
 
-def test_a_bad_mode_is_a_usage_error(tmp_path, stack):
-    write_series(tmp_path / "in" / "series-001", stack[1])
-    assert main(parser.parse_args(["--mode", "regional"]), tmp_path / "in", tmp_path / "out") == 2
+def test_a_bad_mode_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:   # refused as the flags are read, before any work
+        parser.parse_args(["--mode", "regional"])
+    assert e.value.code == 2 and "argument --mode: invalid choice: 'regional'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("thickness", [8, 16, 24])
@@ -269,7 +270,7 @@ def test_any_cut_into_slabs_gives_the_same_bytes(stack, thickness):
     assert np.array_equal(local.denoise_in_slabs(noisy, thickness, params), denoised)
 
 
-def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geometries():
+def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geometries(decaying_volume):
     # Passes along rows (and columns) see a window of slices; with patch grids of strides 4 and 3 the
     # window must still start and end on every grid.
     g = patches.GEOMETRIES

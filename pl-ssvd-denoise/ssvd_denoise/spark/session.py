@@ -19,17 +19,6 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 PROBE_SECONDS = 10.0
 
 
-def parse_conf(text: str) -> dict[str, str]:
-    """``"a=1, b=2"`` → ``{"a": "1", "b": "2"}``; a malformed item raises ValueError."""
-    conf = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--spark-conf: expected comma-separated key=value pairs, got {item!r}")
-        conf[key.strip()] = value.strip()
-    return conf
-
-
 def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | None:
     """Why no master of a ``spark://`` URL answers, in one line, or None; other masters are not probed.
 
