@@ -35,7 +35,7 @@ def denoise_all(stage: Stage, settings: Settings) -> None:
     except ValueError as e:
         raise UsageError(f"--spark-conf: {e}") from None
     try:
-        k8s = settings.kubernetes.from_environment()
+        k8s = settings.kubernetes.with_environment()
         if kubernetes.is_kubernetes(settings.master):
             image, source = kubernetes.executor_image(settings.kubernetes, extra_conf)
             stage.log.info("executor image: %s (from %s)", image, source)

@@ -32,7 +32,7 @@ def pod(tmp_path, monkeypatch):
 
 
 def conf_for(args, account, inputdir=Path("/share/incoming"), outputdir=Path("/share/outgoing")):
-    k8s = Settings.from_options(parser.parse_args(["--master", MASTER, *args])).kubernetes.from_environment()
+    k8s = Settings.from_options(parser.parse_args(["--master", MASTER, *args])).kubernetes.with_environment()
     return kubernetes.spark_conf(k8s, inputdir, outputdir, account)
 
 
@@ -68,7 +68,7 @@ def test_defaults_come_from_the_environment(pod, monkeypatch):
     monkeypatch.setenv("CTSVD_K8S_EXECUTORS", "3")
     monkeypatch.setenv("CTSVD_K8S_MOUNT", "/data")
     monkeypatch.setenv("CTSVD_K8S_PVC", "scans")
-    k8s = kubernetes.Kubernetes.from_options(parser.parse_args([])).from_environment()
+    k8s = kubernetes.Kubernetes.from_options(parser.parse_args([])).with_environment()
     conf = kubernetes.spark_conf(k8s, Path("/data/in"), Path("/data/out"), pod)
     assert conf["spark.kubernetes.container.image"] == "registry.local/ssvd:dev"
     assert conf["spark.kubernetes.namespace"] == "imaging" and conf["spark.executor.instances"] == "3"
@@ -164,5 +164,5 @@ def test_help_and_the_flags_defaults_do_not_depend_on_the_environment(monkeypatc
 def test_a_flag_wins_over_the_environment_which_wins_over_the_default(monkeypatch):
     monkeypatch.setenv("CTSVD_K8S_EXECUTORS", "3")
     monkeypatch.setenv("CTSVD_K8S_EXECUTOR_MEMORY", "5g")
-    k8s = kubernetes.Kubernetes.from_options(parser.parse_args(["--executors", "4"])).from_environment()
+    k8s = kubernetes.Kubernetes.from_options(parser.parse_args(["--executors", "4"])).with_environment()
     assert (k8s.executors, k8s.executor_memory, k8s.executor_cores, k8s.k8s_service_account) == (4, "5g", 2, "spark")

@@ -6,7 +6,9 @@ other comma belongs to the value. So values that are lists keep their commas
 (``spark.jars=a.jar,b.jar``, ``spark.driver.extraJavaOptions=-Da=1,-Db=2``),
 and the comma form of older pipelines, ``spark.a=1,spark.b=2``, still gives
 two settings. The one value this cannot carry is one that itself holds
-``,spark.NAME=``; no Spark setting needs such a value.
+``,spark.NAME=``; no Spark setting needs such a value. Only ``spark.*`` names
+are taken: Spark reads no others, so another name is a mistake to report.
+A setting given twice keeps its last value.
 
 Every value is checked as argparse reads it, and the values are kept as one
 string, joined by commas: each starts with ``spark.NAME=``, so the join

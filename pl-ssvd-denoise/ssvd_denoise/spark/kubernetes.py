@@ -42,7 +42,7 @@ def is_kubernetes(master: str) -> bool:
 @dataclass(frozen=True)
 class Kubernetes:
     """The Kubernetes flags. A flag left at "" or 0 is the environment's: CTSVD_K8S_<NAME>, read when
-    the run starts (:meth:`from_environment`), else the built-in default (:data:`DEFAULTS`)."""
+    the run starts (:meth:`with_environment`), else the built-in default (:data:`DEFAULTS`)."""
 
     k8s_image: str = ""
     k8s_namespace: str = ""
@@ -57,7 +57,7 @@ class Kubernetes:
     def from_options(cls, options: Namespace) -> Kubernetes:
         return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
 
-    def from_environment(self, environ: Mapping[str, str] = os.environ) -> Kubernetes:
+    def with_environment(self, environ: Mapping[str, str] = os.environ) -> Kubernetes:
         """Every setting left to the environment taken from its variable, else the built-in default;
         ValueError names a variable whose value cannot be used."""
         settings = {}
