@@ -30,21 +30,23 @@ def run(settings: Settings, inputdir: Path, outputdir: Path) -> int:
 
 
 def denoise_all(stage: Stage, settings: Settings) -> None:
+    """The run's body (see :func:`ctsvd_common.stage.run_stage`)."""
     try:
         extra_conf = parse_conf(settings.spark_conf)   # checked as argparse read it; this is for settings made in code
     except ValueError as e:
         raise UsageError(f"--spark-conf: {e}") from None
     try:
         k8s = settings.kubernetes.with_environment()
-        if kubernetes.is_kubernetes(settings.master):
-            image, source = kubernetes.executor_image(settings.kubernetes, extra_conf)
-            stage.log.info("executor image: %s (from %s)", image, source)
-            # --spark-conf still has the last word.
-            extra_conf = {**kubernetes.spark_conf(k8s, stage.inputdir, stage.outputdir), **extra_conf}
+        image, source = (kubernetes.executor_image(settings.kubernetes, extra_conf)
+                         if kubernetes.is_kubernetes(settings.master) else ("", ""))
     except ValueError as e:
         raise UsageError(str(e)) from None
     # The report lists the Kubernetes settings in force, whether a flag or the environment gave them.
     stage.parameters.update(dataclasses.asdict(k8s))
+    if image:
+        stage.log.info("executor image: %s (from %s)", image, source)
+        # --spark-conf still has the last word.
+        extra_conf = {**kubernetes.spark_conf(k8s, stage.inputdir, stage.outputdir), **extra_conf}
     settings = dataclasses.replace(settings, master=capped_master(stage, settings.master))
     series = contract.find_series(stage.inputdir)
     if not series:
