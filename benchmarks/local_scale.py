@@ -45,7 +45,8 @@ COLUMNS = ("in-process", "local[2]", "1 worker shared", "1 worker stream", "2 wo
 
 IN_PROCESS = """
 import sys, numpy as np
-from ssvd_denoise import local, localspark
+from ssvd_denoise import local
+from ssvd_denoise.local import spark as localspark
 volume = np.load(sys.argv[1], mmap_mode="r")
 out = np.lib.format.open_memmap(sys.argv[2], mode="w+", dtype=np.float32, shape=volume.shape)
 params, _ = local.measured(volume)

@@ -86,7 +86,7 @@ def test_singular_values_match_lapack(pipeline_run):
     assert np.max(np.abs(s[:10] - reference[:10]) / reference[:10]) < 1e-3
     record = contract.read_svd(out / "ssvd" / "series-001")
     # local[*] as the cores this process may use (a container's CPU limit where there is one)
-    from ssvd_denoise.session import local_master
+    from ssvd_denoise.spark.session import local_master
     assert record.k == SLICES and record.spark["master"] == local_master("local[*]")
 
 

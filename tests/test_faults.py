@@ -134,8 +134,8 @@ POINTS = [
     ("dicom2matrix", "dicom2matrix.scan:scan_file"),         # workers reading headers
     ("dicom2matrix", "dicom2matrix.hounsfield:convert_file"),  # workers writing slices into the volume
     ("dicom2matrix", "dicom2matrix.convert:publish"),        # series being finished
-    ("ssvd_denoise", "ssvd_denoise.__main__:check_series"),  # before Spark starts
-    ("ssvd_denoise", "ssvd_denoise.localspark:denoise"),     # Spark running, local.npy being made
+    ("ssvd_denoise", "ssvd_denoise.series:check_series"),    # before Spark starts
+    ("ssvd_denoise", "ssvd_denoise.local.spark:denoise"),    # Spark running, local.npy being made
     ("ssvd_denoise", "ctsvd_common.contract:write_svd"),     # the SVD done, its files being written
     ("svd_render", "svd_render.results:load_results"),
     ("svd_render", "svd_render.render:write_pictures"),

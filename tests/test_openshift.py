@@ -95,7 +95,7 @@ def executor_template(objects: list[dict]) -> dict:
 
 
 def readme_spark_conf() -> dict[str, str]:
-    from ssvd_denoise.session import parse_conf  # the plugin's own parser of --spark-conf
+    from ssvd_denoise.spark.conf import parse_conf  # the plugin's own parser of --spark-conf
     found = re.findall(r"--spark-conf '([^']+)'", README.read_text())
     assert found, "openshift/README.md shows no --spark-conf '...' value"
     return parse_conf(found[0])
@@ -344,7 +344,7 @@ def test_readme_pipeline_node_matches_the_command_line():
     assert block, "openshift/README.md shows no pipeline node for ssvd"
     (node,) = yaml.safe_load(block.group(1))
     params = node["plugin_parameter_defaults"]
-    from ssvd_denoise.session import parse_conf
+    from ssvd_denoise.spark.conf import parse_conf
     assert parse_conf(params["spark_conf"]) == readme_spark_conf()
     command = re.search(r"ssvd_denoise --master (\S+) --data-access (\S+)", README.read_text())
     assert (params["master"], params["data_access"]) == command.groups()

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pydicom
 
 from dcm_anon.tree import OutputNames
 from ctsvd_testdata.anon_tree import PATIENT_ID, PATIENT_NAME, write_series

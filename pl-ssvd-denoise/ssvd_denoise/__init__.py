@@ -1,3 +1,6 @@
-"""pl-ssvd-denoise: distributed stochastic SVD of CT series on Apache Spark."""
+"""pl-ssvd-denoise: CT series denoised by SVDs on Apache Spark, locally (SVDs of small patches, the
+recommended output) and globally (the truncated SVD of the whole series, for comparison)."""
 
-__version__ = "0.1.0"
+from ctsvd_common.cli import distribution_version
+
+__version__ = distribution_version("pl-ssvd-denoise")

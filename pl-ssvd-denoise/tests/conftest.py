@@ -1,4 +1,5 @@
-"""Fixtures: series folders as pl-dicom2matrix writes them, made of synthetic volumes."""
+"""Fixtures: series folders as pl-dicom2matrix writes them, made of synthetic volumes, and matrices of a
+known spectrum. The makers are fixtures that return the function, as tests call them with their own sizes."""
 
 from pathlib import Path
 
@@ -47,8 +48,51 @@ def write_series(folder: Path, volume: np.ndarray) -> Path:
     return folder
 
 
+def spectrum_matrix(m=64, n=8192, decay=4.0, floor=1.0, seed=0):
+    """A float32 m × n matrix whose singular values decay as 1000·exp(-i / decay) + floor."""
+    rng = np.random.default_rng(seed)
+    U0 = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    V0 = np.linalg.qr(rng.standard_normal((n, m)))[0]
+    s0 = 1000 * np.exp(-np.arange(m) / decay) + floor
+    return ((U0 * s0) @ V0.T).astype(np.float32)
+
+
+@pytest.fixture(name="decaying_volume")
+def decaying_volume_maker():
+    return decaying_volume
+
+
+@pytest.fixture(name="manifest_for")
+def manifest_maker():
+    return manifest_for
+
+
+@pytest.fixture(name="write_series")
+def series_writer():
+    return write_series
+
+
+@pytest.fixture(name="spectrum_matrix")
+def spectrum_matrix_maker():
+    return spectrum_matrix
+
+
 @pytest.fixture
 def series_input(tmp_path):
     volume = decaying_volume()
     write_series(tmp_path / "in" / "series-001", volume)
     return tmp_path / "in", volume
+
+
+@pytest.fixture
+def started(monkeypatch) -> dict:
+    """Spark's start, stood in for: what Spark would have been given (``master``, ``conf``) is recorded
+    here, and the start fails, as without a cluster."""
+    given = {}
+
+    def fake_start(master, conf):
+        given.update(master=master, conf=conf)
+        raise RuntimeError("no Spark here")
+
+    monkeypatch.setattr("ssvd_denoise.spark.session.start", fake_start)
+    return given

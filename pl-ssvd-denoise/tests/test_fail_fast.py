@@ -11,10 +11,8 @@ import numpy as np
 
 from ctsvd_common import contract
 
-from conftest import manifest_for
 
-
-def large_series(folder, m=301, side=512):
+def large_series(folder, manifest_for, m=301, side=512):
     """301 × 512² float32 (316 MB): noise is all the driver's memory needs to choke on."""
     folder.mkdir(parents=True)
     (folder / contract.HEADERS).mkdir()
@@ -61,8 +59,8 @@ def assert_reported_and_clean(tmp_path, text, setting):
     return reasons[0]
 
 
-def test_a_driver_out_of_memory_mid_run_ends_it_within_a_minute(tmp_path):
-    large_series(tmp_path / "in" / "series-001")
+def test_a_driver_out_of_memory_mid_run_ends_it_within_a_minute(tmp_path, manifest_for):
+    large_series(tmp_path / "in" / "series-001", manifest_for)
     # Spark refuses a heap under 450 MiB at start (the next test); its testing knob lowers the memory it
     # reserves, so the run starts on 256 MiB and meets the OutOfMemoryError mid-series, streaming slabs.
     code, text, seconds = run_until_exit(
@@ -74,8 +72,8 @@ def test_a_driver_out_of_memory_mid_run_ends_it_within_a_minute(tmp_path):
     assert "ran out of memory" in reason and "256m" in reason
 
 
-def test_a_driver_heap_spark_refuses_is_named_at_start(tmp_path):
-    large_series(tmp_path / "in" / "series-001", m=4, side=64)
+def test_a_driver_heap_spark_refuses_is_named_at_start(tmp_path, manifest_for):
+    large_series(tmp_path / "in" / "series-001", manifest_for, m=4, side=64)
     code, text, _ = run_until_exit(["--mode", "local", "--master", "local[2]",
                                     "--spark-conf", "spark.driver.memory=256m"], tmp_path, "")
     assert code == 1, text[-3000:]

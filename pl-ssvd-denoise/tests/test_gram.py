@@ -3,11 +3,9 @@
 import numpy as np
 import pytest
 
-from ssvd_denoise.blocks import NumpyBlocks
-from ssvd_denoise.gram import GRAM_MAX_SLICES, choose_method, gram_svd
-from ssvd_denoise.halko import stochastic_svd
-
-from test_halko import spectrum_matrix
+from ssvd_denoise.factor.gram import GRAM_MAX_SLICES, choose_method, gram_svd
+from ssvd_denoise.factor.halko import stochastic_svd
+from ssvd_denoise.spark.blocks import NumpyBlocks
 
 
 def factor(method, A, k, **kw):
@@ -34,7 +32,7 @@ SPECTRA = {
 
 
 @pytest.mark.parametrize("spectrum", SPECTRA)
-def test_gram_is_exact_on_any_spectrum(spectrum):
+def test_gram_is_exact_on_any_spectrum(spectrum, spectrum_matrix):
     A = spectrum_matrix(m=64, n=8192, **SPECTRA[spectrum])
     A64 = A.astype(np.float64)
     U_ref, s_ref, _ = np.linalg.svd(A64, full_matrices=False)
@@ -51,7 +49,7 @@ def test_gram_is_exact_on_any_spectrum(spectrum):
 
 
 @pytest.mark.parametrize("spectrum,tolerance", [("decaying", 1e-6), ("flat", 5e-2)])
-def test_randomized_matches_lapack_as_far_as_the_spectrum_lets_it(spectrum, tolerance):
+def test_randomized_matches_lapack_as_far_as_the_spectrum_lets_it(spectrum, tolerance, spectrum_matrix):
     A = spectrum_matrix(m=64, n=8192, **SPECTRA[spectrum])
     s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     random_result, _ = factor("randomized", A, 20)
@@ -71,7 +69,7 @@ def test_gram_returns_only_the_numerical_rank():
     assert result.relative_error < 1e-6
 
 
-def test_gram_clips_k_to_the_slices_and_rebuilds_the_input():
+def test_gram_clips_k_to_the_slices_and_rebuilds_the_input(spectrum_matrix):
     A = spectrum_matrix(m=40, n=4096)
     result, vt = factor("gram", A, 100)
     assert result.k == 40 and result.requested_k == 100

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ssvd_denoise.blocks import ALIGN, NumpyBlocks, column_ranges
-from ssvd_denoise.halko import stochastic_svd
+from ssvd_denoise.factor.halko import stochastic_svd
+from ssvd_denoise.spark.blocks import ALIGN, NumpyBlocks, column_ranges
 
 
 def run(A, k, **kw):
@@ -18,15 +18,7 @@ def run(A, k, **kw):
     return result, out["vt"]
 
 
-def spectrum_matrix(m=64, n=8192, decay=4.0, floor=1.0, seed=0):
-    rng = np.random.default_rng(seed)
-    U0 = np.linalg.qr(rng.standard_normal((m, m)))[0]
-    V0 = np.linalg.qr(rng.standard_normal((n, m)))[0]
-    s0 = 1000 * np.exp(-np.arange(m) / decay) + floor
-    return ((U0 * s0) @ V0.T).astype(np.float32)
-
-
-def test_top_singular_values_match_lapack():
+def test_top_singular_values_match_lapack(spectrum_matrix):
     A = spectrum_matrix()
     reference = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     result, vt = run(A, 10, oversample=10, power_iters=2, seed=3)
@@ -38,7 +30,7 @@ def test_top_singular_values_match_lapack():
     assert np.allclose(A.astype(np.float64) @ vt.T.astype(np.float64), result.U * result.s, rtol=0, atol=1e-3 * result.s[0])
 
 
-def test_power_iterations_sharpen_a_slowly_decaying_spectrum():
+def test_power_iterations_sharpen_a_slowly_decaying_spectrum(spectrum_matrix):
     A = spectrum_matrix(decay=30.0, floor=50.0)
     reference = np.linalg.svd(A.astype(np.float64), compute_uv=False)[:10]
     errors = [np.abs(run(A, 10, oversample=5, power_iters=q)[0].s - reference).max() / reference[-1]
@@ -46,7 +38,7 @@ def test_power_iterations_sharpen_a_slowly_decaying_spectrum():
     assert errors[1] < errors[0] / 3
 
 
-def test_full_rank_rebuild_equals_the_input_to_float32_precision():
+def test_full_rank_rebuild_equals_the_input_to_float32_precision(spectrum_matrix):
     A = spectrum_matrix(m=40, n=4096)
     result, vt = run(A, 40, oversample=15, power_iters=1)
     assert result.k == 40
@@ -59,7 +51,7 @@ def test_full_rank_rebuild_equals_the_input_to_float32_precision():
     assert result.relative_error == pytest.approx(np.linalg.norm(with_exact_u - A) / np.linalg.norm(A), rel=1e-3)
 
 
-def test_reported_error_is_the_error_of_the_outputs():
+def test_reported_error_is_the_error_of_the_outputs(spectrum_matrix):
     A = spectrum_matrix()
     result, vt = run(A, 8, oversample=8, power_iters=2)
     rebuilt = (result.U * result.s) @ vt.astype(np.float64)
@@ -68,7 +60,7 @@ def test_reported_error_is_the_error_of_the_outputs():
 
 
 @pytest.mark.parametrize("decay, floor, power_iters", [(1e9, 1.0, 0), (3.0, 1e-4, 0), (30.0, 50.0, 1)])
-def test_reported_error_holds_without_forming_the_residual(decay, floor, power_iters):
+def test_reported_error_holds_without_forming_the_residual(decay, floor, power_iters, spectrum_matrix):
     # A flat spectrum sampled without power iterations (a poor subspace), a sharp one with a tiny
     # floor, and a slow one: the error comes from sums, and must equal the rebuilt factors' error.
     A = spectrum_matrix(decay=decay, floor=floor, seed=4)
@@ -86,7 +78,7 @@ def test_rank_deficient_matrix_returns_only_what_is_there():
     assert result.relative_error < 1e-6
 
 
-def test_same_seed_same_result_and_signs_are_fixed():
+def test_same_seed_same_result_and_signs_are_fixed(spectrum_matrix):
     A = spectrum_matrix()
     (r1, v1), (r2, v2) = run(A, 5, seed=7), run(A, 5, seed=7)
     assert np.array_equal(r1.s, r2.s) and np.array_equal(v1, v2)
@@ -94,7 +86,7 @@ def test_same_seed_same_result_and_signs_are_fixed():
 
 
 @pytest.mark.parametrize("bad", [dict(k=0), dict(k=3, oversample=-1)])
-def test_invalid_parameters_are_refused(bad):
+def test_invalid_parameters_are_refused(bad, spectrum_matrix):
     with pytest.raises(ValueError):
         run(spectrum_matrix(m=8, n=1024), **bad)
 

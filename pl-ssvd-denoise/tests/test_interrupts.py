@@ -9,11 +9,9 @@ import time
 
 import pytest
 
-from conftest import decaying_volume, write_series
-
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_discards_the_series_in_progress_and_reports(tmp_path, signum):
+def test_a_stop_signal_discards_the_series_in_progress_and_reports(tmp_path, signum, decaying_volume, write_series):
     inputdir, out = tmp_path / "in", tmp_path / "out"
     # Large enough that the local SVD denoising takes several seconds: the signal lands mid-series.
     write_series(inputdir / "series-001", decaying_volume(m=64, rows=192, cols=256))

@@ -2,15 +2,17 @@
 
 import json
 import os
-from argparse import ArgumentParser
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise import kubernetes
-from ssvd_denoise.__main__ import main, parser
+from ssvd_denoise.spark import kubernetes
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
 MASTER = "k8s://https://api.example.invalid:6443"
 VOLUME = "spark.kubernetes.executor.volumes.persistentVolumeClaim.data"
@@ -30,7 +32,8 @@ def pod(tmp_path, monkeypatch):
 
 
 def conf_for(args, account, inputdir=Path("/share/incoming"), outputdir=Path("/share/outgoing")):
-    return kubernetes.spark_conf(parser.parse_args(["--master", MASTER, *args]), inputdir, outputdir, account)
+    k8s = Settings.from_options(parser.parse_args(["--master", MASTER, *args])).kubernetes.with_environment()
+    return kubernetes.spark_conf(k8s, inputdir, outputdir, account)
 
 
 def test_the_generated_configuration_from_flags(pod):
@@ -65,10 +68,8 @@ def test_defaults_come_from_the_environment(pod, monkeypatch):
     monkeypatch.setenv("CTSVD_K8S_EXECUTORS", "3")
     monkeypatch.setenv("CTSVD_K8S_MOUNT", "/data")
     monkeypatch.setenv("CTSVD_K8S_PVC", "scans")
-    fresh = ArgumentParser()
-    kubernetes.add_flags(fresh)
-    options = fresh.parse_args([])
-    conf = kubernetes.spark_conf(options, Path("/data/in"), Path("/data/out"), pod)
+    k8s = kubernetes.Kubernetes.from_options(parser.parse_args([])).with_environment()
+    conf = kubernetes.spark_conf(k8s, Path("/data/in"), Path("/data/out"), pod)
     assert conf["spark.kubernetes.container.image"] == "registry.local/ssvd:dev"
     assert conf["spark.kubernetes.namespace"] == "imaging" and conf["spark.executor.instances"] == "3"
     assert conf[f"{VOLUME}.mount.path"] == "/data" and conf[f"{VOLUME}.options.claimName"] == "scans"
@@ -85,25 +86,20 @@ def test_outside_a_pod_no_token_no_volume_and_the_default_namespace(tmp_path, mo
     assert conf["spark.driver.host"]  # the host name's address
 
 
-def test_spark_conf_overrides_and_a_missing_image_is_a_usage_error(series_input, tmp_path, pod, monkeypatch):
+def test_spark_conf_overrides_and_a_missing_image_is_a_usage_error(series_input, tmp_path, pod, monkeypatch,
+                                                                    started):
     inputdir, _ = series_input
-    started = {}
-
-    def fake_start(master, conf):  # stands in for the JVM: records what Spark would have been given
-        started.update(master=master, conf=conf)
-        raise RuntimeError("no Kubernetes here")
-
-    monkeypatch.setattr("ssvd_denoise.session.start", fake_start)
     args = ["--master", MASTER, "--k8s-image", "img", "--executors", "4",
             "--spark-conf", "spark.executor.instances=9,spark.kubernetes.namespace=other"]
-    assert main(parser.parse_args(args), inputdir, tmp_path / "out") == 1
+    assert run(Settings.from_options(parser.parse_args(args)), inputdir, tmp_path / "out") == 1
     assert started["master"] == MASTER
     assert started["conf"]["spark.executor.instances"] == "9"
     assert started["conf"]["spark.kubernetes.namespace"] == "other"
     assert started["conf"]["spark.kubernetes.container.image"] == "img"
 
     monkeypatch.delenv("CTSVD_K8S_IMAGE", raising=False)
-    assert main(parser.parse_args(["--master", MASTER, "--k8s-image", ""]), inputdir, tmp_path / "out2") == 2
+    settings = Settings.from_options(parser.parse_args(["--master", MASTER, "--k8s-image", ""]))
+    assert run(settings, inputdir, tmp_path / "out2") == 2
     report = json.loads((tmp_path / "out2" / "ssvd_denoise.report.json").read_text())
     assert report["errors"][0]["reason"].startswith("--k8s-image: the executors need an image")
 
@@ -115,7 +111,7 @@ def test_live_cluster(series_input, tmp_path):
     inputdir, volume = series_input
     out = Path(os.environ.get("CTSVD_K8S_OUTPUT", tmp_path / "out"))
     args = ["--master", os.environ["CTSVD_K8S_MASTER"], "--mode", "global", "--k", "8"]
-    assert main(parser.parse_args(args), inputdir, out) == 0
+    assert run(Settings.from_options(parser.parse_args(args)), inputdir, out) == 0
     record = contract.read_svd(out / "series-001")
     assert record.spark["master"].startswith("k8s://") and record.spark["executors"] >= 1
     reference = np.linalg.svd(volume.reshape(volume.shape[0], -1).astype(np.float64), compute_uv=False)[:8]
@@ -131,7 +127,7 @@ def test_live_cluster(series_input, tmp_path):
     ([], "from-env", "from-env", "CTSVD_K8S_IMAGE"),
 ])
 def test_the_executor_image_from_spark_conf_flag_or_environment(series_input, tmp_path, pod, monkeypatch, caplog, capsys,
-                                                                args, env, image, source):
+                                                                started, args, env, image, source):
     """As the crossover pipeline gives it: only in --spark-conf. The run starts Spark with that image and says
     in one line where the image came from."""
     inputdir, _ = series_input
@@ -139,17 +135,34 @@ def test_the_executor_image_from_spark_conf_flag_or_environment(series_input, tm
         monkeypatch.setenv("CTSVD_K8S_IMAGE", env)
     else:
         monkeypatch.delenv("CTSVD_K8S_IMAGE", raising=False)
-    started = {}
-
-    def fake_start(master, conf):  # stands in for the JVM: records what Spark would have been given
-        started.update(master=master, conf=conf)
-        raise RuntimeError("no Kubernetes here")
-
-    monkeypatch.setattr("ssvd_denoise.session.start", fake_start)
-    options = parser.parse_args(["--master", MASTER, *args])
-    if env:  # as the flag's default when the parser is made with CTSVD_K8S_IMAGE set
-        options.k8s_image = env
-    assert main(options, inputdir, tmp_path / "out") == 1
+    assert run(Settings.from_options(parser.parse_args(["--master", MASTER, *args])), inputdir, tmp_path / "out") == 1
     assert started["conf"]["spark.kubernetes.container.image"] == image
     log = caplog.text + capsys.readouterr().err
     assert log.count("executor image:") == 1 and f"executor image: {image} (from {source})" in log
+
+
+def test_a_bad_environment_value_is_a_usage_error_when_the_run_starts(series_input, tmp_path, monkeypatch, caplog):
+    inputdir, _ = series_input
+    monkeypatch.setenv("CTSVD_K8S_EXECUTORS", "many")
+    settings = Settings.from_options(parser.parse_args(["--master", MASTER, "--k8s-image", "img"]))
+    assert run(settings, inputdir, tmp_path / "out") == 2
+    (error,) = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())["errors"]
+    assert error["reason"] == "CTSVD_K8S_EXECUTORS: expected a whole number of 1 or more, got 'many'"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [error["reason"]]
+
+
+def test_help_and_the_flags_defaults_do_not_depend_on_the_environment(monkeypatch):
+    """The descriptor is made from the parser: it must be the same whoever generates it."""
+    command = [sys.executable, "-m", "ssvd_denoise", "--help"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(kubernetes.ENV_PREFIX)}
+    bad = {**clean, "CTSVD_K8S_EXECUTORS": "many", "CTSVD_K8S_IMAGE": "img", "CTSVD_K8S_EXECUTOR_MEMORY": "9g"}
+    helps = [subprocess.run(command, env=env, capture_output=True, text=True, timeout=120) for env in (clean, bad)]
+    assert [h.returncode for h in helps] == [0, 0] and helps[0].stdout == helps[1].stdout
+    assert "CTSVD_K8S_EXECUTORS" in helps[0].stdout
+
+
+def test_a_flag_wins_over_the_environment_which_wins_over_the_default(monkeypatch):
+    monkeypatch.setenv("CTSVD_K8S_EXECUTORS", "3")
+    monkeypatch.setenv("CTSVD_K8S_EXECUTOR_MEMORY", "5g")
+    k8s = kubernetes.Kubernetes.from_options(parser.parse_args(["--executors", "4"])).with_environment()
+    assert (k8s.executors, k8s.executor_memory, k8s.executor_cores, k8s.k8s_service_account) == (4, "5g", 2, "spark")

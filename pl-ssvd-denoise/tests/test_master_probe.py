@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from ssvd_denoise import masterprobe, session
-from ssvd_denoise.__main__ import main, parser
+from ssvd_denoise.spark import masterprobe, session
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_a_silent_port_is_no_master_and_the_run_says_so_in_bounded_time(fake_por
     inputdir, _ = series_input
     master = f"spark://127.0.0.1:{fake_port(silent)}"
     t0 = time.monotonic()
-    assert main(parser.parse_args(["--master", master]), inputdir, tmp_path / "out") == 1
+    assert run(Settings.from_options(parser.parse_args(["--master", master])), inputdir, tmp_path / "out") == 1
     elapsed = time.monotonic() - t0
     assert elapsed < session.PROBE_SECONDS + 5
     report = json.loads((tmp_path / "out" / "ssvd_denoise.report.json").read_text())

@@ -9,11 +9,10 @@ import pytest
 
 from ctsvd_common import atomic, contract
 
-from conftest import decaying_volume, write_series
 
-
-def make_series(folder: Path) -> Path:
-    series = write_series(folder, decaying_volume(m=4, rows=8, cols=16))
+@pytest.fixture
+def src(tmp_path, decaying_volume, write_series) -> Path:
+    series = write_series(tmp_path / "in" / "s", decaying_volume(m=4, rows=8, cols=16))
     (series / contract.HEADERS / "0000.dcm").write_bytes(b"header bytes")
     return series
 
@@ -24,8 +23,7 @@ def check_same_bytes(src: Path, dest: Path) -> None:
     assert not [p for p in dest.rglob(".*")], "temporary files left behind"
 
 
-def test_on_one_file_system_nothing_is_copied(tmp_path):
-    src = make_series(tmp_path / "in" / "s")
+def test_on_one_file_system_nothing_is_copied(tmp_path, src):
     how = contract.pass_forward(src, tmp_path / "out" / "s")
     check_same_bytes(src, tmp_path / "out" / "s")
     shares_inode = os.stat(src / contract.VOLUME).st_ino == os.stat(tmp_path / "out" / "s" / contract.VOLUME).st_ino
@@ -33,8 +31,7 @@ def test_on_one_file_system_nothing_is_copied(tmp_path):
     assert how in ("hard link", "reflink") and shares_inode == (how == "hard link")
 
 
-def test_a_later_atomic_write_leaves_the_source_alone(tmp_path):
-    src = make_series(tmp_path / "in" / "s")
+def test_a_later_atomic_write_leaves_the_source_alone(tmp_path, src):
     contract.pass_forward(src, tmp_path / "out" / "s")
     before = (src / contract.VOLUME).read_bytes()
     atomic.save_npy(tmp_path / "out" / "s" / contract.VOLUME, np.zeros(3, np.float32))
@@ -42,8 +39,7 @@ def test_a_later_atomic_write_leaves_the_source_alone(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second file system (/dev/shm)")
-def test_across_file_systems_it_copies(tmp_path):
-    src = make_series(tmp_path / "in" / "s")
+def test_across_file_systems_it_copies(tmp_path, src):
     dest_root = Path("/dev/shm") / f"ctsvd-pass-forward-{os.getpid()}"
     if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("/dev/shm is on the same file system as the test folder")

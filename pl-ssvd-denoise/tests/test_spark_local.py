@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise.__main__ import main, parser
-
-from conftest import write_series
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
 
 def run_plugin(args, inputdir, outputdir):
-    return main(parser.parse_args(args), inputdir, outputdir)
+    return run(Settings.from_options(parser.parse_args(args)), inputdir, outputdir)
 
 
 def load(series_dir):
@@ -97,7 +96,7 @@ def test_no_series_is_a_one_line_error(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
 
 
-def test_bad_series_fail_alone_beside_a_good_one(series_input, tmp_path):
+def test_bad_series_fail_alone_beside_a_good_one(series_input, tmp_path, write_series):
     inputdir, volume = series_input
     write_series(inputdir / "series-002", np.zeros_like(volume))
     truncated = write_series(inputdir / "series-003", volume) / contract.VOLUME
@@ -143,7 +142,7 @@ def test_missing_java_is_one_line(series_input, tmp_path):
 def test_local_star_is_sized_by_the_containers_cpu_limit(tmp_path, monkeypatch):
     """ChRIS runs the node with a cpu_limit (a cgroup CPU quota); local[*] takes that many cores, rounded up,
     never more than the CPUs the process may run on."""
-    from ssvd_denoise.session import cpu_limit, local_master
+    from ssvd_denoise.spark.session import cpu_limit, local_master
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     v2 = tmp_path / "v2"
     v2.mkdir()

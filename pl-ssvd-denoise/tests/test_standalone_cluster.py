@@ -14,10 +14,11 @@ import pyspark
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise import local, masterprobe
-from ssvd_denoise.__main__ import main, parser
+from ssvd_denoise import local
+from ssvd_denoise.spark import masterprobe
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
-from conftest import decaying_volume, manifest_for, write_series
 
 SPARK_HOME = Path(pyspark.__file__).parent
 
@@ -75,7 +76,7 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, series_inp
     inputdir, volume = series_input
     args = ["--k", "8", "--master", standalone_master, "--data-access", access,
             "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
-    assert main(parser.parse_args(args), inputdir, tmp_path / "cluster") == 0
+    assert run(Settings.from_options(parser.parse_args(args)), inputdir, tmp_path / "cluster") == 0
     record = json.loads((tmp_path / "cluster" / "series-001" / contract.SVD_JSON).read_text())
     assert record["spark"]["master"] == standalone_master
     assert record["spark"]["executors"] == 1
@@ -90,14 +91,15 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, series_inp
     assert np.allclose(Vt @ Vt.T, np.eye(8), atol=1e-4)
 
 
-def test_odd_slice_sizes_send_vt_through_the_driver_on_a_cluster(standalone_master, tmp_path):
+def test_odd_slice_sizes_send_vt_through_the_driver_on_a_cluster(standalone_master, tmp_path, decaying_volume,
+                                                                 write_series):
     # 50 × 70 pixels: a row of Vt is not whole pages, so two executors on two hosts could write
     # into one page of the shared file; on a cluster Vt comes back through the driver instead.
     volume = decaying_volume(m=40, rows=50, cols=70, seed=3)
     write_series(tmp_path / "in" / "series-001", volume)
     args = ["--k", "6", "--mode", "global", "--master", standalone_master, "--partitions", "3",
             "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
-    assert main(parser.parse_args(args), tmp_path / "in", tmp_path / "out") == 0
+    assert run(Settings.from_options(parser.parse_args(args)), tmp_path / "in", tmp_path / "out") == 0
     record = contract.read_svd(tmp_path / "out" / "series-001")
     assert record.spark["data_access"] == "shared" and record.spark["vt_written_by"] == "driver"
     A = volume.reshape(40, -1).astype(np.float64)
@@ -120,12 +122,12 @@ def test_relative_paths_are_resolved_before_the_executors_are_asked(standalone_m
     monkeypatch.chdir(inputdir.parent)
     args = ["--k", "4", "--mode", "global", "--master", standalone_master,
             "--spark-conf", "spark.executor.memory=1g,spark.cores.max=2"]
-    assert main(parser.parse_args(args), Path(inputdir.name), Path("relative-out")) == 0
+    assert run(Settings.from_options(parser.parse_args(args)), Path(inputdir.name), Path("relative-out")) == 0
     record = contract.read_svd(tmp_path / "relative-out" / "series-001")
     assert record.spark["data_access"] == "shared" and record.method == "gram"
 
 
-def large_series(folder: Path, m: int = 301, side: int = 512) -> np.ndarray:
+def large_series(folder: Path, manifest_for, m: int = 301, side: int = 512) -> np.ndarray:
     """A series of m × side² float32 (316 MB at the defaults): rank 8 plus noise, written slice by slice.
     Returns the exact singular values, from the float64 Gram matrix."""
     rng = np.random.default_rng(5)
@@ -147,8 +149,8 @@ def large_series(folder: Path, m: int = 301, side: int = 512) -> np.ndarray:
     return np.sqrt(np.linalg.eigvalsh(G)[::-1])
 
 
-def test_a_316_mb_series_streams_to_executors_once_with_small_tasks(standalone_master, tmp_path):
-    reference = large_series(tmp_path / "in" / "series-001")
+def test_a_316_mb_series_streams_to_executors_once_with_small_tasks(standalone_master, tmp_path, manifest_for):
+    reference = large_series(tmp_path / "in" / "series-001", manifest_for)
     assert (tmp_path / "in" / "series-001" / contract.VOLUME).stat().st_size > 300e6
     # No memory flags: the worker's 2 GiB, Spark's default 1 GiB executor and driver.
     proc = subprocess.run([sys.executable, "-m", "ssvd_denoise", "--mode", "global", "--k", "10",
@@ -163,7 +165,8 @@ def test_a_316_mb_series_streams_to_executors_once_with_small_tasks(standalone_m
     assert np.max(np.abs(s - reference[:10]) / reference[:10]) < 1e-6
 
 
-def test_local_mode_streams_slabs_in_small_tasks_and_gives_the_in_process_bytes(standalone_master, tmp_path):
+def test_local_mode_streams_slabs_in_small_tasks_and_gives_the_in_process_bytes(standalone_master, tmp_path,
+                                                                                decaying_volume, write_series):
     # 64 × 128²: the old code shipped each tile's slices inside its task, tasks of 2-3 MB; a slab here
     # reads over 1 MiB, and is sent once, as a block, never inside a task.
     volume = decaying_volume(m=64, rows=128, cols=128, seed=4)
@@ -190,7 +193,8 @@ def test_local_mode_streams_slabs_in_small_tasks_and_gives_the_in_process_bytes(
     assert not list((tmp_path / "out").glob(".*")) and not list(series.glob(".*"))   # no staging, no parts
 
 
-def test_a_cluster_that_cannot_host_the_executors_ends_the_run_within_a_minute(standalone_master, tmp_path):
+def test_a_cluster_that_cannot_host_the_executors_ends_the_run_within_a_minute(standalone_master, tmp_path,
+                                                                               decaying_volume, write_series):
     # The worker offers 2 GiB; executors of 4 GiB never start, and Spark would wait for them forever.
     write_series(tmp_path / "in" / "series-001", decaying_volume(m=8, rows=16, cols=16))
     log = tmp_path / "stderr.log"

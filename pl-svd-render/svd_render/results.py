@@ -8,13 +8,13 @@ mode), the locally denoised ``local.npy`` (its local mode), or both.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ctsvd_common import contract
+from ctsvd_common.contract import relative_reason
 from ctsvd_common.stage import InputFailed, Stage
 from svd_render import __version__, images, rank
 from svd_render.rebuild import load_factors, rebuild
@@ -47,11 +47,6 @@ class Result:
     @property
     def title(self) -> str:
         return f"{self.heading}{' (automatic)' if self.automatic else ''}"
-
-
-def local_reason(e: Exception, series_dir: Path) -> str:
-    """A contract error's message with paths relative to the series, which the log line already names."""
-    return str(e).replace(f"{series_dir}{os.sep}", "")
 
 
 def global_result(series_dir: Path, shape: tuple[int, int, int], wanted_rank: int | None,
@@ -143,7 +138,7 @@ def load_results(stage: Stage, series_dir: Path, manifest: contract.Manifest, us
         try:
             other = load[other_name]()
         except contract.ContractError as e:
-            reason = f"{local_reason(e, series_dir)}; the {other_name} result is left out of the comparison"
+            reason = f"{relative_reason(e, series_dir)}; the {other_name} result is left out of the comparison"
             stage.fail(series_dir, reason)
             warnings.append(reason)
     if other is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctsvd_common import atomic, contract, dicom
+from ctsvd_common.contract import relative_reason
 from ctsvd_common.stage import InputFailed, Stage, StageError, UsageError, run_stage
 from svd_render import __version__, images, rank, report
 from svd_render.options import Settings
 from svd_render.render import render_series
-from svd_render.results import PRESENT, local_reason
+from svd_render.results import PRESENT
 
 
 def run(settings: Settings, inputdir: Path, outputdir: Path) -> int:
@@ -32,7 +33,7 @@ def render_all(stage: Stage, settings: Settings) -> None:
             try:
                 facts = render_series(stage, series_dir, stage.outputdir / rel, settings, wanted_rank, windows)
             except contract.ContractError as e:
-                raise InputFailed(local_reason(e, series_dir)) from None
+                raise InputFailed(relative_reason(e, series_dir)) from None
             entries.append({"name": str(rel), "href": f"{rel}/index.html", "facts": facts})
     if entries:
         atomic.write_text(stage.outputdir / "index.html", report.index_page("SVD-denoised CT series", entries))

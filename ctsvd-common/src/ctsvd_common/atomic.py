@@ -129,8 +129,8 @@ class NpyWriter:
             if align:
                 _create_aligned_npy(self.temp_path, tuple(shape), np.dtype(dtype), align)
             else:
-                created = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
-                del created  # other processes may write first; map again only when asked
+                # Not kept open: other processes may write first; map again only when asked.
+                np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=dtype, shape=shape)
             reserve(self.temp_path, self.temp_path.stat().st_size)
         except BaseException:
             self.temp_path.unlink(missing_ok=True)

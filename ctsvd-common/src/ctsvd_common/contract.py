@@ -78,6 +78,12 @@ class ContractError(Exception):
     """A series folder does not hold what the contract promises."""
 
 
+def relative_reason(e: Exception, series_dir: Path) -> str:
+    """A contract error's message with paths relative to the series folder, which the log line already
+    names (and whose full path may carry identity)."""
+    return str(e).replace(f"{series_dir}{os.sep}", "")
+
+
 # --------------------------------------------------------------------------- records
 
 R = TypeVar("R", bound="_Record")

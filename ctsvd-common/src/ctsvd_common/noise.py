@@ -459,8 +459,7 @@ def _cell_sigma(slab: np.ndarray, r: np.ndarray, valid: np.ndarray,
     first = robust_sigma(cells)
     # Second look without the voxels near edges: the MAD tolerates a few, but a cell crossed by a
     # strong edge holds a band of them. An edge is a step of the box mean well above the noise the
-    # first look found in that cell, or in the slab's typical cell when the edges fill this one.
-    typical = np.nanmedian(first) if np.any(~np.isnan(first)) else np.inf
+    # first look found in that cell (none is found in a cell the first look could not measure).
     near_edge = _cells(step, sub_cell) > EDGE_STEP * np.nan_to_num(first, nan=np.inf)[..., None]
     measurable = np.count_nonzero(~np.isnan(cells), axis=-1) >= np.maximum(16, cells.shape[-1] // 4)
     second = robust_sigma(np.where(near_edge, np.nan, cells))

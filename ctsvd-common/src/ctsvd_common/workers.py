@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from ctsvd_common.resources import available_cpus, capped_workers
 

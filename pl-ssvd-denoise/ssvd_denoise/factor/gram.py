@@ -31,8 +31,8 @@ from typing import Callable
 
 import numpy as np
 
-from ssvd_denoise import kernels
-from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
+from ssvd_denoise.factor import (ColumnBlocks, SvdResult, TimedPasses, fix_signs, kernels, output_rank,
+                                 write_eigenimages)
 
 METHODS = ("auto", "gram", "randomized")
 
@@ -64,7 +64,7 @@ def gram_svd(
 ) -> SvdResult:
     """The leading k singular triplets of A, exactly, from G = A·Aᵀ.
 
-    Same contract as :func:`ssvd_denoise.halko.stochastic_svd`: U (m × k) and
+    Same contract as :func:`ssvd_denoise.factor.halko.stochastic_svd`: U (m × k) and
     s (k, descending) come back in float64, Vt goes to ``vt_out(k)``, signs
     follow sklearn's ``svd_flip``; fewer than k components come back when A
     has lower numerical rank.
@@ -73,9 +73,9 @@ def gram_svd(
     if m > n:
         raise ValueError(f"expected a short, wide matrix (slices ≤ pixels), got {m} × {n}")
     k_eff, _ = output_rank(m, k)
-    clock = PassClock(2, log)
+    passes = TimedPasses(2, log)
 
-    (G,) = clock.run("Gram matrix", lambda: blocks.sum_over_blocks(kernels.gram))
+    (G,) = passes.run("Gram matrix", lambda: blocks.sum_over_blocks(kernels.gram))
     lam, E = np.linalg.eigh(G)
     lam, E = lam[::-1], E[:, ::-1]
     rank = int((lam > m * np.finfo(float).eps * max(lam[0], 0.0)).sum())
@@ -87,7 +87,7 @@ def gram_svd(
     s = np.sqrt(lam[:k_out])
     U, M = fix_signs(E[:, :k_out], E[:, :k_out].T / s[:, None])  # Vt = Σ⁻¹ Uᵀ A
 
-    norm, resid = write_eigenimages(blocks, clock, U, s, M, vt_out)
+    norm, resid = write_eigenimages(blocks, passes, U, s, M, vt_out)
     return SvdResult(method="gram", U=U, s=s, k=k_out, requested_k=k, oversample=0, power_iters=0, seed=0,
-                     sample_rank=rank, frobenius_norm=norm, residual_norm=resid, passes=clock.passes,
+                     sample_rank=rank, frobenius_norm=norm, residual_norm=resid, passes=passes.timings,
                      spectrum=np.sqrt(np.clip(lam, 0.0, None)))

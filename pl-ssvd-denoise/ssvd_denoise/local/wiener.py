@@ -1,6 +1,6 @@
 """The local denoiser's second stage: collaborative Wiener filtering in an HOSVD basis.
 
-The first stage (:mod:`ssvd_denoise.localsvd`) keeps, in each patch, the
+The first stage (:mod:`ssvd_denoise.local.patches`) keeps, in each patch, the
 components that stand above the noise; but the components it keeps still
 carry their in-plane noise, and it never looks beside a patch for others
 like it. This stage uses its output as a *pilot* (BM3D's second step, with
@@ -41,7 +41,7 @@ import numpy as np
 
 from ctsvd_common import noise
 
-from ssvd_denoise.localsvd import Geometry, Tile, starts, tiles
+from ssvd_denoise.local.patches import Geometry, Tile, starts, tiles
 
 # Groups are filtered this many at a time: bounds the memory of one batch
 # (each group is slices × patch² × group values, several copies in flight).

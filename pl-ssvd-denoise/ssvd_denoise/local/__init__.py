@@ -2,10 +2,10 @@
 
 0. :func:`ctsvd_common.noise.estimate` measures the series' noise: a σ map,
    the in-plane NPS and the correlation between slices (:func:`measured`).
-1. :mod:`ssvd_denoise.localsvd` denoises patches followed across
+1. :mod:`ssvd_denoise.local.patches` denoises patches followed across
    neighbouring slices (and across rows), each by its own SVD, whitened
    against the measured correlation and shrunk at the measured σ: the *pilot*.
-2. :mod:`ssvd_denoise.wiener` groups similar patches of the pilot, takes
+2. :mod:`ssvd_denoise.local.wiener` groups similar patches of the pilot, takes
    each group's higher-order SVD and Wiener-filters the noisy groups in it,
    each coefficient against its own noise variance from the model, scaled by
    a strength μ that :func:`choose_strength` picks for this series by SURE.
@@ -13,7 +13,7 @@
 :func:`denoise` runs both stages over the whole volume in this process.
 :func:`denoise_slab` runs both on one **slab** (a run of whole slices and the
 margin its patches read) and returns the slab's final slices: the unit of work
-that :mod:`ssvd_denoise.localspark` spreads over Spark and
+that :mod:`ssvd_denoise.local.spark` spreads over Spark and
 :func:`denoise_in_slabs` loops over in this process, in bounded memory. The
 model and μ are found once, on the driver, and travel in :class:`Params`.
 Every way gives the same bytes: each voxel gets the same patches, summed in
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctsvd_common import noise, resources
-from ssvd_denoise import localsvd, wiener
+from ssvd_denoise.local import patches, wiener
 
 # SURE's grid of strengths μ (doubling), the crops it looks at (slices, rows, cols), its noise
 # draw's seed and the size of its Monte-Carlo step, in units of the noise: large enough to move
@@ -51,7 +51,7 @@ class Params:
     """What shapes the result: chosen (or measured) once per series on the driver and sent with every
     slab, so a task needs nothing else."""
 
-    ensemble: tuple[localsvd.Pass, ...] = localsvd.ENSEMBLE
+    ensemble: tuple[patches.Pass, ...] = patches.ENSEMBLE
     wiener: wiener.Settings = wiener.SETTINGS
     model: noise.NoiseModel | None = None     # the series' measured noise (:func:`measured`)
     strength: float = 1.0                      # stage 2's μ (:func:`choose_strength`)
@@ -62,7 +62,7 @@ PARAMS = Params()
 
 def parameters(params: Params = PARAMS) -> dict:
     """Everything that shapes the result, as ``local.json`` records it."""
-    return {"stage 1 (pilot)": localsvd.parameters(params.ensemble),
+    return {"stage 1 (pilot)": patches.parameters(params.ensemble),
             "stage 2 (collaborative Wiener)": wiener.parameters(params.wiener)}
 
 
@@ -93,7 +93,7 @@ def choose_strength(volume: np.ndarray, model: noise.NoiseModel) -> tuple[float,
         draw = noise.synthesize(y.shape, model.sigma_at(*grid), model.nps, model.slice_correlation,
                                 seed=SURE_SEED + k)
         inputs.append((y, draw, _cropped(model, crop)))
-    both_stages = lambda x, m: wiener.denoise_at(x, localsvd.denoise(x.astype(np.float32), m), m, STRENGTHS)
+    both_stages = lambda x, m: wiener.denoise_at(x, patches.denoise(x.astype(np.float32), m), m, STRENGTHS)
     # The four runs are independent, and numpy's heavy calls release the GIL: threads share the
     # driver's cores (idle until the slabs start) without copying the crops.
     with ThreadPoolExecutor(max_workers=min(2 * len(crops), resources.available_cpus())) as pool:
@@ -143,7 +143,7 @@ def denoise(volume: np.ndarray, tile_count: int = 1) -> tuple[np.ndarray, dict]:
     params, found = measured(volume)
     if params.model is None:
         return volume.astype(np.float32), found
-    pilot = localsvd.denoise(volume, params.model, tile_count)
+    pilot = patches.denoise(volume, params.model, tile_count)
     return wiener.denoise(volume, pilot, params.model, params.strength, tile_count), found
 
 
@@ -184,13 +184,13 @@ class _Work:
     """How one slab is computed: the pilot's slices, the first pass's tiles, the other passes' windows."""
 
     pilot: tuple[int, int]
-    tiles: dict[int, list[localsvd.Tile]]          # pass index → tiles along slices covering the pilot
+    tiles: dict[int, list[patches.Tile]]          # pass index → tiles along slices covering the pilot
     windows: dict[int, tuple[int, int]]            # pass index → slices a pass along rows or columns reads
-    wiener: localsvd.Tile
+    wiener: patches.Tile
 
 
 def _slice_window(slices: int, extent: int, first: int, stop: int,
-                  geometries: tuple[localsvd.Geometry, ...]) -> tuple[int, int]:
+                  geometries: tuple[patches.Geometry, ...]) -> tuple[int, int]:
     """The slices ``[y0, y1)`` a pass along rows (or columns) must see for its estimate of slices
     ``[first, stop)`` to be that of the whole series.
 
@@ -204,7 +204,7 @@ def _slice_window(slices: int, extent: int, first: int, stop: int,
     for g in geometries:
         p = min(g.patch, slices, extent)
         step = min(g.stride, p)
-        touching = [y for y in localsvd.starts(slices, p, step) if y < stop and y + p > first]
+        touching = [y for y in patches.starts(slices, p, step) if y < stop and y + p > first]
         grids.append((p, step, touching))
     unit = math.lcm(*(step for _, step, _ in grids))
     y0 = min(t[0] for _, _, t in grids) // unit * unit
@@ -216,13 +216,13 @@ def _slice_window(slices: int, extent: int, first: int, stop: int,
 
 def _work(shape: tuple[int, int, int], own_first: int, own_stop: int, params: Params) -> _Work:
     slices = shape[0]
-    w = localsvd.tile(slices, own_first, own_stop, (params.wiener.geometry,))
+    w = patches.tile(slices, own_first, own_stop, (params.wiener.geometry,))
     pf, ps = w.first, w.stop
     tiles, windows = {}, {}
     for i, p in enumerate(params.ensemble):
         if p.axis == 0:
             # The pilot's own slices as their own tile, so the noise estimate counts each patch once.
-            tiles[i] = [localsvd.tile(slices, a, b, p.geometries)
+            tiles[i] = [patches.tile(slices, a, b, p.geometries)
                         for a, b in ((pf, own_first), (own_first, own_stop), (own_stop, ps)) if b > a]
         else:
             extent = shape[2] if p.axis == 1 else shape[1]
@@ -276,22 +276,22 @@ def denoise_slab(region: np.ndarray, slab: Slab, shape: tuple[int, int, int],
     estimates = []
     for i, p in enumerate(params.ensemble):
         t0 = time.perf_counter()
-        field = localsvd.noise_field(params.model, p, shape)
+        field = patches.noise_field(params.model, p, shape)
         if p.axis == 0:
             estimate = np.empty((ps - pf, *shape[1:]), np.float32)
             for t in work.tiles[i]:
-                planes = localsvd.denoise_tile(region[at(t.first):at(t.stop)], t, slices, p.geometries, field)
+                planes = patches.denoise_tile(region[at(t.first):at(t.stop)], t, slices, p.geometries, field)
                 estimate[t.own_first - pf:t.own_stop - pf] = planes
         else:
             y0, y1 = work.windows[i]
             length = shape[p.axis]
-            view = localsvd.along(region, p.axis)[:, at(y0):at(y1)]
-            planes = localsvd.denoise_tile(view, localsvd.tile(length, 0, length, p.geometries), length,
+            view = patches.along(region, p.axis)[:, at(y0):at(y1)]
+            planes = patches.denoise_tile(view, patches.tile(length, 0, length, p.geometries), length,
                                            p.geometries, dataclasses.replace(field, offset=(0, y0, 0)))
             estimate = np.moveaxis(planes[:, pf - y0:ps - y0], 0, p.axis)
         estimates.append(estimate)
         seconds[STAGES[0] if p.axis == 0 else STAGES[1]] += time.perf_counter() - t0
-    pilot = localsvd.combine(estimates, params.ensemble)
+    pilot = patches.combine(estimates, params.ensemble)
     del estimates
     t0 = time.perf_counter()
     w = work.wiener

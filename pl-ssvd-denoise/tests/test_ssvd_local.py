@@ -9,10 +9,12 @@ import pytest
 from ctsvd_common import contract, noise
 from ctsvd_testdata.lowdose import simulate_low_dose
 from ctsvd_testdata.phantom import chest_phantom, low_dose_noise
-from ssvd_denoise import local, localspark, localsvd, wiener
-from ssvd_denoise.__main__ import main, parser
+from ssvd_denoise import local
+from ssvd_denoise.local import patches, wiener
+from ssvd_denoise.local import spark as local_spark
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run
 
-from conftest import decaying_volume, write_series
 
 SLICES, SIZE, NOISE_HU = 40, 64, 30.0
 
@@ -135,7 +137,7 @@ def test_the_second_stage_improves_on_the_pilot_on_a_simulated_low_dose_scan():
     error = lambda v: rmse(np.clip(v, -1024, 1500), reference)
     model = noise.estimate(scan.noisy_hu)
     strength, _ = local.choose_strength(scan.noisy_hu, model)
-    pilot = localsvd.denoise(scan.noisy_hu, model)
+    pilot = patches.denoise(scan.noisy_hu, model)
     denoised = wiener.denoise(scan.noisy_hu, pilot, model, strength)
     # Measured: noisy 57 HU, pilot 29.5, both stages 28.5 (a 96² image: too small for a measured
     # NPS, so both stages take the noise as white in-plane).
@@ -145,7 +147,7 @@ def test_the_second_stage_improves_on_the_pilot_on_a_simulated_low_dose_scan():
 
 def test_every_group_holds_its_reference_even_where_everything_ties():
     flat = np.zeros((4, 24, 24))        # every candidate ties at distance 0
-    ys = xs = np.array(localsvd.starts(24, 8, 6))
+    ys = xs = np.array(patches.starts(24, 8, 6))
     rows, cols = wiener.match(flat, ys, xs, wiener.SETTINGS)
     assert rows.shape == (len(ys) * len(xs), wiener.SETTINGS.group)
     assert np.array_equal(rows[:, 0], np.repeat(ys, len(xs))) and np.array_equal(cols[:, 0], np.tile(xs, len(ys)))
@@ -201,7 +203,7 @@ def test_the_tiling_never_changes_a_byte(stack):
 def test_tiles_cover_every_slice_once():
     for slices in (1, 5, 16, 17, 40, 301):
         for count in (1, 2, 4, 9):
-            plan = localsvd.tiles(slices, count)
+            plan = patches.tiles(slices, count)
             owned = [z for t in plan for z in range(t.own_first, t.own_stop)]
             assert owned == list(range(slices))
             assert all(0 <= t.first <= t.own_first < t.own_stop <= t.stop <= slices for t in plan)
@@ -213,7 +215,7 @@ def test_whitening_makes_slice_correlated_noise_white():
     n = 32
     model = noise.NoiseModel(np.ones((1, 1, 1)), (16, 32, 32), (16, 32, 32), np.ones((n, n)),
                              np.array([1.0, 0.6, 0.25, 0.0, 0.0]), 1)
-    pn = localsvd.patch_noise(model, 0, 8, 16)
+    pn = patches.patch_noise(model, 0, 8, 16)
     draws = noise.synthesize((16, 256, 256), 1.0, model.nps, model.slice_correlation, seed=4)
     X = draws.reshape(16, -1).T @ pn.whiten
     covariance = np.cov(X.T)
@@ -226,20 +228,20 @@ def test_whitening_makes_slice_correlated_noise_white():
 def test_optimal_shrinkage_zeroes_the_noise_bulk():
     beta = 0.25
     y = np.array([0.5, 1.0, 1.0 + np.sqrt(beta), 2.0, 10.0])
-    out = localsvd.optimal_shrinkage(y, beta)
+    out = patches.optimal_shrinkage(y, beta)
     assert list(out[:3]) == [0.0, 0.0, 0.0] and 0 < out[3] < 2.0 and 9.8 < out[4] < 10.0
     # More columns than rows: the same shrinker of the transposed matrix, in its own units.
-    wide = localsvd.optimal_shrinkage(y * 2, 4.0)
-    assert np.allclose(wide, localsvd.optimal_shrinkage(y, 0.25) * 2)
+    wide = patches.optimal_shrinkage(y * 2, 4.0)
+    assert np.allclose(wide, patches.optimal_shrinkage(y, 0.25) * 2)
 
 
-def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
+def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack, write_series):
     _, noisy, denoised, found = stack
     write_series(tmp_path / "in" / "series-001", noisy)
     for access in ("shared", "stream"):
         out = tmp_path / access
-        code = main(parser.parse_args(["--mode", "local", "--master", "local[2]", "--data-access", access]),
-                    tmp_path / "in", out)
+        flags = ["--mode", "local", "--master", "local[2]", "--data-access", access]
+        code = run(Settings.from_options(parser.parse_args(flags)), tmp_path / "in", out)
         assert code == 0
         series = out / "series-001"
         assert np.array_equal(np.load(series / contract.LOCAL), denoised), access
@@ -251,9 +253,10 @@ def test_spark_gives_the_same_bytes_as_this_process(tmp_path, stack):
         assert not (series / contract.SVD_JSON).exists()   # --mode local computes no global factors
 
 
-def test_a_bad_mode_is_a_usage_error(tmp_path, stack):
-    write_series(tmp_path / "in" / "series-001", stack[1])
-    assert main(parser.parse_args(["--mode", "regional"]), tmp_path / "in", tmp_path / "out") == 2
+def test_a_bad_mode_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:   # refused as the flags are read, before any work
+        parser.parse_args(["--mode", "regional"])
+    assert e.value.code == 2 and "argument --mode: invalid choice: 'regional'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("thickness", [8, 16, 24])
@@ -267,14 +270,14 @@ def test_any_cut_into_slabs_gives_the_same_bytes(stack, thickness):
     assert np.array_equal(local.denoise_in_slabs(noisy, thickness, params), denoised)
 
 
-def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geometries():
+def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geometries(decaying_volume):
     # Passes along rows (and columns) see a window of slices; with patch grids of strides 4 and 3 the
     # window must still start and end on every grid.
-    g = localsvd.GEOMETRIES
+    g = patches.GEOMETRIES
     volume = decaying_volume(45, 40, 36, seed=3)
     params, _ = local.measured(volume)
-    params = dataclasses.replace(params, ensemble=(localsvd.Pass(0, g[:2]), localsvd.Pass(1, g), localsvd.Pass(2, g[2:])))
-    pilot = localsvd.denoise(volume, params.model, 1, params.ensemble)
+    params = dataclasses.replace(params, ensemble=(patches.Pass(0, g[:2]), patches.Pass(1, g), patches.Pass(2, g[2:])))
+    pilot = patches.denoise(volume, params.model, 1, params.ensemble)
     expected = wiener.denoise(volume, pilot, params.model, params.strength)
     for thickness in (8, 16, 24):
         out = local.denoise_in_slabs(volume, thickness, params)
@@ -284,17 +287,17 @@ def test_slabs_keep_the_bytes_of_passes_along_rows_and_columns_with_several_geom
 def test_slabs_are_sized_from_the_executors_memory_and_cores():
     shape = lambda slices: (slices, 512, 512)
     # Plenty of memory: two slabs per core, a multiple of the cores.
-    assert len(local.slabs(shape(301), localspark.slab_thickness(shape(301), 2, 6 << 30))) == 4
+    assert len(local.slabs(shape(301), local_spark.slab_thickness(shape(301), 2, 6 << 30))) == 4
     # A 1 GiB task: a slab's estimated peak fits it, and a longer series gets more slabs, not larger ones.
     for slices in (1200, 11500):
-        t = localspark.slab_thickness(shape(slices), 2, 1 << 30)
-        assert (t + localspark.MARGIN_SLICES) * localspark.BYTES_PER_VOXEL * 512 * 512 <= 1 << 30
-        assert t == localspark.slab_thickness(shape(1200), 2, 1 << 30)
+        t = local_spark.slab_thickness(shape(slices), 2, 1 << 30)
+        assert (t + local_spark.MARGIN_SLICES) * local_spark.BYTES_PER_VOXEL * 512 * 512 <= 1 << 30
+        assert t == local_spark.slab_thickness(shape(1200), 2, 1 << 30)
     # Streamed slabs stay under their cap whatever the memory.
-    t = localspark.slab_thickness(shape(11500), 2, 64 << 30, localspark.STREAM_SLAB_BYTES)
-    assert (t + localspark.MARGIN_SLICES) * 4 * 512 * 512 <= localspark.STREAM_SLAB_BYTES
+    t = local_spark.slab_thickness(shape(11500), 2, 64 << 30, local_spark.STREAM_SLAB_BYTES)
+    assert (t + local_spark.MARGIN_SLICES) * 4 * 512 * 512 <= local_spark.STREAM_SLAB_BYTES
     # A short series keeps both cores busy.
-    assert len(local.slabs(shape(40), localspark.slab_thickness(shape(40), 2, 6 << 30))) == 2
+    assert len(local.slabs(shape(40), local_spark.slab_thickness(shape(40), 2, 6 << 30))) == 2
 
 
 def test_a_small_series_with_no_noise_only_roi_is_denoised_as_white():

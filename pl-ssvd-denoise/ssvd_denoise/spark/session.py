@@ -11,23 +11,12 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from ssvd_denoise import masterprobe
+from ssvd_denoise.spark import masterprobe
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # A live master answers the reachability probe in milliseconds.
 PROBE_SECONDS = 10.0
-
-
-def parse_conf(text: str) -> dict[str, str]:
-    """``"a=1, b=2"`` → ``{"a": "1", "b": "2"}``; a malformed item raises ValueError."""
-    conf = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--spark-conf: expected comma-separated key=value pairs, got {item!r}")
-        conf[key.strip()] = value.strip()
-    return conf
 
 
 def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | None:
@@ -112,7 +101,7 @@ def start(master: str, extra_conf: dict[str, str]):
     * Each task computes with one BLAS thread: Spark already runs one task
       per core, and nested threads would oversubscribe them.
     * The console progress bar is shown when stderr is a terminal.
-    * The run ends rather than hangs (see :mod:`ssvd_denoise.watchdog`): an
+    * The run ends rather than hangs (see :mod:`ssvd_denoise.spark.watchdog`): an
       OutOfMemoryError ends the driver's JVM (``-XX:+ExitOnOutOfMemoryError``,
       before any Java options given), and an executor that stops sending
       heartbeats is declared lost after 45 s, checked every 5 s (Spark's
@@ -141,7 +130,7 @@ def start(master: str, extra_conf: dict[str, str]):
     sc = SparkContext(conf=SparkConf().setMaster(local_master(master)).setAll(conf.items()))
     sc.setLogLevel("WARN")
     # A JVM that ends mid-call (out of memory, killed) breaks the gateway and the accumulator socket;
-    # the run says why in one line (ssvd_denoise.watchdog), so their tracebacks are kept off the terminal,
+    # the run says why in one line (ssvd_denoise.spark.watchdog), so their tracebacks are kept off the terminal,
     # up to the end of the process (Py4J objects freed at exit call the gateway too).
     logging.getLogger().addFilter(_QUIET)
     sc._accumulatorServer.handle_error = lambda request, client_address: None
@@ -216,7 +205,7 @@ def executor_cores(sc) -> list[int]:
 
 
 def _load_kernels(_item) -> int:
-    from ssvd_denoise import kernels  # noqa: F401  (imports NumPy)
+    from ssvd_denoise.factor import kernels  # noqa: F401  (imports NumPy)
     return os.getpid()
 
 

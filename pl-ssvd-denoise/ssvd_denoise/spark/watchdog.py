@@ -7,7 +7,7 @@ executor waits for one forever. Spark's own means close most of these doors,
 and :class:`Watchdog` the rest:
 
 * the driver's JVM runs with ``-XX:+ExitOnOutOfMemoryError`` (set by
-  :func:`ssvd_denoise.session.start`): an OutOfMemoryError ends it, with
+  :func:`ssvd_denoise.spark.session.start`): an OutOfMemoryError ends it, with
   exit code 3, whatever thread it hits;
 * :class:`Watchdog`, a thread polling every second while the series run,
   notices that the JVM has ended, that the DAG scheduler's event loop is dead,

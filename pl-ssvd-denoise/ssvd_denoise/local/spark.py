@@ -10,7 +10,7 @@ ones.
   descriptions; each reads its slices from the memory-mapped volume and
   writes its finished slices straight into the output ``.npy``.
 * ``stream``: the driver sends each slab once, through the global path's own
-  mechanism (:func:`ssvd_denoise.blocks.stream_waves`): a wave of one slab
+  mechanism (:func:`ssvd_denoise.spark.blocks.stream_waves`): a wave of one slab
   per core is broadcast and kept on the executors' disks, the wave's tasks
   name those blocks and carry no data, their results are kept on the
   executors' disks too, and come back one slab at a time
@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from ctsvd_common import atomic
-from ssvd_denoise import blocks, local, session
+from ssvd_denoise import local
+from ssvd_denoise.spark import blocks, session
 
 # Peak memory of one slab's task, in bytes per voxel of its input (float64 copies, sums and weights of a
 # pass); 32 measured on 512² slices, with headroom.
@@ -269,7 +270,7 @@ def _job_group(sc, group: str):
 
     Not reset when the block raises: after a signal has cut a call short, this
     thread's next call into Spark would wait for the cut call's job to end
-    (see :func:`ssvd_denoise.session.stop`).
+    (see :func:`ssvd_denoise.spark.session.stop`).
     """
     sc.setJobGroup(group, "local SVD denoising")
     yield

@@ -1,4 +1,4 @@
-"""What both SVD methods share: the result, the per-pass clock, and the last pass.
+"""What both SVD methods share: the result, the timed passes over the data, and the last pass.
 
 Whichever way U and s are found (:mod:`gram` exactly, :mod:`halko` by
 sampling), the driver ends with a small matrix M (k × m) such that
@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ssvd_denoise import kernels
+from ssvd_denoise.factor import kernels
 
 
 class ColumnBlocks(Protocol):
@@ -61,18 +61,19 @@ class SvdResult:
         return round(sum(p["seconds"] for p in self.passes), 3)
 
 
-class PassClock:
-    """Times each pass over the data and logs ``pass i/N (name) t s``."""
+class TimedPasses:
+    """Runs the passes over the data one by one, keeping each one's time and logging
+    ``pass i/N (name) t s``."""
 
     def __init__(self, total: int, log: Callable[[str], None]):
-        self.total, self.log, self.passes = total, log, []
+        self.total, self.log, self.timings = total, log, []
 
     def run(self, name: str, fn: Callable[[], tuple]) -> tuple:
         t0 = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t0
-        self.passes.append({"pass": name, "seconds": round(dt, 3)})
-        self.log(f"pass {len(self.passes)}/{self.total} ({name}) {dt:.2f} s")
+        self.timings.append({"pass": name, "seconds": round(dt, 3)})
+        self.log(f"pass {len(self.timings)}/{self.total} ({name}) {dt:.2f} s")
         return out
 
 
@@ -94,13 +95,13 @@ def fix_signs(U: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return U * signs, M * signs[:, None]
 
 
-def write_eigenimages(blocks: ColumnBlocks, clock: PassClock, U: np.ndarray, s: np.ndarray, M: np.ndarray,
+def write_eigenimages(blocks: ColumnBlocks, passes: TimedPasses, U: np.ndarray, s: np.ndarray, M: np.ndarray,
                       vt_out: Callable[[int], np.ndarray | Path]) -> tuple[float, float]:
     """The last pass: Vt = M·A into ``vt_out(k)``; returns ‖A‖_F and ‖A − U·diag(s)·Vt‖_F.
 
     The error is that of Vt as stored (float32), from sums the pass collects
     on the way (see :func:`kernels.eigenimages`), not from a residual matrix.
     """
-    norm2, kept2, rounding2 = clock.run("eigen-images", lambda: blocks.write_columns(
+    norm2, kept2, rounding2 = passes.run("eigen-images", lambda: blocks.write_columns(
         partial(kernels.eigenimages, M=M, s=s), vt_out(len(s))))
     return float(np.sqrt(norm2)), float(np.sqrt(max(norm2 - kept2, 0.0) + rounding2))

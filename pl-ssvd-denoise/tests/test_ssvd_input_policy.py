@@ -1,18 +1,20 @@
 """Flag values and series refused before Spark starts: exit 2 for flags, a failed series for data."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctsvd_common import contract
-from ssvd_denoise.__main__ import main, parser
-
-from conftest import decaying_volume, manifest_for, write_series
+from ssvd_denoise.options import Settings, parser
+from ssvd_denoise.run import run as run_settings
 
 
 def run(args, inputdir, outputdir):
-    return main(parser.parse_args(args), inputdir, outputdir)
+    return run_settings(Settings.from_options(parser.parse_args(args)), inputdir, outputdir)
 
 
 def report(outputdir):
@@ -23,22 +25,34 @@ def spark_started(caplog):
     return any("starting Spark" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("args,flag", [
-    (["--k", "0"], "--k"),
-    (["--oversample", "-1"], "--oversample"),
-    (["--power-iters", "-2"], "--power-iters"),
-    (["--partitions", "-1"], "--partitions"),
-    (["--seed", "-1"], "--seed"),
-    (["--spark-conf", "spark.executor.memory=1g,oops"], "--spark-conf"),
+@pytest.mark.parametrize("args,message", [
+    (["--k", "0"], "argument --k: expected a whole number of 1 or more, got '0'"),
+    (["--oversample", "-1"], "argument --oversample: expected a whole number of 0 or more, got '-1'"),
+    (["--power-iters", "-2"], "argument --power-iters: expected a whole number of 0 or more, got '-2'"),
+    (["--partitions", "-1"], "argument --partitions: expected a whole number of 0 or more, got '-1'"),
+    (["--seed", "-1"], "argument --seed: expected a whole number of 0 or more, got '-1'"),
+    (["--executors", "-1"], "argument --executors: expected a whole number of 0 or more, got '-1'"),
+    (["--mode", "regional"], "argument --mode: invalid choice: 'regional'"),
+    (["--spark-conf", "oops,spark.executor.memory=1g"],
+     "argument --spark-conf: expected spark.NAME=VALUE settings, got 'oops,spark.executor.memory=1g'"),
 ])
-def test_an_unusable_flag_value_exits_2_before_any_work(series_input, tmp_path, caplog, args, flag):
+def test_an_unusable_flag_value_exits_2_as_the_flags_are_read(capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(args)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_k_0_is_refused_before_any_work(series_input, tmp_path):
+    """The command: one line after the usage, exit 2, and nothing written."""
     inputdir, _ = series_input
-    assert run(args, inputdir, tmp_path / "out") == 2
-    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and errors[0].startswith(f"{flag}: expected ")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ssvd_denoise.report.json"]
-    assert report(tmp_path / "out")["status"] == "usage-error"
-    assert not spark_started(caplog)
+    command = Path(sys.executable).parent / "ssvd_denoise"
+    proc = subprocess.run([command, "--k", "0", inputdir, tmp_path / "out"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == ("ssvd_denoise: error: argument --k: expected a whole number of 1 or more, "
+                                            "got '0'")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_argparse_type_errors_exit_2():
@@ -47,7 +61,7 @@ def test_argparse_type_errors_exit_2():
     assert e.value.code == 2
 
 
-def test_non_finite_series_fail_with_a_count_and_spark_never_starts(tmp_path, caplog):
+def test_non_finite_series_fail_with_a_count_and_spark_never_starts(tmp_path, caplog, decaying_volume, write_series):
     inputdir = tmp_path / "in"
     for name, bad in (("series-001", np.nan), ("series-002", -np.inf)):
         volume = decaying_volume(m=8, rows=16, cols=64)
@@ -63,32 +77,32 @@ def test_non_finite_series_fail_with_a_count_and_spark_never_starts(tmp_path, ca
     assert any("Spark was not started" in r.getMessage() for r in caplog.records)
 
 
-def _truncated(folder):
+def _truncated(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, decaying_volume(m=8, rows=16, cols=64))
     data = (folder / contract.VOLUME).read_bytes()
     (folder / contract.VOLUME).write_bytes(data[:len(data) // 2])
 
 
-def _one_slice(folder):
+def _one_slice(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, decaying_volume(m=1, rows=16, cols=64))
 
 
-def _all_zero(folder):
+def _all_zero(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, np.zeros((8, 16, 64), np.float32))
 
 
-def _shape_differs(folder):
+def _shape_differs(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, decaying_volume(m=8, rows=16, cols=64))
     contract.write_manifest(folder, manifest_for(np.zeros((9, 16, 64), np.float32)))
 
 
-def _old_manifest(folder):
+def _old_manifest(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, decaying_volume(m=8, rows=16, cols=64))
     raw = json.loads((folder / contract.MANIFEST).read_text())
     (folder / contract.MANIFEST).write_text(json.dumps({**raw, "version": 1}))
 
 
-def _no_headers(folder):
+def _no_headers(folder, decaying_volume, write_series, manifest_for):
     write_series(folder, decaying_volume(m=8, rows=16, cols=64))
     (folder / contract.HEADERS).rmdir()
 
@@ -101,8 +115,9 @@ def _no_headers(folder):
     (_old_manifest, "ctsvd-series-manifest version 1 is not supported"),
     (_no_headers, "headers missing from the series folder"),
 ])
-def test_a_bad_series_is_one_line_and_costs_no_spark(tmp_path, caplog, make, reason):
-    make(tmp_path / "in" / "series-001")
+def test_a_bad_series_is_one_line_and_costs_no_spark(tmp_path, caplog, make, reason, decaying_volume, write_series,
+                                                    manifest_for):
+    make(tmp_path / "in" / "series-001", decaying_volume, write_series, manifest_for)
     assert run([], tmp_path / "in", tmp_path / "out") == 1
     errors = report(tmp_path / "out")["errors"]
     assert len(errors) == 1 and errors[0]["file"] == "series-001"

@@ -44,8 +44,8 @@ from typing import Callable
 
 import numpy as np
 
-from ssvd_denoise import kernels
-from ssvd_denoise.factors import ColumnBlocks, PassClock, SvdResult, fix_signs, output_rank, write_eigenimages
+from ssvd_denoise.factor import (ColumnBlocks, SvdResult, TimedPasses, fix_signs, kernels, output_rank,
+                                 write_eigenimages)
 
 RCOND = 1e-12
 
@@ -100,17 +100,17 @@ def stochastic_svd(
     if m > n:
         raise ValueError(f"expected a short, wide matrix (slices ≤ pixels), got {m} × {n}")
     k_eff, ell = output_rank(m, k, oversample)
-    clock = PassClock(power_iters + 2, log)
+    passes = TimedPasses(power_iters + 2, log)
 
     rng = np.random.default_rng(seed)
     X, _ = np.linalg.qr(rng.standard_normal((m, ell)))
     for i in range(power_iters):
-        Z, _ = clock.run(f"power iteration {i + 1}/{power_iters}",
-                         lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=False)))
+        Z, _ = passes.run(f"power iteration {i + 1}/{power_iters}",
+                          lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=False)))
         X, _ = np.linalg.qr(Z)
 
-    Z, C = clock.run("sample and Gram",
-                     lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=True)))
+    Z, C = passes.run("sample and Gram",
+                      lambda: blocks.sum_over_blocks(partial(kernels.sample_range, X=X, with_gram=True)))
 
     # Rayleigh–Ritz on the sampled row space, without forming its basis Q = Y E Λ^-½.
     lam, E = np.linalg.eigh(C)
@@ -130,8 +130,8 @@ def stochastic_svd(
     if k_out < k_eff:
         log(f"the sampled space has rank {sample_rank}: returning {k_out} components, not {k_eff}")
 
-    norm, resid = write_eigenimages(blocks, clock, U, s, M, vt_out)
+    norm, resid = write_eigenimages(blocks, passes, U, s, M, vt_out)
     return SvdResult(
         method="randomized", U=U, s=s, k=k_out, requested_k=k, oversample=ell - k_eff, power_iters=power_iters,
-        seed=seed, sample_rank=sample_rank, frobenius_norm=norm, residual_norm=resid, passes=clock.passes,
+        seed=seed, sample_rank=sample_rank, frobenius_norm=norm, residual_norm=resid, passes=passes.timings,
     )

@@ -29,14 +29,14 @@ denoises such patches one by one, the way MP-PCA does for diffusion MRI
    independent, and the mean is better than any one.
 
 This is the first of the local denoiser's two stages (:mod:`ssvd_denoise.local`):
-its result is the pilot that :mod:`ssvd_denoise.wiener` refines.
+its result is the pilot that :mod:`ssvd_denoise.local.wiener` refines.
 
 Everything is deterministic. The volume is processed in **tiles**, slabs of
 whole slices: a tile owns a run of output slices, computes every patch that
 touches them (patches across a tile's edge are computed by both tiles) and
 returns its slices final. Each voxel thus gets the same patches, summed in
 the same order, whatever the tiling: one pass over the volume on one machine
-and a Spark cluster (:mod:`ssvd_denoise.localspark`) give identical bytes.
+and a Spark cluster (:mod:`ssvd_denoise.local.spark`) give identical bytes.
 """
 
 from __future__ import annotations
