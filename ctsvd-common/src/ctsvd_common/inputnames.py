@@ -88,7 +88,7 @@ def check_map_path(path: str | os.PathLike, outputdir: Path) -> Path:
     target = Path(path).expanduser().absolute()
     out = Path(outputdir).absolute()
     if target == out or out in target.parents:
-        raise ValueError(f"--input-map must be outside the output folder: it holds the original "
+        raise ValueError("--input-map must be outside the output folder: it holds the original "
                          "paths, which must not go on to the next stage")
     if target.is_dir():
         raise ValueError("--input-map names a folder; give a file name")
