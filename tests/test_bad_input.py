@@ -9,7 +9,7 @@ import pytest
 from ctsvd_common import contract
 from ctsvd_testdata.phantom import write_demo_series
 
-from conftest import ENV, ROOT, all_files, error_lines, run_command, source
+from plugin_commands import ENV, ROOT, all_files, error_lines, run_command, source
 
 READERS = ["dcm_anon", "dicom2matrix"]
 

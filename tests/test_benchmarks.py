@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ENV, ROOT
+from plugin_commands import ENV, ROOT
 
 
 def test_dicom2matrix_benchmark_runs_and_reports_ratios(tmp_path):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ENV, ROOT
+from plugin_commands import ENV, ROOT
 
 pytest.importorskip("skimage")
 pytest.importorskip("scipy")

@@ -17,7 +17,7 @@ from ctsvd_common import contract
 from ctsvd_pipeline.files import DEFAULT_PIPELINE
 from ctsvd_testdata.phantom import write_demo_series
 
-from conftest import ENV, ROOT, all_files
+from plugin_commands import ENV, ROOT, all_files
 
 SLICES, SIZE, SEED = 48, 128, 3
 

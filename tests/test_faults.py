@@ -21,7 +21,7 @@ import pytest
 from ctsvd_common import contract, resources
 from ctsvd_testdata.phantom import write_demo_series
 
-from conftest import BIN, ENV, ROOT, error_lines, run_command
+from plugin_commands import BIN, ENV, error_lines, run_command
 
 PAUSE_AT = Path(__file__).with_name("pause_at.py")
 REPORT = "{}.report.json"

@@ -15,7 +15,7 @@ from ctsvd_common import contract
 from ctsvd_testdata.hostile_exam import BIRTH_DATE, PATIENT_ID, STUDY_DATE, HostileExam, write_hostile_exam
 from dcm_anon.uids import Pseudonyms
 
-from conftest import ENV, ROOT, all_files
+from plugin_commands import ENV, ROOT, all_files
 
 KEY = "hostile-test-key"
 EVERY_OPTION = {"shift_dates": True, "clean_descriptors": True, "keep_safe_private": True,

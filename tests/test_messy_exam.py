@@ -12,7 +12,7 @@ from ctsvd_common import contract
 from ctsvd_common.inputnames import LABEL
 from ctsvd_testdata.messy_exam import write_messy_exam
 
-from conftest import ENV, ROOT, all_files, run_command, source
+from plugin_commands import ENV, ROOT, all_files, run_command, source
 
 # How the stages word each category of the fixture's ground truth.
 SKIP_REASONS = {

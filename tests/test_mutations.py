@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 
 from ctsvd_testdata.phantom import write_demo_series
 
-from conftest import run_command
+from plugin_commands import run_command
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # pydicom, reading the mutants back
 

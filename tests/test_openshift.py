@@ -30,7 +30,7 @@ import yaml
 from ctsvd_pipeline.files import PIPELINES
 
 import k8s_policy as policy
-from conftest import BIN, ROOT
+from plugin_commands import BIN, ROOT
 
 OPENSHIFT = ROOT / "openshift"
 README = OPENSHIFT / "README.md"

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 
 from ctsvd_pipeline.files import DEFAULT_PIPELINE
 
-from conftest import BIN, ENV, PLUGINS, ROOT
+from plugin_commands import BIN, ENV, PLUGINS, ROOT
 
 
 def _descriptor(dist: str) -> dict:

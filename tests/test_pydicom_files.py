@@ -14,7 +14,7 @@ from pydicom.pixels import apply_modality_lut
 
 from ctsvd_common import contract
 
-from conftest import all_files, run_command, source
+from plugin_commands import all_files, run_command, source
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
 EVERY = sorted(str(f.relative_to(TEST_FILES)) for f in all_files(TEST_FILES) if not f.name.startswith("."))

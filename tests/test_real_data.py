@@ -10,7 +10,7 @@ import pydicom
 
 from ctsvd_common import contract
 
-from conftest import all_files, error_lines, run_command, source as path_of
+from plugin_commands import all_files, error_lines, run_command, source as path_of
 
 
 def test_tcia_slices_go_through_anonymizer_and_converter(shared_data, tmp_path):

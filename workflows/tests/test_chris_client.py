@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cube_api  # noqa: E402
-from fake_cube import OUTPUTS, SERIALIZERS, FakeCube  # noqa: E402
+import cube_api
+from fake_cube import OUTPUTS, SERIALIZERS, FakeCube
 
-from ctsvd_pipeline import chris, descriptors, files  # noqa: E402
+from ctsvd_pipeline import chris, descriptors, files
 
 CROSSOVER = files.PIPELINES / "ct-denoise-crossover.yml"
 DEFAULT = files.DEFAULT_PIPELINE
