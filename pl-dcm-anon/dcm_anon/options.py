@@ -7,12 +7,8 @@ from dataclasses import dataclass, replace
 
 from ctsvd_common.cli import Whole, add_version
 from ctsvd_common.stage import Policy, add_policy_flags
-
 from dcm_anon.profile import RETAIN_OPTIONS, RetainOption
 
-# More workers than CPUs are cut to the CPUs at run time (ctsvd_common.resources.capped_workers);
-# this bound only refuses a number no machine could mean.
-MAX_WORKERS = 1024
 
 parser = ArgumentParser(
     description="De-identify the CT images of the input tree by the DICOM PS3.15 Annex E "
@@ -33,7 +29,7 @@ parser.add_argument("--pseudonym-key", dest="pseudonym_key", type=str, default="
                          "(the mapping cannot be reproduced)")
 parser.add_argument("--no-tag-report", dest="no_tag_report", action="store_true", default=False,
                     help="do not make the tag listing of the output in tag-report/")
-parser.add_argument("--workers", dest="workers", type=int, default=0, action=Whole, maximum=MAX_WORKERS,
+parser.add_argument("--workers", dest="workers", type=int, default=0, action=Whole,
                     help="processes that de-identify files side by side; 0: one per CPU this "
                          "container may use (fewer for small inputs)")
 add_policy_flags(parser)
