@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         ymls = sorted(str(p) for p in files.PIPELINES.glob("*.yml"))
         check(run_chris(stack, "upload-pipeline", *ymls, log=logs / "upload.log") == 0, "upload-pipeline")
         demo = out / "demo"
-        subprocess.run([str(ROOT / ".venv" / "bin" / "ctsvd-local"), "demo", "--demo-slices", str(args.slices),
+        subprocess.run([str(ROOT / ".venv" / "bin" / "ctsvd-pipeline"), "demo", "--demo-slices", str(args.slices),
                         "--demo-size", str(args.size), str(demo)], check=True, capture_output=True)
         # One after the other: three at once were faster (590 s against 800 s here) but, on two cores
         # shared with other work, CUBE once gave up on a job whose pfcon answered too slowly.

@@ -1,12 +1,12 @@
-"""ctsvd-local: run the suite's ChRIS pipeline on this machine, write the demo series,
+"""ctsvd-pipeline: run the suite's ChRIS pipeline on this machine, write the demo series,
 and keep the ChRIS files (descriptors, pipeline JSON) in step with the code.
 
-    ctsvd-local run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume]
+    ctsvd-pipeline run  [--pipeline FILE] [--set TITLE.PARAM=VALUE] [--resume]
                      [--engine docker|podman [--image TEMPLATE]] [INPUTDIR] OUTPUTDIR
-    ctsvd-local demo [--slices N] [--size S] OUTDIR
-    ctsvd-local descriptors [--check]     descriptors/*.json from the code
-    ctsvd-local pipelines [--check]       validate pipelines/*.yml, write pipelines/json/*.json
-    ctsvd-local check FILE...             validate pipeline files against the descriptors
+    ctsvd-pipeline demo [--slices N] [--size S] OUTDIR
+    ctsvd-pipeline descriptors [--check]     descriptors/*.json from the code
+    ctsvd-pipeline pipelines [--check]       validate pipelines/*.yml, write pipelines/json/*.json
+    ctsvd-pipeline check FILE...             validate pipeline files against the descriptors
 
 descriptors/ and pipelines/ are package data of ctsvd_pipeline (workflows/ctsvd_pipeline/).
 """
@@ -47,7 +47,7 @@ def write_demo(outdir: Path, slices: int, size: int, seed: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ctsvd-local", description=__doc__,
+    parser = argparse.ArgumentParser(prog="ctsvd-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run a pipeline file on INPUTDIR (or on a demo series) into OUTPUTDIR")

@@ -4,8 +4,8 @@ The YAML files in pipelines/ (package data) are the one source (CUBE takes
 them at /api/v1/pipelines/sourcefiles/); pipelines/json/<name>.json is the
 body of ``POST /api/v1/pipelines/`` made from each, so the two cannot drift:
 
-    ctsvd-local pipelines            check every YAML file, rewrite the JSON
-    ctsvd-local pipelines --check    exit 1 when a file has problems or a JSON is stale
+    ctsvd-pipeline pipelines            check every YAML file, rewrite the JSON
+    ctsvd-pipeline pipelines --check    exit 1 when a file has problems or a JSON is stale
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def sync(check: bool = False, say=print) -> int:
         target, text = json_path(source), json_text(source)
         if check:
             if not target.exists() or target.read_text() != text:
-                say(f"{target}: stale, not what {source.name} says: run ctsvd-local pipelines")
+                say(f"{target}: stale, not what {source.name} says: run ctsvd-pipeline pipelines")
                 status = 1
         else:
             atomic.write_text(target, text)

@@ -14,8 +14,8 @@ defaults to ``https://github.com/<image repo>``); we pass it the plugin's
 ``Project-URL: Source`` (set in its setup.py), which must lie under
 SUITE_REPOSITORY.
 
-    ctsvd-local descriptors            rewrite descriptors/*.json (package data)
-    ctsvd-local descriptors --check    exit 1, naming the fields, if they differ
+    ctsvd-pipeline descriptors            rewrite descriptors/*.json (package data)
+    ctsvd-pipeline descriptors --check    exit 1, naming the fields, if they differ
 """
 
 from __future__ import annotations

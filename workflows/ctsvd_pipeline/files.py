@@ -1,7 +1,7 @@
 """The files the runner ships as package data: the pipeline files, the JSON made
 from them, and the plugins' checked-in ChRIS descriptors.
 
-``ctsvd-local descriptors`` and ``ctsvd-local pipelines`` rewrite them in place,
+``ctsvd-pipeline descriptors`` and ``ctsvd-pipeline pipelines`` rewrite them in place,
 which in the editable install of a clone is the clone's own copy.
 """
 

@@ -81,7 +81,7 @@ def test_every_pipeline_file_is_sound(known):
 def test_json_is_made_from_the_yaml(source):
     doc = yaml.safe_load(source.read_text())
     body = json.loads(catalog.json_path(source).read_text())
-    assert catalog.json_path(source).read_text() == catalog.json_text(source), "run ctsvd-local pipelines"
+    assert catalog.json_path(source).read_text() == catalog.json_text(source), "run ctsvd-pipeline pipelines"
     assert {k: body[k] for k in ("name", "authors", "category", "description", "locked")} == \
            {k: doc[k] for k in ("name", "authors", "category", "description", "locked")}
     tree = json.loads(body["plugin_tree"])  # CUBE takes plugin_tree as a JSON string

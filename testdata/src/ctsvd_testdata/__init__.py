@@ -8,6 +8,8 @@
 - :mod:`~ctsvd_testdata.anon_tree`: the phantom as the anonymizer tests' nested input tree;
 - :mod:`~ctsvd_testdata.lowdose`: a LoDoPaB-style low-dose simulation (radon, Poisson, FBP);
 - :mod:`~ctsvd_testdata.conditions`: the denoising benchmark's harder test stacks;
+- :mod:`~ctsvd_testdata.series_folders`: series folders as the stages hand them on (a volume and its
+  manifest; factors and a local result), built without running the stages;
 - :mod:`~ctsvd_testdata.dicom`, :mod:`~ctsvd_testdata.jpeg_lossless`: what the writers share;
 - :mod:`~ctsvd_testdata.shared`: the real data beside a clone, in ``../shared``.
 """

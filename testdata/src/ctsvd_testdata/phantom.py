@@ -2,7 +2,7 @@
 
 Two users rely on this module:
 
-* the pipeline runner (``ctsvd-local demo``, and ``run`` without an input
+* the pipeline runner (``ctsvd-pipeline demo``, and ``run`` without an input
   folder), which writes it as the demo series, and
 * the test suite, which uses the returned :class:`DemoSeries` as ground truth
   (exact HU values, the made-up PHI, the original UIDs).
