@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -99,6 +100,10 @@ class Sampler(threading.Thread):
 
 
 def run_column(column: str, series: Path, out: Path, master: str | None, workers: list[int]) -> dict:
+    # The column's output folder is the benchmark's own: an earlier run's outputs would be refused
+    # (the plugin takes only an empty folder) and must never be read as this run's.
+    shutil.rmtree(out, ignore_errors=True)
+    out.with_suffix(".log").unlink(missing_ok=True)
     if column == "in-process":
         (out / series.name).mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-c", IN_PROCESS, str(series / "volume.npy"), str(out / series.name / "local.npy")]
@@ -165,9 +170,10 @@ def main() -> int:
                     print(f"{slices} slices, {column} ...", flush=True)
                     runs[column] = run_column(column, series, out, master, [p.pid for p in procs])
                     runs[column]["output"] = str(out / series.name / "local.npy")
-        first = next(iter(runs.values()))["output"]
+        reference = next(iter(runs))   # the first column; the others are compared with it
         for column, r in runs.items():
-            r["same_bytes"] = same_bytes(Path(first), Path(r["output"]))
+            r["same_bytes"] = ("reference" if column == reference
+                               else same_bytes(Path(runs[reference]["output"]), Path(r["output"])))
             r["voxels_per_s"] = round(voxels / r["wall_s"]) if r["exit"] == 0 else None
             r["denoise_voxels_per_s"] = round(voxels / r["denoise_s"]) if r["denoise_s"] else None
             results.append({"slices": slices, "size": a.size, "column": column, **r})
@@ -192,7 +198,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['slices']}×{r['size']}² | {r['column']} | {r['exit']} | {r['wall_s']} | {r['denoise_s']} "
               f"| {_si(r['voxels_per_s'])} | {_si(r['denoise_voxels_per_s'])} "
               f"| {r['driver_rss_mib']} ({r['driver_anon_mib']}) | {r['executor_rss_mib'] or '–'} "
-              f"| {'yes' if r['same_bytes'] else r['same_bytes']} | {r['load_before']}/{r['load_after']} |")
+              f"| {'yes' if r['same_bytes'] is True else r['same_bytes'] or '–'} | {r['load_before']}/{r['load_after']} |")
     by = {r["column"]: r for r in rows}
     for mode in ("shared", "stream"):
         one, two = by.get(f"1 worker {mode}"), by.get(f"2 workers {mode}")

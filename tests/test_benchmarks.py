@@ -74,7 +74,14 @@ def test_local_scale_benchmark_runs_its_columns_with_the_same_bytes(tmp_path):
                            "--slices", "40", "--size", "64", "--columns", "in-process,local[2],2 workers stream"],
                           capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = re.findall(r"^\| 40×64² \| (.+?) \| 0 \| [\d.]+ \| .+ \| [\d.]+ M \| .+ \| \d+ \(\d+\) \| (.+?) \| yes \|",
-                      proc.stdout, re.MULTILINE)
-    assert [column for column, _ in rows] == ["in-process", "local[2]", "2 workers stream"], proc.stdout
+    rows = re.findall(r"^\| 40×64² \| (.+?) \| 0 \| [\d.]+ \| .+ \| [\d.]+ M \| .+ \| \d+ \(\d+\) \| (.+?) \| "
+                      r"(yes|reference) \|", proc.stdout, re.MULTILINE)
+    assert [(column, same) for column, _, same in rows] == [
+        ("in-process", "reference"), ("local[2]", "yes"), ("2 workers stream", "yes")], proc.stdout
     assert int(rows[-1][1]) > 0   # the executors' memory was sampled
+    # Run again in the same folder: the columns start from empty output folders, not the last run's.
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "local_scale.py"), "--workdir", str(tmp_path),
+                            "--slices", "40", "--size", "64", "--columns", "local[2]"],
+                           capture_output=True, text=True, env=ENV, timeout=900)
+    assert again.returncode == 0 and re.search(r"^\| 40×64² \| local\[2\] \| 0 \| .+ \| reference \|", again.stdout,
+                                               re.MULTILINE), again.stdout[-3000:]
