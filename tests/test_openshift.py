@@ -435,13 +435,18 @@ def spark_driver(tmp_path_factory):
     try:
         wait_for(log, "I have been elected leader", master)
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-        spark = (SparkSession.builder.master(f"spark://127.0.0.1:{port}").appName("executor-template")
-                 .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-                 .config("spark.executor.cores", "1").getOrCreate())
+        options = {"spark.master": f"spark://127.0.0.1:{port}", "spark.app.name": "executor-template",
+                   "spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false", "spark.executor.cores": "1"}
+        spark = SparkSession.builder.config(map=options).getOrCreate()
         try:
             yield spark, work
         finally:
             spark.stop()
+            # A driver's settings stay in its JVM's system properties, where every later SparkConf() of
+            # this process (the plugin's own runs in other tests) would read them: take them back.
+            system = spark.sparkContext._jvm.java.lang.System
+            for key in options:
+                system.clearProperty(key)
     finally:
         stop(master)
         if local_ip is None:
