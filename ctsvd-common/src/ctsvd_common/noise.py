@@ -500,7 +500,8 @@ def _cell_sigma(slab: np.ndarray, r: np.ndarray, valid: np.ndarray,
     measurable = np.count_nonzero(~np.isnan(cells), axis=-1) >= np.maximum(16, cells.shape[-1] // 4)
     second = robust_sigma(np.where(near_edge, np.nan, cells))
     sigma = np.where(measurable, np.where(np.isnan(second), first, second), np.nan)
-    return sigma, (sub[~np.isnan(sub)] if np.all(np.isnan(sigma)) else sub[:0].ravel())
+    # Not ``sub[:0]``: an empty view keeps the slab alive, and the caller keeps one per slab.
+    return sigma, (sub[~np.isnan(sub)] if np.all(np.isnan(sigma)) else np.empty(0, sub.dtype))
 
 
 def radial_profile(nps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
