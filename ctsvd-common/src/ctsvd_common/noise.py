@@ -388,6 +388,7 @@ def slice_difference_gain(raw: np.ndarray, level: np.ndarray, rho: np.ndarray) -
     if lag < 1 or len(raw) == 0:
         return None
     diff = raw[:, lag:].astype(np.float64) - raw[:, :depth - lag]
+    # (ρ_L is capped: slices that share nearly all their noise leave too little difference to scale up.)
     power = diff.reshape(len(raw), depth - lag, -1).var(axis=-1).mean(axis=1) / (2 * (1 - min(rho[lag], 0.9)))
     return float(np.median(level / np.maximum(power, 1e-12)))
 
