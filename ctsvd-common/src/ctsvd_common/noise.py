@@ -360,14 +360,16 @@ def spectrum(raw: np.ndarray, resid: np.ndarray, minimum: int = FEW_ROIS) -> tup
                      / (depth - k) if k < depth else 0.0 for k in range(MAX_LAG + 1)])
     if lags[0] <= 0:
         return white
-    # The power detrending took, put back at zero frequency for the gain only (the spectrum's
-    # shape is what was measured): a soft kernel's noise has much of its power there.
-    full = nps.copy()
-    for _ in range(DETREND_ITERATIONS):
-        full[0, 0] = nps[0, 0] + rows * cols * _detrending_loss(full)
-    gain = float(np.mean(full * box_response(RESIDUAL_BOX, rows, cols)) / np.mean(full))
     rho = lags / lags[0]
-    return nps / nps.mean(), rho, slice_difference_gain(raw, level, rho) or gain, len(raw)
+    gain = slice_difference_gain(raw, level, rho)
+    if gain is None:
+        # ROIs one slice deep: the gain from the spectrum, with the power detrending took put back
+        # at zero frequency (the spectrum's shape is what was measured).
+        full = nps.copy()
+        for _ in range(DETREND_ITERATIONS):
+            full[0, 0] = nps[0, 0] + rows * cols * _detrending_loss(full)
+        gain = float(np.mean(full * box_response(RESIDUAL_BOX, rows, cols)) / np.mean(full))
+    return nps / nps.mean(), rho, gain, len(raw)
 
 
 def slice_difference_gain(raw: np.ndarray, level: np.ndarray, rho: np.ndarray) -> float | None:
