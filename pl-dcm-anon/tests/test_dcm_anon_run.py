@@ -159,7 +159,10 @@ def test_retain_options(series, outdir, run, flag, keyword, value, code):
         assert ds.SOPInstanceUID == series.sop_uids[0] == ds.file_meta.MediaStorageSOPInstanceUID
 
 
-def test_tag_report_lists_every_folder_of_the_output(series, outdir, run):
+def test_tag_report_lists_every_folder_of_the_output(series, outdir, run, tmp_path, monkeypatch):
+    # A temporary folder of its own: another test process may be writing its tag report in /tmp.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     assert run(series.root, outdir) == 0
     report_dir = outdir / "tag-report"
     for folder in (report_dir / "series-001",):
